@@ -1,0 +1,1 @@
+"""rwkv_webgpu: RWKV language models on any WebGPU adapter."""
