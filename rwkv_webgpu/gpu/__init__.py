@@ -1,0 +1,20 @@
+"""WebGPU plumbing: device/adapter negotiation, tensors, shaders, the command recorder."""
+
+from .device import AdapterInfo, Device, get_device, list_adapters
+from .recorder import Counter, Graph, ceil_div, pack_params
+from .tensor import Act, Matrix, act_buffer, upload_matrix
+
+__all__ = [
+    "Act",
+    "AdapterInfo",
+    "Counter",
+    "Device",
+    "Graph",
+    "Matrix",
+    "act_buffer",
+    "ceil_div",
+    "get_device",
+    "list_adapters",
+    "pack_params",
+    "upload_matrix",
+]

@@ -1,0 +1,137 @@
+"""Record a forward pass once, replay it every step.
+
+A :class:`Graph` holds dispatches whose pipelines, parameter uniforms and bind groups are
+created when the graph is built. Each step only writes the row counters, then encodes the
+recorded list into one command buffer: no pipeline or bind-group creation per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .device import Device
+
+Grid = Callable[[int], tuple[int, int, int]]
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class Counter:
+    """A small uniform ``struct Count { n: u32 }`` that sizes the dispatches bound to it."""
+
+    def __init__(self, device: Device, label: str):
+        self.device = device
+        self.buffer = device.uniform(np.zeros(4, np.uint32), label)
+        self.value = -1
+
+    def set(self, n: int) -> None:
+        if n != self.value:
+            self.device.write(self.buffer, np.array([n, 0, 0, 0], np.uint32))
+            self.value = n
+
+
+@dataclass
+class Dispatch:
+    pipeline: Any
+    bind_group: Any
+    counter: Counter
+    grid: Grid
+    label: str
+
+
+@dataclass
+class Copy:
+    """A buffer copy whose ranges are decided when the step is encoded."""
+
+    encode: Callable[[Any], None]
+    label: str
+
+
+def pack_params(dtype: np.dtype, **values: float) -> np.ndarray:
+    """Fill a numpy structured scalar that mirrors a WGSL ``struct Params``."""
+    missing = set(dtype.names or ()) - set(values)
+    extra = set(values) - set(dtype.names or ())
+    if missing or extra:
+        raise ValueError(f"params mismatch: missing {sorted(missing)}, unknown {sorted(extra)}")
+    arr = np.zeros(1, dtype)
+    for name, value in values.items():
+        arr[name] = value
+    return arr
+
+
+class Graph:
+    """An ordered list of dispatches and copies, encoded into one command buffer per step."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.items: list[Dispatch | Copy] = []
+
+    def dispatch(
+        self,
+        shader: str,
+        counter: Counter,
+        params: np.ndarray,
+        buffers: Sequence[Any] | dict[int, Any],
+        grid: Grid,
+        *,
+        entry: str = "main",
+        label: str = "",
+        **constants: float,
+    ) -> Dispatch:
+        dev = self.device
+        pipeline = dev.pipelines.get(shader, entry, **constants)
+        uni = dev.uniform(params, f"{label or shader}.params")
+        entries = [
+            {"binding": 0, "resource": {"buffer": counter.buffer, "offset": 0, "size": counter.buffer.size}},
+            {"binding": 1, "resource": {"buffer": uni, "offset": 0, "size": uni.size}},
+        ]
+        numbered = buffers.items() if isinstance(buffers, dict) else enumerate(buffers, start=2)
+        for i, buf in numbered:
+            entries.append({"binding": i, "resource": {"buffer": buf, "offset": 0, "size": buf.size}})
+        group = dev.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
+        item = Dispatch(pipeline, group, counter, grid, label or shader)
+        self.items.append(item)
+        return item
+
+    def copy(self, encode: Callable[[Any], None], label: str = "copy") -> None:
+        self.items.append(Copy(encode, label))
+
+    def extend(self, other: Graph) -> None:
+        self.items.extend(other.items)
+
+    def encode(self, encoder: Any) -> int:
+        """Record every item into ``encoder``; returns the number of dispatches."""
+        compute = None
+        n = 0
+        for item in self.items:
+            if isinstance(item, Dispatch):
+                x, y, z = item.grid(item.counter.value)
+                if x == 0 or y == 0 or z == 0:
+                    continue
+                if compute is None:
+                    compute = encoder.begin_compute_pass()
+                compute.set_pipeline(item.pipeline)
+                compute.set_bind_group(0, item.bind_group)
+                compute.dispatch_workgroups(x, y, z)
+                n += 1
+            else:
+                if compute is not None:
+                    compute.end()
+                    compute = None
+                item.encode(encoder)
+        if compute is not None:
+            compute.end()
+        return n
+
+    def run(self) -> None:
+        """Encode and submit once (used by tests and one-off work)."""
+        enc = self.device.device.create_command_encoder()
+        self.encode(enc)
+        self.device.queue.submit([enc.finish()])

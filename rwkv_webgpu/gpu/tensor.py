@@ -1,0 +1,79 @@
+"""GPU-resident arrays: f32 activation views and f16 weight matrices split to fit bindings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .device import Device
+
+
+@dataclass(frozen=True)
+class Act:
+    """A 2-D f32 view ``[rows, cols]`` into a storage buffer (rows = tokens, usually).
+
+    ``offset`` and ``stride`` are in elements; rows beyond the step's count are ignored.
+    """
+
+    buffer: Any
+    cols: int
+    stride: int
+    offset: int = 0
+    max_rows: int = 0
+
+    def at(self, offset: int, cols: int | None = None) -> Act:
+        """Another view into the same buffer, ``offset`` elements further."""
+        return Act(self.buffer, cols or self.cols, self.stride, self.offset + offset, self.max_rows)
+
+
+def act_buffer(device: Device, rows: int, cols: int, label: str, planes: int = 1) -> Act:
+    """A fresh zeroed ``[planes, rows, cols]`` f32 buffer seen as its first plane."""
+    buf = device.storage(planes * rows * cols * 4, label)
+    return Act(buf, cols, cols, 0, rows)
+
+
+@dataclass(frozen=True)
+class MatrixPart:
+    buffer: Any
+    row0: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A weight matrix ``[R, K]`` (PyTorch Linear order: out x in) stored as f16 pairs in u32.
+
+    Rows are padded to ``kp`` (a multiple of 8) so a thread loads 8 weights at once, and the
+    matrix is cut into row blocks so no binding exceeds the adapter's limit.
+    """
+
+    parts: tuple[MatrixPart, ...]
+    rows: int
+    k: int
+    kp: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.kp * 2
+
+
+def upload_matrix(device: Device, w: np.ndarray, label: str) -> Matrix:
+    """Store ``w`` ([R, K], any float dtype) on the GPU as f16, split by rows to fit bindings."""
+    if w.ndim != 2:
+        raise ValueError(f"{label}: a matrix must be 2-D, got shape {w.shape}")
+    rows, k = w.shape
+    kp = (k + 7) // 8 * 8
+    row_bytes = kp * 2
+    limit = min(device.info.max_binding_size, device.info.max_buffer_size)
+    # a dispatch covers at most 65535 workgroups of 4 rows in x
+    per_part = max(1, min(limit // row_bytes, 65535 * 4))
+    parts = []
+    for r0 in range(0, rows, per_part):
+        r1 = min(rows, r0 + per_part)
+        block = np.zeros((r1 - r0, kp), dtype=np.float16)
+        block[:, :k] = w[r0:r1]
+        parts.append(MatrixPart(device.upload(block.view(np.uint32), f"{label}[{r0}:{r1}]"), r0, r1 - r0))
+    return Matrix(tuple(parts), rows, k, kp)

@@ -1,0 +1,69 @@
+"""`load_model`: open a checkpoint, detect its version, stream weights to the GPU."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .config import Version
+from .errors import RWKVError, UnknownVersionError
+from .gpu import get_device
+from .models.base import Model, Progress
+
+log = logging.getLogger(__name__)
+
+
+def _model_class(version: Version) -> type[Model]:
+    from .models.v7 import V7Model
+
+    classes: dict[Version, type[Model]] = {Version.V7: V7Model}
+    if version not in classes:
+        raise UnknownVersionError(f"RWKV {version.value} models are not supported by this build yet")
+    return classes[version]
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    adapter: str | None = None,
+    token_chunk_size: int = 128,
+    tokenizer: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    device: Any = None,
+) -> Model:
+    """Load an RWKV checkpoint (official ``.pth``, safetensors, or web-rwkv ``.st``) onto a GPU.
+
+    ``adapter`` filters adapters by name/backend words ("vulkan", "nvidia", ...); None picks the
+    high-performance one. ``token_chunk_size`` is the most tokens one GPU submission processes.
+    ``tokenizer`` is "world", a ``tokenizer.json`` or a vocab file; None picks "world" for 65536-token
+    vocabularies. ``progress(done, total, what)`` is called as layers reach the GPU.
+    """
+    from .weights import open_checkpoint
+    from .weights.detect import detect
+
+    dev = device or get_device(adapter)
+    with open_checkpoint(path) as ckpt:
+        info = detect(ckpt)
+        log.info("loading %s from %s", info.describe(), path)
+        model = _model_class(info.version)(info, dev, token_chunk_size=token_chunk_size)
+        model.load_common(ckpt, progress)
+        model.load_layers(ckpt, progress)
+    model.path = os.fspath(path)  # type: ignore[attr-defined]
+    model.tokenizer = _tokenizer_for(model, tokenizer)
+    return model
+
+
+def _tokenizer_for(model: Model, spec: str | os.PathLike[str] | None) -> Any:
+    from .tokenizer import load_tokenizer
+
+    if spec is not None:
+        return load_tokenizer(spec)
+    if model.info.num_vocab == 65536:
+        return load_tokenizer("world")
+    return None
+
+
+Callback = Callable[[int, int, str], None]
+__all__ = ["RWKVError", "load_model"]

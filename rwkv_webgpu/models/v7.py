@@ -1,0 +1,151 @@
+"""RWKV-7 ("Goose"): weights and the block as a list of op calls.
+
+Per layer (names as in the checkpoint, ``blocks.{i}.att.*`` / ``blocks.{i}.ffn.*``)::
+
+    xx = ln1(x);  xr, xw, xk, xv, xa, xg = token_mix(xx, x_r..x_g)
+    r = W_r xr;  w = w2 tanh(w1 xw);  k = W_k xk;  v = W_v xv
+    a = a2 (a1 xa);  g = g2 sigmoid(g1 xg);  vgate = v2 (v1 xv)        (no v gate in layer 0)
+    prepare(w, k, v, a) -> decay, kk, k, v;  y = wkv(r, decay, k, v, kk, a) -> ln_x, bonus, * g
+    x += W_o y
+    xx = ln2(x);  x += W_v' relu(W_k' token_mix(xx, x_k))^2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..gpu import Act, Graph, Matrix, act_buffer
+from ..ops import layer_norm, matmul, time_mix_v7_prepare, time_mix_v7_wkv, token_mix, token_store
+from ..ops.time_mix_v7 import v7_params
+from ..state import State, StateSpec
+from .base import LN_EPS, Buffers, Model, Progress, VectorPack
+
+GN_EPS = 64e-5
+MIX = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # planes of the att mix buffer, in this order
+R, W, K, V, KK, A, G = range(7)  # planes of the time-mix buffer
+
+
+@dataclass
+class V7Layer:
+    vec: Any
+    off: dict[str, int]
+    receptance: Matrix
+    key: Matrix
+    value: Matrix
+    output: Matrix
+    w1: Matrix
+    w2: Matrix
+    a1: Matrix
+    a2: Matrix
+    v1: Matrix | None
+    v2: Matrix | None
+    g1: Matrix
+    g2: Matrix
+    ffn_key: Matrix
+    ffn_value: Matrix
+
+
+class V7Model(Model):
+    layers: list[V7Layer]
+
+    def state_spec(self) -> StateSpec:
+        c, h, n = self.info.num_emb, self.info.num_head, self.info.head_size
+        return {"att_shift": (c,), "wkv": (h, n, n), "ffn_shift": (c,)}
+
+    def load_layers(self, ckpt: Any, progress: Progress | None) -> None:
+        self.layers = []
+        L = self.info.num_layer
+        for i in range(L):
+            att, ffn = f"blocks.{i}.att.", f"blocks.{i}.ffn."
+            pack = VectorPack()
+            for name in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"):
+                pack.add(name, ckpt.load(f"blocks.{i}.{name}"))
+            for j, name in enumerate(MIX):
+                off = pack.add(name, ckpt.load(att + name))
+                if j == 0:
+                    pack.off["mix"] = off
+            for name in ("w0", "a0", "k_k", "k_a", "r_k", "ln_x.weight", "ln_x.bias"):
+                pack.add(name, ckpt.load(att + name))
+            has_v = i > 0
+            pack.add("v0", ckpt.load(att + "v0") if has_v else np.zeros(self.info.num_emb, np.float32))
+            pack.add("ffn.x_k", ckpt.load(ffn + "x_k"))
+            m = lambda name, t=False: self.matrix(ckpt, name, transpose=t)  # noqa: E731
+            self.layers.append(
+                V7Layer(
+                    vec=pack.upload(self.device, f"vec.{i}"),
+                    off=pack.off,
+                    receptance=m(att + "receptance.weight"),
+                    key=m(att + "key.weight"),
+                    value=m(att + "value.weight"),
+                    output=m(att + "output.weight"),
+                    # the LoRA pairs are stored (in, out) in the checkpoint: transpose to (out, in)
+                    w1=m(att + "w1", True),
+                    w2=m(att + "w2", True),
+                    a1=m(att + "a1", True),
+                    a2=m(att + "a2", True),
+                    v1=m(att + "v1", True) if has_v else None,
+                    v2=m(att + "v2", True) if has_v else None,
+                    g1=m(att + "g1", True),
+                    g2=m(att + "g2", True),
+                    ffn_key=m(ffn + "key.weight"),
+                    ffn_value=m(ffn + "value.weight"),
+                )
+            )
+            if progress:
+                progress(i + 1, L, f"layer {i}")
+
+    def alloc_layer_buffers(self, buf: Buffers) -> None:
+        dev, c, t = self.device, self.info.num_emb, buf.tmax
+        plane = t * c
+        buf.plane = plane  # type: ignore[attr-defined]
+        buf.mix = act_buffer(dev, t, c, "att.mix", planes=len(MIX))  # type: ignore[attr-defined]
+        buf.tm = act_buffer(dev, t, c, "att.tm", planes=7)  # type: ignore[attr-defined]
+        hid = max(max(l.w1.rows, l.a1.rows, l.g1.rows, l.v1.rows if l.v1 else 0) for l in self.layers)
+        buf.hid = act_buffer(dev, t, hid, "att.lora")  # type: ignore[attr-defined]
+        buf.vgate = act_buffer(dev, t, c, "att.vgate")  # type: ignore[attr-defined]
+        buf.v_first = act_buffer(dev, t, c, "att.v_first")  # type: ignore[attr-defined]
+        buf.y = act_buffer(dev, t, c, "att.y")  # type: ignore[attr-defined]
+        buf.fmix = act_buffer(dev, t, c, "ffn.mix")  # type: ignore[attr-defined]
+        buf.fk = act_buffer(dev, t, self.info.ffn_size, "ffn.key")  # type: ignore[attr-defined]
+
+    def record_layer(self, g: Graph, i: int, state: State, buf: Buffers) -> None:
+        lw, n, c = self.layers[i], buf.tokens, self.info.num_emb
+        b: Any = buf
+        plane = b.plane
+        st = state.layers[i]
+        o = lw.off
+        layer_norm(g, n, buf.x, buf.xn, lw.vec, o["ln1.weight"], o["ln1.bias"], eps=LN_EPS, label=f"{i}.ln1")
+        token_mix(g, n, buf.cursors, buf.xn, st["att_shift"], lw.vec, o["mix"], b.mix,
+                  mixes=len(MIX), slots=buf.slots, plane=plane, label=f"{i}.att.mix")  # fmt: skip
+        token_store(g, n, buf.cursors, buf.xn, st["att_shift"], slots=buf.slots, label=f"{i}.att.shift")
+        mix = lambda j: b.mix.at(j * plane)  # noqa: E731
+        tm = lambda j: b.tm.at(j * plane)  # noqa: E731
+        hid = lambda m: Act(b.hid.buffer, m.rows, m.rows, 0, buf.tmax)  # noqa: E731
+        matmul(g, n, mix(0), lw.receptance, tm(R), label=f"{i}.att.r")
+        matmul(g, n, mix(1), lw.w1, hid(lw.w1), act="tanh", label=f"{i}.att.w1")
+        matmul(g, n, hid(lw.w1), lw.w2, tm(W), label=f"{i}.att.w2")
+        matmul(g, n, mix(2), lw.key, tm(K), label=f"{i}.att.k")
+        matmul(g, n, mix(3), lw.value, tm(V), label=f"{i}.att.v")
+        matmul(g, n, mix(4), lw.a1, hid(lw.a1), label=f"{i}.att.a1")
+        matmul(g, n, hid(lw.a1), lw.a2, tm(A), label=f"{i}.att.a2")
+        if lw.v1 is not None and lw.v2 is not None:
+            matmul(g, n, mix(3), lw.v1, hid(lw.v1), label=f"{i}.att.v1")
+            matmul(g, n, hid(lw.v1), lw.v2, b.vgate, label=f"{i}.att.v2")
+        matmul(g, n, mix(5), lw.g1, hid(lw.g1), act="sigmoid", label=f"{i}.att.g1")
+        matmul(g, n, hid(lw.g1), lw.g2, tm(G), label=f"{i}.att.g2")
+        offsets = {k: o[k] for k in ("w0", "a0", "v0", "k_k", "k_a", "r_k")}
+        offsets.update(lnw=o["ln_x.weight"], lnb=o["ln_x.bias"])
+        params = v7_params(c=c, h=self.info.num_head, plane=plane, slots=buf.slots, layer0=i == 0, offsets=offsets, eps=GN_EPS)
+        time_mix_v7_prepare(g, n, params, b.tm.buffer, b.vgate.buffer, b.v_first.buffer, lw.vec, heads=self.info.num_head)
+        time_mix_v7_wkv(g, n, params, buf.cursors, b.tm.buffer, lw.vec, st["wkv"], b.y.buffer,
+                        heads=self.info.num_head, slots=buf.slots)  # fmt: skip
+        matmul(g, n, b.y, lw.output, buf.x, accumulate=True, label=f"{i}.att.out")
+        layer_norm(g, n, buf.x, buf.xn, lw.vec, o["ln2.weight"], o["ln2.bias"], eps=LN_EPS, label=f"{i}.ln2")
+        token_mix(g, n, buf.cursors, buf.xn, st["ffn_shift"], lw.vec, o["ffn.x_k"], b.fmix,
+                  mixes=1, slots=buf.slots, plane=plane, label=f"{i}.ffn.mix")  # fmt: skip
+        token_store(g, n, buf.cursors, buf.xn, st["ffn_shift"], slots=buf.slots, label=f"{i}.ffn.shift")
+        matmul(g, n, b.fmix, lw.ffn_key, b.fk, act="relu_sq", label=f"{i}.ffn.key")
+        matmul(g, n, b.fk, lw.ffn_value, buf.x, accumulate=True, label=f"{i}.ffn.value")

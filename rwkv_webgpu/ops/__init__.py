@@ -1,0 +1,8 @@
+"""One public function per op; each records dispatches of the kernel family of the same name."""
+
+from .matmul import matmul
+from .norm import layer_norm
+from .time_mix_v7 import time_mix_v7_prepare, time_mix_v7_wkv
+from .token_shift import token_mix, token_store
+
+__all__ = ["layer_norm", "matmul", "time_mix_v7_prepare", "time_mix_v7_wkv", "token_mix", "token_store"]

@@ -1,0 +1,48 @@
+"""Layer norm over C, or group norm over heads of N, with weight and bias from a vector buffer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..gpu import Act, Counter, Graph, pack_params
+
+PARAMS = np.dtype(
+    [(n, "<u4") for n in ("size", "x_off", "x_stride", "y_off", "y_stride", "w_off", "b_off")] + [("eps", "<f4")]
+)
+
+
+def layer_norm(
+    graph: Graph,
+    counter: Counter,
+    x: Act,
+    y: Act,
+    vec: Any,
+    w_off: int,
+    b_off: int,
+    *,
+    eps: float = 1e-5,
+    group_size: int | None = None,
+    label: str = "layer_norm",
+) -> None:
+    """Record ``y[t] = norm(x[t]) * w + b`` per group of ``group_size`` (default: the whole row).
+
+    Shapes: x, y [T, C]; w and b are C floats at ``w_off``/``b_off`` of ``vec``.
+    """
+    size = group_size or x.cols
+    groups = x.cols // size
+    params = pack_params(
+        PARAMS,
+        size=size,
+        x_off=x.offset,
+        x_stride=x.stride,
+        y_off=y.offset,
+        y_stride=y.stride,
+        w_off=w_off,
+        b_off=b_off,
+        eps=eps,
+    )
+    graph.dispatch(
+        "layer_norm", counter, params, [x.buffer, y.buffer, vec], lambda n: (groups, n, 1), label=label, WG=64
+    )

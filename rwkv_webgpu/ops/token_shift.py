@@ -1,0 +1,65 @@
+"""Token shift: mix each token with the previous one of its slot, and save each slot's last row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..gpu import Act, Counter, Graph, ceil_div, pack_params
+
+PARAMS = np.dtype([(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "_pad0", "_pad1")])
+WG = 64
+
+
+def token_mix(
+    graph: Graph,
+    counter: Counter,
+    cursors: Any,
+    x: Act,
+    shift: Any,
+    vec: Any,
+    mu_off: int,
+    out: Act,
+    *,
+    mixes: int,
+    slots: int,
+    plane: int,
+    label: str = "token_mix",
+) -> None:
+    """Record ``out[m, t] = x[t] + (prev[t] - x[t]) * mu[m]`` for m < mixes.
+
+    Shapes: x [T, C]; shift [B, C]; mu [mixes, C] at ``mu_off`` of vec; out [mixes, plane/C, C].
+    """
+    params = pack_params(
+        PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, _pad0=0, _pad1=0
+    )
+    if out.offset:
+        raise ValueError("token_mix writes from the start of its output buffer")
+    graph.dispatch(
+        "token_shift",
+        counter,
+        params,
+        [cursors, x.buffer, shift, vec, out.buffer],
+        lambda n: (ceil_div(x.cols, WG), n, 1),
+        entry="mix",
+        label=label,
+        WG=WG,
+    )
+
+
+def token_store(
+    graph: Graph, counter: Counter, cursors: Any, x: Act, shift: Any, *, slots: int, label: str = "token_store"
+) -> None:
+    """Record ``shift[s] = x[last token of slot s]`` for slots that had tokens. Shapes: x [T, C], shift [B, C]."""
+    params = pack_params(PARAMS, c=x.cols, slots=slots, mixes=0, mu_off=0, x_off=x.offset, out_plane=0, _pad0=0, _pad1=0)
+    graph.dispatch(
+        "token_shift",
+        counter,
+        params,
+        [cursors, x.buffer, shift],
+        lambda n: (ceil_div(x.cols, WG), slots if n else 0, 1),
+        entry="store",
+        label=label,
+        WG=WG,
+    )

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_matrix
+from rwkv_webgpu.ops import matmul
+
+
+def run_matmul(device, w, x, act="none", y0=None, accumulate=False, max_binding=None):
+    t, k = x.shape
+    g = Graph(device)
+    cnt = Counter(device, "n")
+    xa = act_buffer(device, t, k, "x")
+    ya = act_buffer(device, t, w.shape[0], "y")
+    device.write(xa.buffer, x.astype(np.float32))
+    if y0 is not None:
+        device.write(ya.buffer, y0.astype(np.float32))
+    m = upload_matrix(device, w, "w")
+    matmul(g, cnt, xa, m, ya, act=act, accumulate=accumulate)
+    cnt.set(t)
+    g.run()
+    return device.read(ya.buffer)[: t * w.shape[0]].reshape(t, w.shape[0]), m
+
+
+def oracle(w, x, act):
+    y = x.astype(np.float64) @ w.astype(np.float16).astype(np.float64).T
+    return {"none": y, "tanh": np.tanh(y), "sigmoid": 1 / (1 + np.exp(-y)), "relu_sq": np.maximum(y, 0) ** 2}[act]
+
+
+@pytest.mark.parametrize("t,k,r", [(1, 8, 4), (1, 13, 7), (3, 64, 33), (5, 100, 3), (9, 256, 129), (17, 37, 65)])
+@pytest.mark.parametrize("act", ["none", "tanh", "sigmoid", "relu_sq"])
+def test_matmul_matches_numpy(device, t, k, r, act):
+    rng = np.random.default_rng(t * 1000 + k + r)
+    w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    y, _ = run_matmul(device, w, x, act)
+    np.testing.assert_allclose(y, oracle(w, x, act), rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_accumulates(device):
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((10, 24)).astype(np.float32)
+    x = rng.standard_normal((6, 24)).astype(np.float32)
+    y0 = rng.standard_normal((6, 10)).astype(np.float32)
+    y, _ = run_matmul(device, w, x, y0=y0, accumulate=True)
+    np.testing.assert_allclose(y, y0 + oracle(w, x, "none"), rtol=1e-5, atol=1e-5)
+
+
+def test_matrix_split_across_bindings(device, monkeypatch):
+    """A matrix larger than one binding is cut in row blocks and gives the same product."""
+    import dataclasses
+
+    small = dataclasses.replace(device.info, max_binding_size=16 * 40)  # 40 rows of 16 bytes (k=8)
+    monkeypatch.setattr(device, "info", small)
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((101, 8)).astype(np.float32)
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    y, m = run_matmul(device, w, x)
+    assert len(m.parts) == 3
+    np.testing.assert_allclose(y, oracle(w, x, "none"), rtol=1e-5, atol=1e-5)
