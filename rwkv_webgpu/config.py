@@ -32,6 +32,13 @@ class ModelInfo:
     ffn_size: int  # F
     sub_version: str = ""  # "5.0" / "5.1" / "5.2" for V5, "" otherwise
     has_time_state: bool = False
+    # Low-rank adapter widths read from the tensors, e.g. (("time_maa", 32), ("time_decay", 64))
+    # for V6 and (("w", 64), ("a", 64), ("v", 32), ("g", 128)) for V7; empty for V4/V5.
+    lora_ranks: tuple[tuple[str, int], ...] = ()
+
+    def lora_rank(self, name: str) -> int:
+        """Width of the named low-rank adapter (see ``lora_ranks``); 0 when absent."""
+        return dict(self.lora_ranks).get(name, 0)
 
     def describe(self) -> str:
         name = self.sub_version or self.version.value
