@@ -1,1 +1,53 @@
-"""rwkv_webgpu: RWKV language models on any WebGPU adapter."""
+"""rwkv_webgpu: RWKV language models (V7) on any WebGPU adapter, with no torch and no CUDA.
+
+Quick start::
+
+    import rwkv_webgpu as rw
+    model = rw.load_model("model.pth")
+    state = model.new_state()
+    logits = model.forward(model.tokenizer.encode("Hello"), state)
+"""
+
+from .config import ModelInfo, Version
+from .errors import (
+    AdapterError,
+    CheckpointError,
+    GPUMemoryError,
+    RWKVError,
+    ShapeError,
+    StateError,
+    TokenError,
+    TokenizerError,
+    UnknownVersionError,
+    UnsafeCheckpointError,
+)
+from .generate import generate, generate_stream
+from .loader import load_model
+from .models.base import Model
+from .sampling import SamplingConfig
+from .state import State
+from .tokenizer import load_tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdapterError",
+    "CheckpointError",
+    "GPUMemoryError",
+    "Model",
+    "ModelInfo",
+    "RWKVError",
+    "SamplingConfig",
+    "ShapeError",
+    "State",
+    "StateError",
+    "TokenError",
+    "TokenizerError",
+    "UnknownVersionError",
+    "UnsafeCheckpointError",
+    "Version",
+    "generate",
+    "generate_stream",
+    "load_model",
+    "load_tokenizer",
+]

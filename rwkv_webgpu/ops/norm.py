@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ShapeError
 from ..gpu import Act, Counter, Graph, pack_params
 
 PARAMS = np.dtype(
@@ -32,6 +33,10 @@ def layer_norm(
     """
     size = group_size or x.cols
     groups = x.cols // size
+    if size <= 0 or groups * size != x.cols:
+        raise ShapeError(f"{label}: {x.cols} columns do not split into groups of {size}")
+    if y.cols != x.cols:
+        raise ShapeError(f"{label}: output has {y.cols} columns, input {x.cols}")
     params = pack_params(
         PARAMS,
         size=size,

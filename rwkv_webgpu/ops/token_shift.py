@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ShapeError
 from ..gpu import Act, Counter, Graph, ceil_div, pack_params
 
 PARAMS = np.dtype([(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "_pad0", "_pad1")])
@@ -36,6 +37,8 @@ def token_mix(
     )
     if out.offset:
         raise ValueError("token_mix writes from the start of its output buffer")
+    if x.stride != x.cols or out.stride != x.cols:
+        raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={x.cols})")
     graph.dispatch(
         "token_shift",
         counter,
@@ -52,6 +55,8 @@ def token_store(
     graph: Graph, counter: Counter, cursors: Any, x: Act, shift: Any, *, slots: int, label: str = "token_store"
 ) -> None:
     """Record ``shift[s] = x[last token of slot s]`` for slots that had tokens. Shapes: x [T, C], shift [B, C]."""
+    if x.stride != x.cols:
+        raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={x.cols})")
     params = pack_params(PARAMS, c=x.cols, slots=slots, mixes=0, mu_off=0, x_off=x.offset, out_plane=0, _pad0=0, _pad1=0)
     graph.dispatch(
         "token_shift",

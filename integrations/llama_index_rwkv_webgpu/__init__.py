@@ -1,0 +1,1 @@
+"""Integration package (reserved; filled in by the integrations work, see docs/architecture.md)."""

@@ -1,0 +1,109 @@
+"""RWKV-7 logits against the official implementation (golden fixtures, see tests/fixtures/README.md).
+
+Every fixture in tests/fixtures/golden/v7_*.npz is checked, so new shapes made with
+scripts/make_fixtures.py are picked up without editing this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rwkv_webgpu as rw
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+V7 = sorted(p.stem for p in (FIX / "golden").glob("v7_*.npz"))
+BOUND = 2e-3  # max |ours - ref| / max |ref|
+
+
+def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+def golden(name: str) -> tuple[list[int], np.ndarray]:
+    g = np.load(FIX / "golden" / f"{name}.npz")
+    return g["tokens"].tolist(), g["logits"]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """Each V7 fixture also converted to web-rwkv's .st layout."""
+    from rwkv_webgpu.weights.convert import convert
+
+    out = {}
+    d = tmp_path_factory.mktemp("st")
+    for name in V7:
+        out[name] = d / f"{name}.st"
+        convert(FIX / "models" / f"{name}.pth", out[name])
+    return out
+
+
+@pytest.mark.parametrize("name", V7)
+@pytest.mark.parametrize("chunk", [128, 5])
+def test_full_output_matches_official(device, name, chunk):
+    tokens, ref = golden(name)
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=device, token_chunk_size=chunk)
+    ours = model.forward(tokens, model.new_state(), full=True)
+    assert ours.shape == ref.shape
+    assert rel_err(ours, ref) <= BOUND
+
+
+@pytest.mark.parametrize("name", V7)
+def test_st_layout_matches_official(device, converted, name):
+    tokens, ref = golden(name)
+    model = rw.load_model(converted[name], device=device)
+    ours = model.forward(tokens, model.new_state(), full=True)
+    assert rel_err(ours, ref) <= BOUND
+
+
+@pytest.mark.parametrize("name", V7[:1])
+def test_decode_one_token_at_a_time_and_repeat(device, name):
+    """Token-by-token decode equals the prompt path, and two runs are bit-identical."""
+    tokens, ref = golden(name)
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=device)
+    runs = []
+    for _ in range(2):
+        state = model.new_state()
+        rows = [model.forward([t], state) for t in tokens]
+        runs.append(np.stack(rows))
+    assert rel_err(runs[0], ref) <= BOUND
+    assert np.array_equal(runs[0], runs[1])
+    last = model.forward(tokens, model.new_state())
+    assert last.shape == (ref.shape[1],)
+    assert rel_err(last, ref[-1]) <= BOUND
+
+
+def test_state_carries_between_calls(vulkan_device):
+    name = V7[0]
+    tokens, ref = golden(name)
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device)
+    state = model.new_state()
+    model.forward(tokens[:7], state)
+    rest = model.forward(tokens[7:], state, full=True)
+    assert rel_err(rest, ref[7:]) <= BOUND
+    # a clone continues identically; a reset slot forgets
+    clone = state.clone()
+    a = model.forward([1, 2], state)
+    b = model.forward([1, 2], clone)
+    assert np.array_equal(a, b)
+    clone.reset()
+    fresh = model.forward(tokens, clone, full=True)
+    assert rel_err(fresh, ref) <= BOUND
+
+
+def test_batched_slots_equal_single(vulkan_device):
+    """Uneven prompts in one batch (with an empty slot) give each slot's own result."""
+    name = V7[-1]
+    tokens, ref = golden(name)
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, token_chunk_size=16)
+    inputs = [tokens, [], tokens[:5], tokens[3:]]
+    state = model.new_state(len(inputs))
+    outs = model.forward_batch(inputs, state)
+    assert outs[1] is None
+    for inp, out in zip(inputs, outs):
+        if inp:
+            single = model.forward(inp, model.new_state())
+            np.testing.assert_allclose(out, single, rtol=1e-5, atol=1e-5 * np.abs(single).max())
+    assert rel_err(outs[0], ref[-1]) <= BOUND
