@@ -16,9 +16,17 @@ log = logging.getLogger(__name__)
 
 
 def _model_class(version: Version) -> type[Model]:
+    from .models.v4 import V4Model
+    from .models.v5 import V5Model
+    from .models.v6 import V6Model
     from .models.v7 import V7Model
 
-    classes: dict[Version, type[Model]] = {Version.V7: V7Model}
+    classes: dict[Version, type[Model]] = {
+        Version.V4: V4Model,
+        Version.V5: V5Model,
+        Version.V6: V6Model,
+        Version.V7: V7Model,
+    }
     if version not in classes:
         raise UnknownVersionError(f"RWKV {version.value} models are not supported by this build yet")
     return classes[version]

@@ -20,12 +20,14 @@ const ACT_NONE: u32 = 0u;
 const ACT_TANH: u32 = 1u;
 const ACT_SIGMOID: u32 = 2u;
 const ACT_RELU_SQ: u32 = 3u;
+const ACT_SILU: u32 = 4u;
 
 fn activate(x: f32, act: u32) -> f32 {
     switch act {
         case 1u: { return tanh_safe(x); }
         case 2u: { return sigmoid(x); }
         case 3u: { let r = max(x, 0.0); return r * r; }
+        case 4u: { return x * sigmoid(x); }
         default: { return x; }
     }
 }

@@ -43,8 +43,6 @@ const A: u32 = 5u;
 const G: u32 = 6u;
 const MAX_N: u32 = 64u;
 
-override WG: u32 = 64u;   // >= N for `wkv`
-var<workgroup> red: array<f32, WG>;
 var<workgroup> s_r: array<f32, MAX_N>;
 var<workgroup> s_w: array<f32, MAX_N>;
 var<workgroup> s_k: array<f32, MAX_N>;
@@ -52,18 +50,6 @@ var<workgroup> s_kk: array<f32, MAX_N>;
 var<workgroup> s_ab: array<f32, MAX_N>;
 var<workgroup> s_rk: array<f32, MAX_N>;
 var<workgroup> span: vec2<u32>;
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
 
 @compute @workgroup_size(WG)
 fn prepare(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {

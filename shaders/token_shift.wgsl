@@ -1,10 +1,11 @@
 // token_shift.wgsl: RWKV's token shift, for tokens of several slots packed one after another.
 // `mix`:   out[m, t, c] = x[t, c] + (prev[t, c] - x[t, c]) * mu[m, c]   for m < mixes, where prev is
 //          the previous token of the same slot, or the slot's saved row for its first token.
+// `mix_delta`: the same with a per-token addition, mu[m, c] + delta[m, t, c] (RWKV-6's data-dependent mix).
 // `store`: shift[s, c] = x[last token of slot s, c] for every slot that had tokens this step.
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
-// vec f32 (mu at mu_off, [mixes, C]), out [mixes, out_plane, C] f32.
-// Grid: mix (ceil(C / WG), T); store (ceil(C / WG), B).
+// vec f32 (mu at mu_off, [mixes, C]), out [mixes, out_plane, C] f32, delta like out.
+// Grid: mix and mix_delta (ceil(C / WG), T); store (ceil(C / WG), B).
 struct Params {
     c: u32,
     slots: u32,
@@ -21,14 +22,12 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> shift: array<f32>;
 @group(0) @binding(5) var<storage, read> vec: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read> delta: array<f32>;
 
 override WG: u32 = 64u;
 
-@compute @workgroup_size(WG)
-fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
-    let t = gid.y;
-    if c >= p.c || t >= count.n { return; }
+// The current value and (previous - current) of token t, channel c.
+fn shifted(t: u32, c: u32) -> vec2<f32> {
     let s = cursors[2u * p.slots + t];
     let start = cursors[2u * s];
     let cur = x[p.x_off + t * p.c + c];
@@ -38,9 +37,29 @@ fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
     } else {
         prev = shift[s * p.c + c];
     }
-    let d = prev - cur;
+    return vec2<f32>(cur, prev - cur);
+}
+
+@compute @workgroup_size(WG)
+fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let t = gid.y;
+    if c >= p.c || t >= count.n { return; }
+    let xd = shifted(t, c);
     for (var m = 0u; m < p.mixes; m++) {
-        out[m * p.out_plane + t * p.c + c] = cur + d * vec[p.mu_off + m * p.c + c];
+        out[m * p.out_plane + t * p.c + c] = xd.x + xd.y * vec[p.mu_off + m * p.c + c];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn mix_delta(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let t = gid.y;
+    if c >= p.c || t >= count.n { return; }
+    let xd = shifted(t, c);
+    for (var m = 0u; m < p.mixes; m++) {
+        let e = m * p.out_plane + t * p.c + c;
+        out[e] = xd.x + xd.y * (vec[p.mu_off + m * p.c + c] + delta[e]);
     }
 }
 

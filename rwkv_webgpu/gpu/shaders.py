@@ -53,6 +53,22 @@ class PipelineKey:
     constants: tuple[tuple[str, float], ...] = ()
 
 
+# Helper files a kernel needs besides common.wgsl (kept here, not in a preprocessor).
+HELPERS: dict[str, tuple[str, ...]] = {
+    "layer_norm": ("reduce",),
+    "time_mix_v5": ("reduce",),
+    "time_mix_v7": ("reduce",),
+}
+
+
+def shader_source(name: str, f16: bool = False) -> str:
+    """The full WGSL text compiled for kernel ``name``."""
+    parts = [prelude(f16), read_shader("common")]
+    parts += [read_shader(h) for h in HELPERS.get(name, ())]
+    parts.append(read_shader(name))
+    return "\n".join(parts)
+
+
 def prelude(f16: bool) -> str:
     # Weights are always f16 pairs packed in u32 (portable); `enable f16` only when present.
     return "enable f16;\n" if f16 else ""
@@ -68,7 +84,7 @@ class PipelineCache:
 
     def module(self, name: str) -> Any:
         if name not in self._modules:
-            code = prelude(False) + read_shader("common") + "\n" + read_shader(name)
+            code = shader_source(name)
             try:
                 self._modules[name] = self.device.device.create_shader_module(code=code, label=name)
             except Exception as exc:

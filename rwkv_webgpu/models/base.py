@@ -17,7 +17,7 @@ import numpy as np
 from ..config import ModelInfo
 from ..errors import StateError, TokenError
 from ..gpu import Act, Counter, Device, Graph, Matrix, act_buffer, upload_matrix
-from ..ops import layer_norm, matmul
+from ..ops import add_mul, layer_norm, matmul, token_mix, token_store
 from ..state import State, StateSpec
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,39 @@ class Model:
 
     def alloc_layer_buffers(self, buf: Buffers) -> None:
         """Add version-specific activation buffers to ``buf``."""
+
+    # -- block pieces every version uses -----------------------------------------------------
+    def record_norm_shift(
+        self, g: Graph, buf: Buffers, vec: Any, off: dict[str, int], ln: str, shift: Any, mu: str,
+        out: Act, mixes: int, *, delta: Any = None, label: str = "",
+    ) -> None:  # fmt: skip
+        """``xn = ln(x)``; ``out[m] = xn + (prev - xn) * mu[m]``; save each slot's last ``xn`` row."""
+        n = buf.tokens
+        layer_norm(g, n, buf.x, buf.xn, vec, off[ln + ".weight"], off[ln + ".bias"], eps=LN_EPS, label=f"{label}.{ln}")
+        token_mix(g, n, buf.cursors, buf.xn, shift, vec, off[mu], out, mixes=mixes, slots=buf.slots,
+                  plane=buf.tmax * self.info.num_emb, delta=delta, label=f"{label}.mix")  # fmt: skip
+        token_store(g, n, buf.cursors, buf.xn, shift, slots=buf.slots, label=f"{label}.shift")
+
+    def record_gated_channel_mix(self, g: Graph, buf: Buffers, lw: Any, shift: Any, label: str) -> None:
+        """RWKV-4..6 channel mix: ``x += sigmoid(Wr xr) * (Wv relu(Wk xk)^2)``.
+
+        ``lw`` has ``vec``/``off`` (ln2, ``ffn.mu`` = [k, r] mixes) and ffn_key/ffn_value/ffn_receptance.
+        """
+        n, b = buf.tokens, buf
+        plane = buf.tmax * self.info.num_emb
+        fmix: Act = b.fmix  # type: ignore[attr-defined]
+        self.record_norm_shift(g, buf, lw.vec, lw.off, "ln2", shift, "ffn.mu", fmix, 2, label=label)
+        matmul(g, n, fmix, lw.ffn_key, b.fk, act="relu_sq", label=f"{label}.key")  # type: ignore[attr-defined]
+        matmul(g, n, fmix.at(plane), lw.ffn_receptance, b.fr, act="sigmoid", label=f"{label}.receptance")  # type: ignore[attr-defined]
+        matmul(g, n, b.fk, lw.ffn_value, b.fv, label=f"{label}.value")  # type: ignore[attr-defined]
+        add_mul(g, n, b.fr, b.fv, buf.x, label=f"{label}.out")  # type: ignore[attr-defined]
+
+    def alloc_gated_channel_mix(self, buf: Buffers) -> None:
+        dev, c, t = self.device, self.info.num_emb, buf.tmax
+        buf.fmix = act_buffer(dev, t, c, "ffn.mix", planes=2)  # type: ignore[attr-defined]
+        buf.fk = act_buffer(dev, t, self.info.ffn_size, "ffn.key")  # type: ignore[attr-defined]
+        buf.fr = act_buffer(dev, t, c, "ffn.receptance")  # type: ignore[attr-defined]
+        buf.fv = act_buffer(dev, t, c, "ffn.value")  # type: ignore[attr-defined]
 
     # -- loading shared parts --------------------------------------------------------------
     def load_common(self, ckpt: Any, progress: Progress | None = None) -> None:

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from ..gpu import Act, Graph, Matrix, act_buffer
-from ..ops import layer_norm, matmul, time_mix_v7_prepare, time_mix_v7_wkv, token_mix, token_store
+from ..ops import matmul, time_mix_v7_prepare, time_mix_v7_wkv
 from ..ops.time_mix_v7 import v7_params
 from ..state import State, StateSpec
-from .base import LN_EPS, Buffers, Model, Progress, VectorPack
+from .base import Buffers, Model, Progress, VectorPack
 
 GN_EPS = 64e-5
 MIX = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # planes of the att mix buffer, in this order
@@ -117,10 +117,7 @@ class V7Model(Model):
         plane = b.plane
         st = state.layers[i]
         o = lw.off
-        layer_norm(g, n, buf.x, buf.xn, lw.vec, o["ln1.weight"], o["ln1.bias"], eps=LN_EPS, label=f"{i}.ln1")
-        token_mix(g, n, buf.cursors, buf.xn, st["att_shift"], lw.vec, o["mix"], b.mix,
-                  mixes=len(MIX), slots=buf.slots, plane=plane, label=f"{i}.att.mix")  # fmt: skip
-        token_store(g, n, buf.cursors, buf.xn, st["att_shift"], slots=buf.slots, label=f"{i}.att.shift")
+        self.record_norm_shift(g, buf, lw.vec, o, "ln1", st["att_shift"], "mix", b.mix, len(MIX), label=f"{i}.att")
         mix = lambda j: b.mix.at(j * plane)  # noqa: E731
         tm = lambda j: b.tm.at(j * plane)  # noqa: E731
         hid = lambda m: Act(b.hid.buffer, m.rows, m.rows, 0, buf.tmax)  # noqa: E731
@@ -143,9 +140,6 @@ class V7Model(Model):
         time_mix_v7_wkv(g, n, params, buf.cursors, b.tm.buffer, lw.vec, st["wkv"], b.y.buffer,
                         heads=self.info.num_head, slots=buf.slots)  # fmt: skip
         matmul(g, n, b.y, lw.output, buf.x, accumulate=True, label=f"{i}.att.out")
-        layer_norm(g, n, buf.x, buf.xn, lw.vec, o["ln2.weight"], o["ln2.bias"], eps=LN_EPS, label=f"{i}.ln2")
-        token_mix(g, n, buf.cursors, buf.xn, st["ffn_shift"], lw.vec, o["ffn.x_k"], b.fmix,
-                  mixes=1, slots=buf.slots, plane=plane, label=f"{i}.ffn.mix")  # fmt: skip
-        token_store(g, n, buf.cursors, buf.xn, st["ffn_shift"], slots=buf.slots, label=f"{i}.ffn.shift")
+        self.record_norm_shift(g, buf, lw.vec, o, "ln2", st["ffn_shift"], "ffn.x_k", b.fmix, 1, label=f"{i}.ffn")
         matmul(g, n, b.fmix, lw.ffn_key, b.fk, act="relu_sq", label=f"{i}.ffn.key")
         matmul(g, n, b.fk, lw.ffn_value, buf.x, accumulate=True, label=f"{i}.ffn.value")

@@ -10,7 +10,7 @@ from ..gpu import Act, Counter, Graph, Matrix, ceil_div, pack_params
 PARAMS = np.dtype(
     [(n, "<u4") for n in ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate")]
 )
-ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}
+ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "silu": 4}
 ROWS = 4  # rows per workgroup
 TOK = 4  # tokens per workgroup (fixed in the shader)
 

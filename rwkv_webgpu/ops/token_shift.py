@@ -26,11 +26,13 @@ def token_mix(
     mixes: int,
     slots: int,
     plane: int,
+    delta: Any = None,
     label: str = "token_mix",
 ) -> None:
-    """Record ``out[m, t] = x[t] + (prev[t] - x[t]) * mu[m]`` for m < mixes.
+    """Record ``out[m, t] = x[t] + (prev[t] - x[t]) * (mu[m] (+ delta[m, t]))`` for m < mixes.
 
-    Shapes: x [T, C]; shift [B, C]; mu [mixes, C] at ``mu_off`` of vec; out [mixes, plane/C, C].
+    Shapes: x [T, C]; shift [B, C]; mu [mixes, C] at ``mu_off`` of vec; out and the optional
+    delta buffer [mixes, plane/C, C].
     """
     params = pack_params(
         PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, _pad0=0, _pad1=0
@@ -39,13 +41,14 @@ def token_mix(
         raise ValueError("token_mix writes from the start of its output buffer")
     if x.stride != x.cols or out.stride != x.cols:
         raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={x.cols})")
+    buffers = [cursors, x.buffer, shift, vec, out.buffer] + ([] if delta is None else [delta])
     graph.dispatch(
         "token_shift",
         counter,
         params,
-        [cursors, x.buffer, shift, vec, out.buffer],
+        buffers,
         lambda n: (ceil_div(x.cols, WG), n, 1),
-        entry="mix",
+        entry="mix" if delta is None else "mix_delta",
         label=label,
         WG=WG,
     )

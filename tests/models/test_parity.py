@@ -1,6 +1,7 @@
-"""RWKV-7 logits against the official implementation (golden fixtures, see tests/fixtures/README.md).
+"""Logits of every version against the official implementation (golden fixtures, see
+tests/fixtures/README.md).
 
-Every fixture in tests/fixtures/golden/v7_*.npz is checked, so new shapes made with
+Every fixture in tests/fixtures/golden/ is checked, so new shapes made with
 scripts/make_fixtures.py are picked up without editing this file.
 """
 
@@ -14,7 +15,8 @@ import pytest
 import rwkv_webgpu as rw
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
-V7 = sorted(p.stem for p in (FIX / "golden").glob("v7_*.npz"))
+ALL = sorted(p.stem for p in (FIX / "golden").glob("*.npz"))
+V7 = [n for n in ALL if n.startswith("v7_")]
 BOUND = 2e-3  # max |ours - ref| / max |ref|
 
 
@@ -34,13 +36,13 @@ def converted(tmp_path_factory):
 
     out = {}
     d = tmp_path_factory.mktemp("st")
-    for name in V7:
+    for name in ALL:
         out[name] = d / f"{name}.st"
         convert(FIX / "models" / f"{name}.pth", out[name])
     return out
 
 
-@pytest.mark.parametrize("name", V7)
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("chunk", [128, 5])
 def test_full_output_matches_official(device, name, chunk):
     tokens, ref = golden(name)
@@ -50,7 +52,7 @@ def test_full_output_matches_official(device, name, chunk):
     assert rel_err(ours, ref) <= BOUND
 
 
-@pytest.mark.parametrize("name", V7)
+@pytest.mark.parametrize("name", ALL)
 def test_st_layout_matches_official(device, converted, name):
     tokens, ref = golden(name)
     model = rw.load_model(converted[name], device=device)
@@ -58,7 +60,7 @@ def test_st_layout_matches_official(device, converted, name):
     assert rel_err(ours, ref) <= BOUND
 
 
-@pytest.mark.parametrize("name", V7[:1])
+@pytest.mark.parametrize("name", [ALL[0], V7[0]])
 def test_decode_one_token_at_a_time_and_repeat(device, name):
     """Token-by-token decode equals the prompt path, and two runs are bit-identical."""
     tokens, ref = golden(name)
@@ -75,8 +77,8 @@ def test_decode_one_token_at_a_time_and_repeat(device, name):
     assert rel_err(last, ref[-1]) <= BOUND
 
 
-def test_state_carries_between_calls(vulkan_device):
-    name = V7[0]
+@pytest.mark.parametrize("name", [n for n in ALL if n.endswith("L2_C64_V101") or n.startswith("v6_L2")] + V7[:1])
+def test_state_carries_between_calls(vulkan_device, name):
     tokens, ref = golden(name)
     model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device)
     state = model.new_state()
@@ -107,3 +109,28 @@ def test_batched_slots_equal_single(vulkan_device):
             single = model.forward(inp, model.new_state())
             np.testing.assert_allclose(out, single, rtol=1e-5, atol=1e-5 * np.abs(single).max())
     assert rel_err(outs[0], ref[-1]) <= BOUND
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_official_split_run_agrees(vulkan_device, name):
+    """The official state passing (fixture's split run) and ours give the same logits."""
+    g = np.load(FIX / "golden" / f"{name}.npz")
+    tokens, split = g["tokens"].tolist(), g["logits_split"]
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device)
+    state = model.new_state()
+    first = model.forward(tokens[:7], state, full=True)
+    rest = model.forward(tokens[7:], state, full=True)
+    assert rel_err(np.concatenate([first, rest]), split) <= BOUND
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_detected_version(name):
+    import json
+
+    from rwkv_webgpu.weights import detect, open_checkpoint
+
+    meta = json.loads(str(np.load(FIX / "golden" / f"{name}.npz")["meta"]))
+    with open_checkpoint(FIX / "models" / f"{name}.pth") as ck:
+        info = detect(ck)
+    assert ("v" + info.sub_version if info.sub_version else info.version.value) == name.split("_")[0]
+    assert (info.num_layer, info.num_emb, info.num_vocab) == (meta["L"], meta["C"], meta["V"])
