@@ -40,6 +40,7 @@ def load_model(
     tokenizer: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     device: Any = None,
+    state_file: str | os.PathLike[str] | None = None,
 ) -> Model:
     """Load an RWKV checkpoint (official ``.pth``, safetensors, or web-rwkv ``.st``) onto a GPU.
 
@@ -47,6 +48,8 @@ def load_model(
     high-performance one. ``token_chunk_size`` is the most tokens one GPU submission processes.
     ``tokenizer`` is "world", a ``tokenizer.json`` or a vocab file; None picks "world" for 65536-token
     vocabularies. ``progress(done, total, what)`` is called as layers reach the GPU.
+    ``state_file`` is a state-tuning checkpoint (``blocks.{i}.att.time_state``) whose state
+    every new slot starts from; ``time_state`` tensors inside the model file are used too.
     """
     from .weights import open_checkpoint
     from .weights.detect import detect
@@ -58,6 +61,11 @@ def load_model(
         model = _model_class(info.version)(info, dev, token_chunk_size=token_chunk_size)
         model.load_common(ckpt, progress)
         model.load_layers(ckpt, progress)
+        if info.has_time_state:
+            model.load_time_state(ckpt, os.fspath(path))
+    if state_file is not None:
+        with open_checkpoint(state_file) as sckpt:
+            model.load_time_state(sckpt, os.fspath(state_file))
     model.path = os.fspath(path)  # type: ignore[attr-defined]
     model.tokenizer = _tokenizer_for(model, tokenizer)
     return model

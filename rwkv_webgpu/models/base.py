@@ -157,6 +157,28 @@ class Model:
             w = w.reshape(-1, w.shape[-1])
         return upload_matrix(self.device, w.T if transpose else w, name)
 
+    def load_time_state(self, ckpt: Any, source: str = "") -> None:
+        """Use ``blocks.{i}.att.time_state`` tensors (state tuning) as every new slot's start.
+
+        Each is ``(H, N, N)`` indexed [value, key], the layout of our ``wkv`` state part.
+        """
+        spec = self.state_spec()
+        if spec.get("wkv") != (self.info.num_head, self.info.head_size, self.info.head_size):
+            raise StateError(f"{self.info.describe()} has no matrix state to tune ({source or 'state file'})")
+        want = spec["wkv"]
+        rows = []
+        for i in range(self.info.num_layer):
+            name = f"blocks.{i}.att.time_state"
+            if name not in ckpt:
+                raise StateError(f"{source or 'state file'} has no tensor {name} (a state-tuning file needs one per layer)")
+            t = ckpt.load(name, np.float32)
+            if tuple(t.shape) != want:
+                raise StateError(f"{source or 'state file'}: {name} has shape {tuple(t.shape)}, this model needs {want}")
+            rows.append(t)
+        init = {k: v.copy() for k, v in self.initial_state().items()}
+        init["wkv"] = np.stack(rows)
+        self._initial = init
+
     def initial_state(self) -> dict[str, np.ndarray]:
         """``[L, *slot_shape]`` arrays a fresh slot starts from (zeros unless state-tuned)."""
         if self._initial is None:
