@@ -7,70 +7,22 @@ its state layout (``state_spec``) and how one block is recorded (``record_layer`
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..config import ModelInfo
 from ..errors import StateError, TokenError
-from ..gpu import Act, Counter, Device, Graph, Matrix, act_buffer, upload_matrix
+from ..gpu import Act, Device, Graph, Matrix, act_buffer, upload_matrix
 from ..ops import add_mul, layer_norm, matmul, token_mix, token_store
 from ..state import State, StateSpec
+from .step import Buffers, Plan, StepRunner, VectorPack, share_budget
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 LN_EPS = 1e-5
-
-
-class VectorPack:
-    """Small per-layer float vectors concatenated into one f32 buffer; ``off[name]`` is the offset."""
-
-    def __init__(self) -> None:
-        self.parts: list[np.ndarray] = []
-        self.off: dict[str, int] = {}
-        self.size = 0
-
-    def add(self, name: str, values: np.ndarray) -> int:
-        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-        self.off[name] = self.size
-        self.parts.append(flat)
-        self.size += flat.size
-        return self.off[name]
-
-    def upload(self, device: Device, label: str) -> Any:
-        return device.upload(np.concatenate(self.parts) if self.parts else np.zeros(4, np.float32), label)
-
-
-@dataclass
-class Step:
-    """What one submission computes: tokens of several slots packed in slot order."""
-
-    tokens: np.ndarray  # [T] int
-    cursors: np.ndarray  # u32 [2B + T]: (start, len) per slot, then the slot of each token
-    out_rows: list[tuple[int, int]] = field(default_factory=list)  # (first row of x, rows) copied to the head
-
-
-class Buffers:
-    """Activations shared by every layer of one graph (sized for ``tmax`` tokens)."""
-
-    def __init__(self, model: Model, tmax: int, slots: int):
-        dev, c = model.device, model.info.num_emb
-        self.tmax, self.slots = tmax, slots
-        self.head_rows = max(tmax, slots)
-        self.tokens = Counter(dev, "count.tokens")
-        self.out = Counter(dev, "count.out")
-        self.cursors = dev.storage((2 * slots + tmax) * 4, "cursors")
-        self.xin = act_buffer(dev, tmax, c, "x.embed")
-        self.x = act_buffer(dev, tmax, c, "x")
-        self.xn = act_buffer(dev, tmax, c, "x.norm")
-        self.hx = act_buffer(dev, self.head_rows, c, "head.x")
-        self.hn = act_buffer(dev, self.head_rows, c, "head.norm")
-        self.logits = act_buffer(dev, self.head_rows, model.info.num_vocab, "logits")
-        self.staging = dev.staging(self.head_rows * model.info.num_vocab * 4, "logits.staging")
 
 
 class Model:
@@ -87,7 +39,7 @@ class Model:
         self.head: Matrix | None = None
         self.vec: Any = None  # global vectors: ln0, ln_out
         self.voff: dict[str, int] = {}
-        self._graphs: weakref.WeakKeyDictionary[State, tuple[Graph, Buffers]] = weakref.WeakKeyDictionary()
+        self.runner = StepRunner(self)
         self._initial: dict[str, np.ndarray] | None = None
 
     # -- to be supplied by a version -------------------------------------------------------
@@ -200,15 +152,48 @@ class Model:
         self.check_state(state)
         if not 0 <= slot < state.batch_size:
             raise StateError(f"slot {slot} is outside the state's batch of {state.batch_size}")
-        inputs: list[list[int]] = [[] for _ in range(state.batch_size)]
         outs = []
         for start in range(0, len(ids), self.token_chunk_size):
-            inputs[slot] = ids[start : start + self.token_chunk_size]
+            chunk: list[list[int]] = [[] for _ in range(state.batch_size)]
+            chunk[slot] = ids[start : start + self.token_chunk_size]
             last = start + self.token_chunk_size >= len(ids)
-            res = self._step(state, inputs, full=full, want=[slot] if (full or last) else [])
+            res = self.runner.run(state, Plan.pack(chunk, [slot] if (full or last) else [], full))
             if full or last:
                 outs.append(res[slot])
         return np.concatenate(outs, axis=0) if full else outs[-1][-1]
+
+    def run(
+        self, inputs: list[list[int]], state: State, *, token_chunk_size: int | None = None, output: str = "last"
+    ) -> list[np.ndarray | None]:
+        """One GPU step over the slots of ``state``, web-rwkv style.
+
+        ``inputs[b]`` is slot b's queue of tokens; at most ``token_chunk_size`` tokens in total are
+        consumed (shared fairly between slots) and removed from the front of the lists, so call
+        again until every list is empty. Returns per slot: with ``output="last"``, the ``(V,)``
+        logits of a slot whose queue emptied in this call, else None; with ``output="full"``,
+        ``(n, V)`` logits of the n tokens the slot consumed in this call (None if none).
+        """
+        self.check_state(state)
+        if len(inputs) != state.batch_size:
+            raise StateError(f"{len(inputs)} inputs for a state of {state.batch_size} slots")
+        if output not in ("last", "full"):
+            raise ValueError(f'output must be "last" or "full", not {output!r}')
+        budget = self.token_chunk_size if token_chunk_size is None else token_chunk_size
+        if not 1 <= budget <= self.token_chunk_size:
+            raise ValueError(
+                f"token_chunk_size must be in [1, {self.token_chunk_size}] (the buffers of this model; "
+                "load it with a larger token_chunk_size for more)"
+            )
+        for q in inputs:
+            self.check_tokens(q, allow_empty=True)
+        take = share_budget([len(q) for q in inputs], budget)
+        chunk = [q[:n] for q, n in zip(inputs, take)]
+        full = output == "full"
+        want = [b for b, (q, n) in enumerate(zip(inputs, take)) if n and (full or n == len(q))]
+        res = self.runner.run(state, Plan.pack(chunk, want, full)) if any(take) else {}
+        for q, n in zip(inputs, take):
+            del q[:n]
+        return [None if b not in res else (res[b] if full else res[b][-1]) for b in range(len(inputs))]
 
     def forward_batch(self, inputs: Sequence[Sequence[int]], state: State, *, full: bool = False) -> list[np.ndarray | None]:
         """Run every slot's tokens to completion, packing slots into shared chunks.
@@ -220,24 +205,12 @@ class Model:
         if len(inputs) != state.batch_size:
             raise StateError(f"{len(inputs)} inputs for a state of {state.batch_size} slots")
         queues = [self.check_tokens(t, allow_empty=True) for t in inputs]
-        pos = [0] * len(queues)
         outs: list[list[np.ndarray]] = [[] for _ in queues]
-        while any(p < len(q) for p, q in zip(pos, queues)):
-            take = self._share(queues, pos)
-            chunk = [q[p : p + n] for q, p, n in zip(queues, pos, take)]
-            done = [b for b, (q, p, n) in enumerate(zip(queues, pos, take)) if n and p + n == len(q)]
-            want = [b for b, n in enumerate(take) if n] if full else done
-            res = self._step(state, chunk, full=full, want=want)
-            for b in want:
-                outs[b].append(res[b])
-            pos = [p + n for p, n in zip(pos, take)]
-        result: list[np.ndarray | None] = []
-        for b, q in enumerate(queues):
-            if not q:
-                result.append(None)
-            else:
-                result.append(np.concatenate(outs[b], axis=0) if full else outs[b][-1][-1])
-        return result
+        while any(queues):
+            for b, res in enumerate(self.run(queues, state, output="full" if full else "last")):
+                if res is not None:
+                    outs[b].append(res if full else res[None])
+        return [np.concatenate(o, axis=0) if full else o[-1][-1] if o else None for o in outs]
 
     # -- validation ----------------------------------------------------------------------------
     def check_tokens(self, tokens: Sequence[int], *, allow_empty: bool = False) -> list[int]:
@@ -259,100 +232,3 @@ class Model:
             state.check_model(self)
             raise StateError("this state was created by another loaded model; use Model.new_state()")
 
-    # -- the step runner ----------------------------------------------------------------------
-    def _share(self, queues: list[list[int]], pos: list[int]) -> list[int]:
-        """Split this chunk's token budget fairly between slots with tokens left."""
-        left = [len(q) - p for q, p in zip(queues, pos)]
-        take = [0] * len(left)
-        budget = self.token_chunk_size
-        active = [b for b, n in enumerate(left) if n]
-        while budget and active:
-            share = max(1, budget // len(active))
-            for b in list(active):
-                n = min(share, left[b] - take[b], budget)
-                take[b] += n
-                budget -= n
-                if take[b] == left[b]:
-                    active.remove(b)
-                if not budget:
-                    break
-        return take
-
-    def _graph(self, state: State) -> tuple[Graph, Buffers]:
-        found = self._graphs.get(state)
-        if found is None:
-            buf = Buffers(self, self.token_chunk_size, state.batch_size)
-            self.alloc_layer_buffers(buf)
-            found = (self._record(state, buf), buf)
-            self._graphs[state] = found
-        return found
-
-    def _record(self, state: State, buf: Buffers) -> Graph:
-        g = Graph(self.device)
-        layer_norm(g, buf.tokens, buf.xin, buf.x, self.vec, self.voff["blocks.0.ln0.weight"], self.voff["blocks.0.ln0.bias"], label="ln0")
-        for i in range(self.info.num_layer):
-            self.record_layer(g, i, state, buf)
-
-        def copy_rows(enc: Any) -> None:
-            row_bytes = self.info.num_emb * 4
-            dst = 0
-            for first, rows in self._plan.out_rows:
-                enc.copy_buffer_to_buffer(buf.x.buffer, first * row_bytes, buf.hx.buffer, dst * row_bytes, rows * row_bytes)
-                dst += rows
-
-        g.copy(copy_rows, "head.rows")
-        layer_norm(g, buf.out, buf.hx, buf.hn, self.vec, self.voff["ln_out.weight"], self.voff["ln_out.bias"], label="ln_out")
-        assert self.head is not None
-        matmul(g, buf.out, buf.hn, self.head, buf.logits, label="head")
-
-        def copy_logits(enc: Any) -> None:
-            size = buf.out.value * self.info.num_vocab * 4
-            if size:
-                enc.copy_buffer_to_buffer(buf.logits.buffer, 0, buf.staging, 0, size)
-
-        g.copy(copy_logits, "logits.readback")
-        return g
-
-    def _step(self, state: State, chunk: Sequence[Sequence[int]], *, full: bool, want: Sequence[int]) -> dict[int, np.ndarray]:
-        """One submission: feed ``chunk[b]`` to slot b; return logits for slots in ``want``."""
-        g, buf = self._graph(state)
-        starts, lens, slot_of = [], [], []
-        t = 0
-        for b, toks in enumerate(chunk):
-            starts.append(t)
-            lens.append(len(toks))
-            slot_of.extend([b] * len(toks))
-            t += len(toks)
-        tokens = np.fromiter((tok for toks in chunk for tok in toks), dtype=np.int64, count=t)
-        cursors = np.concatenate([np.stack([starts, lens], 1).reshape(-1), slot_of]).astype(np.uint32)
-        out_rows = []
-        for b in want:
-            if full:
-                out_rows.append((starts[b], lens[b]))
-            else:
-                out_rows.append((starts[b] + lens[b] - 1, 1))
-        self._plan = Step(tokens, cursors, out_rows)
-        n_out = sum(r for _, r in out_rows)
-        dev = self.device
-        dev.write(buf.xin.buffer, self.emb[tokens].astype(np.float32, copy=False))
-        dev.write(buf.cursors, cursors)
-        buf.tokens.set(t)
-        buf.out.set(n_out)
-        enc = dev.device.create_command_encoder()
-        g.encode(enc)
-        dev.queue.submit([enc.finish()])
-        result: dict[int, np.ndarray] = {}
-        if n_out:
-            import wgpu
-
-            size = n_out * self.info.num_vocab * 4
-            buf.staging.map_sync(wgpu.MapMode.READ, 0, size)
-            try:
-                logits = np.frombuffer(buf.staging.read_mapped(0, size), np.float32).reshape(n_out, -1).copy()
-            finally:
-                buf.staging.unmap()
-            row = 0
-            for b, (_, rows) in zip(want, out_rows):
-                result[b] = logits[row : row + rows]
-                row += rows
-        return result

@@ -1,0 +1,180 @@
+"""Turning token lists into GPU submissions: activation buffers, the recorded graph per state,
+packing slots into one step, and reading logits back."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..gpu import Counter, Device, Graph, act_buffer
+from ..ops import layer_norm, matmul
+
+if TYPE_CHECKING:
+    from ..state import State
+    from .base import Model
+
+
+class VectorPack:
+    """Small per-layer float vectors concatenated into one f32 buffer; ``off[name]`` is the offset."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.off: dict[str, int] = {}
+        self.size = 0
+
+    def add(self, name: str, values: np.ndarray) -> int:
+        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        self.off[name] = self.size
+        self.parts.append(flat)
+        self.size += flat.size
+        return self.off[name]
+
+    def upload(self, device: Device, label: str) -> Any:
+        return device.upload(np.concatenate(self.parts) if self.parts else np.zeros(4, np.float32), label)
+
+
+class Buffers:
+    """Activations shared by every layer of one graph (sized for ``tmax`` tokens)."""
+
+    def __init__(self, model: Model, tmax: int, slots: int):
+        dev, c = model.device, model.info.num_emb
+        self.tmax, self.slots = tmax, slots
+        self.head_rows = max(tmax, slots)
+        self.tokens = Counter(dev, "count.tokens")
+        self.out = Counter(dev, "count.out")
+        self.cursors = dev.storage((2 * slots + tmax) * 4, "cursors")
+        self.xin = act_buffer(dev, tmax, c, "x.embed")
+        self.x = act_buffer(dev, tmax, c, "x")
+        self.xn = act_buffer(dev, tmax, c, "x.norm")
+        self.hx = act_buffer(dev, self.head_rows, c, "head.x")
+        self.hn = act_buffer(dev, self.head_rows, c, "head.norm")
+        self.logits = act_buffer(dev, self.head_rows, model.info.num_vocab, "logits")
+        self.staging = dev.staging(self.head_rows * model.info.num_vocab * 4, "logits.staging")
+
+
+@dataclass
+class Plan:
+    """One submission: tokens of several slots packed in slot order."""
+
+    tokens: np.ndarray  # [T] token ids
+    cursors: np.ndarray  # u32 [2B + T]: (start, len) per slot, then the slot of each token
+    out_rows: list[tuple[int, int]] = field(default_factory=list)  # (first row of x, rows) sent to the head
+    want: list[int] = field(default_factory=list)  # slots whose logits come back, in out_rows order
+
+    @staticmethod
+    def pack(chunk: Sequence[Sequence[int]], want: Sequence[int], full: bool) -> Plan:
+        starts, lens, slot_of = [], [], []
+        t = 0
+        for b, toks in enumerate(chunk):
+            starts.append(t)
+            lens.append(len(toks))
+            slot_of.extend([b] * len(toks))
+            t += len(toks)
+        tokens = np.fromiter((tok for toks in chunk for tok in toks), dtype=np.int64, count=t)
+        cursors = np.concatenate([np.stack([starts, lens], 1).reshape(-1), slot_of]).astype(np.uint32)
+        rows = [(starts[b], lens[b]) if full else (starts[b] + lens[b] - 1, 1) for b in want]
+        return Plan(tokens, cursors, rows, list(want))
+
+    @property
+    def num_out(self) -> int:
+        return sum(r for _, r in self.out_rows)
+
+
+def share_budget(left: Sequence[int], budget: int) -> list[int]:
+    """Split ``budget`` tokens fairly between slots with ``left[b]`` tokens waiting."""
+    take = [0] * len(left)
+    active = [b for b, n in enumerate(left) if n]
+    while budget and active:
+        share = max(1, budget // len(active))
+        for b in list(active):
+            n = min(share, left[b] - take[b], budget)
+            take[b] += n
+            budget -= n
+            if take[b] == left[b]:
+                active.remove(b)
+            if not budget:
+                break
+    return take
+
+
+class StepRunner:
+    """Records one graph per state (cached) and runs packed steps through it."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self._graphs: weakref.WeakKeyDictionary[State, tuple[Graph, Buffers]] = weakref.WeakKeyDictionary()
+        self._plan = Plan(np.zeros(0, np.int64), np.zeros(0, np.uint32))
+
+    def graph(self, state: State) -> tuple[Graph, Buffers]:
+        found = self._graphs.get(state)
+        if found is None:
+            buf = Buffers(self.model, self.model.token_chunk_size, state.batch_size)
+            self.model.alloc_layer_buffers(buf)
+            found = (self._record(state, buf), buf)
+            self._graphs[state] = found
+        return found
+
+    def _record(self, state: State, buf: Buffers) -> Graph:
+        m = self.model
+        g = Graph(m.device)
+        layer_norm(g, buf.tokens, buf.xin, buf.x, m.vec, m.voff["blocks.0.ln0.weight"], m.voff["blocks.0.ln0.bias"], label="ln0")
+        for i in range(m.info.num_layer):
+            m.record_layer(g, i, state, buf)
+        row_bytes = m.info.num_emb * 4
+
+        def copy_rows(enc: Any) -> None:
+            dst = 0
+            for first, rows in self._plan.out_rows:
+                enc.copy_buffer_to_buffer(buf.x.buffer, first * row_bytes, buf.hx.buffer, dst * row_bytes, rows * row_bytes)
+                dst += rows
+
+        g.copy(copy_rows, "head.rows")
+        layer_norm(g, buf.out, buf.hx, buf.hn, m.vec, m.voff["ln_out.weight"], m.voff["ln_out.bias"], label="ln_out")
+        assert m.head is not None
+        matmul(g, buf.out, buf.hn, m.head, buf.logits, label="head")
+
+        def copy_logits(enc: Any) -> None:
+            size = buf.out.value * m.info.num_vocab * 4
+            if size:
+                enc.copy_buffer_to_buffer(buf.logits.buffer, 0, buf.staging, 0, size)
+
+        g.copy(copy_logits, "logits.readback")
+        return g
+
+    def run(self, state: State, plan: Plan) -> dict[int, np.ndarray]:
+        """Submit one step; return ``{slot: logits [rows, V]}`` for ``plan.want``."""
+        g, buf = self.graph(state)
+        m, dev = self.model, self.model.device
+        t = len(plan.tokens)
+        self._plan = plan
+        dev.write(buf.xin.buffer, m.emb[plan.tokens].astype(np.float32, copy=False))
+        dev.write(buf.cursors, plan.cursors)
+        buf.tokens.set(t)
+        buf.out.set(plan.num_out)
+        enc = dev.device.create_command_encoder()
+        g.encode(enc)
+        dev.queue.submit([enc.finish()])
+        return self._read(buf, plan)
+
+    def _read(self, buf: Buffers, plan: Plan) -> dict[int, np.ndarray]:
+        n_out = plan.num_out
+        if not n_out:
+            return {}
+        import wgpu
+
+        size = n_out * self.model.info.num_vocab * 4
+        buf.staging.map_sync(wgpu.MapMode.READ, 0, size)
+        try:
+            logits = np.frombuffer(buf.staging.read_mapped(0, size), np.float32).reshape(n_out, -1).copy()
+        finally:
+            buf.staging.unmap()
+        result: dict[int, np.ndarray] = {}
+        row = 0
+        for b, (_, rows) in zip(plan.want, plan.out_rows):
+            result[b] = logits[row : row + rows]
+            row += rows
+        return result
