@@ -7,17 +7,32 @@ Each layer holds named parts, each ``[B, *slot_shape]`` f32 in its own buffer. F
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import StateError
+from .errors import CheckpointError, StateError
 
 if TYPE_CHECKING:
     from .gpu import Device
     from .models.base import Model
 
 StateSpec = dict[str, tuple[int, ...]]
+STATE_FORMAT = "rwkv-webgpu-state"
+STATE_FORMAT_VERSION = "1"
+
+
+def model_signature(model: Model) -> dict[str, str]:
+    """What a state file records about its model; a file is refused by a model it does not match."""
+    i = model.info
+    return {
+        "version": i.sub_version or i.version.value,
+        "num_layer": str(i.num_layer),
+        "num_emb": str(i.num_emb),
+        "num_head": str(i.num_head),
+        "head_size": str(i.head_size),
+    }
 
 
 class State:
@@ -128,6 +143,51 @@ class State:
                 nb = self._slot_bytes(name)
                 enc.copy_buffer_to_buffer(a[name], src * nb, b[name], dst * nb, nb)
         self.device.queue.submit([enc.finish()])
+
+    def extract(self, slot: int) -> State:
+        """A new one-slot state holding a copy of ``slot``."""
+        out = State(self.model, 1, self.spec, fresh=False)
+        self.copy_slot(slot, 0, out)
+        return out
+
+    def insert(self, slot: int, other: State, from_slot: int = 0) -> None:
+        """Copy slot ``from_slot`` of ``other`` into ``slot`` of this state."""
+        other.copy_slot(from_slot, slot, self)
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write every slot to a safetensors file (atomically: a crash never leaves half a file)."""
+        from .weights.safetensors_io import save_safetensors
+
+        meta = {"format": STATE_FORMAT, "format_version": STATE_FORMAT_VERSION, "batch_size": str(self.batch_size)}
+        meta.update(model_signature(self.model))
+        save_safetensors(self.to_numpy(), os.fspath(path), meta)
+
+    @classmethod
+    def load(cls, model: Model, path: str | os.PathLike[str]) -> State:
+        """Read a file written by :meth:`save`; refuses files of another model shape or version."""
+        from .weights.safetensors_io import SafetensorsReader
+
+        where = os.fspath(path)
+        if not os.path.isfile(where):
+            raise CheckpointError(f"no such state file: {where}")
+        reader = SafetensorsReader(where)
+        try:
+            meta = reader.metadata
+            if meta.get("format") != STATE_FORMAT:
+                raise StateError(f"{where} is not a saved rwkv-webgpu state (no '{STATE_FORMAT}' metadata)")
+            want = model_signature(model)
+            diff = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
+            if diff:
+                detail = ", ".join(f"{k}: file {a}, model {b}" for k, (a, b) in diff.items())
+                raise StateError(f"{where} was saved from a different model ({detail})")
+            arrays = {name: np.array(reader.view(name), dtype=np.float32) for name in reader.names()}
+        finally:
+            reader.close()
+        batch = int(meta.get("batch_size", "0") or 0)
+        state = cls(model, max(batch, 1), model.state_spec(), fresh=False)
+        state.load_numpy(arrays)
+        return state
 
     def __repr__(self) -> str:
         return f"State(batch_size={self.batch_size}, model={self.model.info.describe()!r})"

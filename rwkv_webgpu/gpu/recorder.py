@@ -24,17 +24,23 @@ def ceil_div(a: int, b: int) -> int:
 
 
 class Counter:
-    """A small uniform ``struct Count { n: u32 }`` that sizes the dispatches bound to it."""
+    """A small uniform ``struct Count { n: u32 }`` that sizes the dispatches bound to it.
+
+    ``set`` writes the GPU copy (a queue operation, ordered with submissions); ``value`` is the
+    count the next encoding sizes its grids with, so a step can be encoded ahead of its writes.
+    """
 
     def __init__(self, device: Device, label: str):
         self.device = device
         self.buffer = device.uniform(np.zeros(4, np.uint32), label)
-        self.value = -1
+        self.value = 0
+        self.written = -1
 
     def set(self, n: int) -> None:
-        if n != self.value:
+        self.value = n
+        if n != self.written:
             self.device.write(self.buffer, np.array([n, 0, 0, 0], np.uint32))
-            self.value = n
+            self.written = n
 
 
 @dataclass
@@ -48,9 +54,9 @@ class Dispatch:
 
 @dataclass
 class Copy:
-    """A buffer copy whose ranges are decided when the step is encoded."""
+    """A buffer copy whose ranges are decided when the step is encoded (from ``context``)."""
 
-    encode: Callable[[Any], None]
+    encode: Callable[[Any, Any], None]
     label: str
 
 
@@ -100,14 +106,15 @@ class Graph:
         self.items.append(item)
         return item
 
-    def copy(self, encode: Callable[[Any], None], label: str = "copy") -> None:
+    def copy(self, encode: Callable[[Any, Any], None], label: str = "copy") -> None:
         self.items.append(Copy(encode, label))
 
     def extend(self, other: Graph) -> None:
         self.items.extend(other.items)
 
-    def encode(self, encoder: Any) -> int:
-        """Record every item into ``encoder``; returns the number of dispatches."""
+    def encode(self, encoder: Any, context: Any = None) -> int:
+        """Record every item into ``encoder`` with grids sized from each counter's ``value``;
+        ``context`` is handed to the copies. Returns the number of dispatches."""
         compute = None
         n = 0
         for item in self.items:
@@ -125,7 +132,7 @@ class Graph:
                 if compute is not None:
                     compute.end()
                     compute = None
-                item.encode(encoder)
+                item.encode(encoder, context)
         if compute is not None:
             compute.end()
         return n

@@ -7,6 +7,7 @@ its state layout (``state_spec``) and how one block is recorded (``record_layer`
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -142,6 +143,10 @@ class Model:
     def new_state(self, batch_size: int = 1) -> State:
         """A state of ``batch_size`` slots, each at the model's initial state."""
         return State(self, batch_size, self.state_spec())
+
+    def load_state(self, path: str | os.PathLike[str]) -> State:
+        """A state saved by :meth:`State.save` (refused if saved from another model shape or version)."""
+        return State.load(self, path)
 
     def forward(self, tokens: Sequence[int], state: State, *, full: bool = False, slot: int = 0) -> np.ndarray:
         """Feed ``tokens`` to one slot of ``state`` (advancing it) and return logits.

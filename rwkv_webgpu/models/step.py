@@ -107,7 +107,6 @@ class StepRunner:
     def __init__(self, model: Model):
         self.model = model
         self._graphs: weakref.WeakKeyDictionary[State, tuple[Graph, Buffers]] = weakref.WeakKeyDictionary()
-        self._plan = Plan(np.zeros(0, np.int64), np.zeros(0, np.uint32))
 
     def graph(self, state: State) -> tuple[Graph, Buffers]:
         found = self._graphs.get(state)
@@ -126,9 +125,9 @@ class StepRunner:
             m.record_layer(g, i, state, buf)
         row_bytes = m.info.num_emb * 4
 
-        def copy_rows(enc: Any) -> None:
+        def copy_rows(enc: Any, plan: Plan) -> None:
             dst = 0
-            for first, rows in self._plan.out_rows:
+            for first, rows in plan.out_rows:
                 enc.copy_buffer_to_buffer(buf.x.buffer, first * row_bytes, buf.hx.buffer, dst * row_bytes, rows * row_bytes)
                 dst += rows
 
@@ -137,8 +136,8 @@ class StepRunner:
         assert m.head is not None
         matmul(g, buf.out, buf.hn, m.head, buf.logits, label="head")
 
-        def copy_logits(enc: Any) -> None:
-            size = buf.out.value * m.info.num_vocab * 4
+        def copy_logits(enc: Any, plan: Plan) -> None:
+            size = plan.num_out * m.info.num_vocab * 4
             if size:
                 enc.copy_buffer_to_buffer(buf.logits.buffer, 0, buf.staging, 0, size)
 
@@ -146,18 +145,34 @@ class StepRunner:
         return g
 
     def run(self, state: State, plan: Plan) -> dict[int, np.ndarray]:
-        """Submit one step; return ``{slot: logits [rows, V]}`` for ``plan.want``."""
+        """Encode, submit and read back one step: ``{slot: logits [rows, V]}`` for ``plan.want``."""
+        cmd = self.encode(state, plan)
+        self.submit(state, plan, cmd)
+        return self.collect(state, plan)
+
+    def encode(self, state: State, plan: Plan) -> Any:
+        """Record the step's command buffer. It depends only on the plan's shape (token counts per
+        slot and wanted rows), not on token values, so it can be built while the GPU is busy."""
         g, buf = self.graph(state)
-        m, dev = self.model, self.model.device
-        t = len(plan.tokens)
-        self._plan = plan
-        dev.write(buf.xin.buffer, m.emb[plan.tokens].astype(np.float32, copy=False))
+        buf.tokens.value = len(plan.tokens)
+        buf.out.value = plan.num_out
+        enc = self.model.device.device.create_command_encoder()
+        g.encode(enc, plan)
+        return enc.finish()
+
+    def submit(self, state: State, plan: Plan, cmd: Any) -> None:
+        """Write the step's inputs and submit ``cmd`` (from :meth:`encode` with a plan of this shape)."""
+        _, buf = self.graph(state)
+        dev = self.model.device
+        dev.write(buf.xin.buffer, self.model.emb[plan.tokens].astype(np.float32, copy=False))
         dev.write(buf.cursors, plan.cursors)
-        buf.tokens.set(t)
+        buf.tokens.set(len(plan.tokens))
         buf.out.set(plan.num_out)
-        enc = dev.device.create_command_encoder()
-        g.encode(enc)
-        dev.queue.submit([enc.finish()])
+        dev.queue.submit([cmd])
+
+    def collect(self, state: State, plan: Plan) -> dict[int, np.ndarray]:
+        """Wait for the submitted step and read its logits."""
+        _, buf = self.graph(state)
         return self._read(buf, plan)
 
     def _read(self, buf: Buffers, plan: Plan) -> dict[int, np.ndarray]:
