@@ -25,7 +25,7 @@ def time_mix_v5(
     ``offsets`` gives decay, u, lnw, lnb in ``vec``. With ``dynamic_decay`` the w plane holds
     the per-token decay LoRA output added to vec's time_decay (RWKV-6). Grid (H, B).
     """
-    n = c // heads
+    n = c // heads if heads > 0 else 0
     if heads <= 0 or n * heads != c:
         raise ShapeError(f"{label}: C={c} is not a whole number of heads (H={heads})")
     if n > MAX_HEAD:

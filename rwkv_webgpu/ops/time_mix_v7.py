@@ -20,7 +20,7 @@ WG = 64
 
 def v7_params(*, c: int, h: int, plane: int, slots: int, layer0: bool, offsets: dict[str, int], eps: float) -> np.ndarray:
     """The shared Params of both entry points; ``offsets`` gives w0, a0, v0, k_k, k_a, r_k, lnw, lnb."""
-    n = c // h
+    n = c // h if h > 0 else 0
     if h <= 0 or n * h != c:
         raise ShapeError(f"time_mix_v7: C={c} is not a whole number of heads (H={h})")
     if n > MAX_HEAD:

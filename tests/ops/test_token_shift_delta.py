@@ -1,0 +1,97 @@
+"""token_mix with a per-token delta (token_shift.wgsl `mix_delta`, RWKV-6's data-dependent mix)
+over packed slots, against a float64 numpy reference."""
+
+import numpy as np
+import oracles
+import oracles_v4v5 as ov
+import pytest
+
+from rwkv_webgpu.gpu import Act, Counter, Graph
+from rwkv_webgpu.ops import token_mix, token_store
+
+SENTINEL = 777.25
+
+
+def run_mix_delta(device, lens, c, mixes, *, x_off=0, mu_off=0, extra=2, store=False, seed=0):
+    rng = np.random.default_rng(seed)
+    b, t = len(lens), int(sum(lens))
+    tmax = t + extra
+    plane = tmax * c + 5  # planes need not be packed tightly
+    x = rng.standard_normal((tmax, c)).astype(np.float32)
+    xbuf = rng.standard_normal(x_off + tmax * c).astype(np.float32)
+    xbuf[x_off:] = x.reshape(-1)
+    xa = Act(device.upload(xbuf, "x"), c, c, x_off, tmax)
+    shift0 = rng.standard_normal((b, c)).astype(np.float32)
+    shift = device.upload(shift0, "shift")
+    mu = rng.uniform(0, 1, (mixes, c)).astype(np.float32)
+    vec = rng.standard_normal(mu_off + mixes * c + 4).astype(np.float32)
+    vec[mu_off : mu_off + mixes * c] = mu.reshape(-1)
+    # delta has out's layout [mixes, plane]; its padding is junk that must not leak anywhere
+    delta = rng.standard_normal((mixes, plane)).astype(np.float32)
+    cur = np.concatenate([oracles.cursors(lens), np.full(extra, 12345, np.uint32)])
+    out = Act(device.upload(np.full(mixes * plane, SENTINEL, np.float32), "out"), c, c, 0, tmax)
+    cbuf = device.upload(cur, "cursors")
+    dbuf = device.upload(delta, "delta")
+    g = Graph(device)
+    cnt = Counter(device, "n")
+    token_mix(
+        g, cnt, cbuf, xa, shift, device.upload(vec, "vec"), mu_off, out,
+        mixes=mixes, slots=b, plane=plane, delta=dbuf,
+    )  # fmt: skip
+    if store:
+        token_store(g, cnt, cbuf, xa, shift, slots=b)
+    cnt.set(t)
+    g.run()
+    got_out = device.read(out.buffer)[: mixes * plane].reshape(mixes, plane)
+    got_shift = device.read(shift)[: b * c].reshape(b, c)
+    np.testing.assert_array_equal(
+        device.read(dbuf)[: delta.size].reshape(delta.shape), delta
+    )  # read-only
+    d_tc = delta[:, : t * c].reshape(mixes, t, c)
+    return x, shift0, mu, d_tc, got_out, got_shift
+
+
+@pytest.mark.parametrize(
+    "lens", [[1], [4], [3, 0, 2], [0, 5, 1, 0], [2, 2, 2]], ids=lambda l: "-".join(map(str, l))
+)
+@pytest.mark.parametrize("c", [1, 37, 130])
+@pytest.mark.parametrize("mixes", [1, 5])
+def test_mix_delta(device, lens, c, mixes):
+    t = sum(lens)
+    x, shift0, mu, delta, out, shift = run_mix_delta(
+        device, lens, c, mixes, x_off=7, mu_off=3, seed=len(lens) * 31 + c + mixes
+    )
+    ref = ov.token_shift_delta(x[:t], shift0, mu, delta, lens)
+    for m in range(mixes):
+        np.testing.assert_allclose(out[m, : t * c].reshape(t, c), ref[m], rtol=1e-6, atol=1e-6)
+        # rows >= t of each plane (and the plane padding) are untouched
+        np.testing.assert_array_equal(out[m, t * c :], SENTINEL)
+    np.testing.assert_array_equal(shift, shift0)  # mix alone never writes shift
+
+
+def test_zero_delta_matches_mix(device):
+    """delta = 0 gives token_shift's plain mix (oracles.token_shift)."""
+    lens, c, mixes = [3, 0, 2], 37, 5
+    t = sum(lens)
+    x, shift0, mu, delta, out, _ = run_mix_delta(device, lens, c, mixes, seed=2)
+    ref = ov.token_shift_delta(x[:t], shift0, mu, np.zeros_like(delta), lens)
+    plain, _ = oracles.token_shift(x[:t], shift0, mu, lens)
+    np.testing.assert_allclose(ref, plain, rtol=0, atol=1e-12)  # the two oracles agree
+    want = ov.token_shift_delta(x[:t], shift0, mu, delta, lens)
+    np.testing.assert_allclose(out[:, : t * c].reshape(mixes, t, c), want, rtol=1e-6, atol=1e-6)
+
+
+def test_mix_delta_then_store(device):
+    """mix_delta (recorded first) sees the old shift rows; store then replaces non-empty slots'."""
+    lens, c = [2, 0, 3], 21
+    t = sum(lens)
+    x, shift0, mu, delta, out, shift = run_mix_delta(device, lens, c, 2, store=True, seed=8)
+    ref = ov.token_shift_delta(x[:t], shift0, mu, delta, lens)
+    np.testing.assert_allclose(out[:, : t * c].reshape(2, t, c), ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(shift, np.stack([x[1], shift0[1], x[4]]))
+
+
+def test_zero_tokens_is_a_no_op(device):
+    _, shift0, _, _, out, shift = run_mix_delta(device, [0, 0], 11, 5, seed=5)
+    np.testing.assert_array_equal(shift, shift0)
+    np.testing.assert_array_equal(out, SENTINEL)
