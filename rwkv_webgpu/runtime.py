@@ -3,7 +3,8 @@
 A background thread owns a batched :class:`State`. Between steps, waiting requests join free
 slots (starting from the prefix cache when it has their prompt) and finished or cancelled ones
 leave. Each step packs prompt chunks of new requests with one decode token of every running
-request. While the GPU runs a step, the thread encodes the command buffer of the next one.
+request. While the GPU runs a step, the model's step runner encodes the command buffer of the
+next one (on real GPUs; see ``StepRunner.encode_ahead``).
 """
 
 from __future__ import annotations
@@ -119,7 +120,6 @@ class EngineStats:
     prefill_tokens: int = 0
     decode_tokens: int = 0
     requests: int = 0
-    preencoded_hits: int = 0
 
 
 class Engine:
@@ -243,7 +243,6 @@ class Engine:
             req.pending = req.prompt[req.cached :]
 
     def _loop(self) -> None:
-        pre: tuple[Any, Any] | None = None  # (shape key, command buffer) encoded ahead
         while True:
             with self._cv:
                 self._admit()
@@ -255,16 +254,15 @@ class Engine:
                 if self._closed:
                     continue
             try:
-                pre = self._step(pre)
+                self._step()
             except Exception as exc:  # report to every running request, keep serving
                 log.exception("engine step failed")
                 with self._cv:
                     for slot, req in enumerate(self._slots):
                         if req is not None:
                             self._finish(slot, req, "error", f"generation failed: {exc}")
-                pre = None
 
-    def _step(self, pre: tuple[Any, Any] | None) -> tuple[Any, Any] | None:
+    def _step(self) -> None:
         runner = self.model.runner
         # full prefix-cache hits have their logits already: sample without a GPU step
         for slot, req in enumerate(self._slots):
@@ -274,21 +272,11 @@ class Engine:
         queues = [req.pending if req else [] for req in self._slots]
         take = share_budget([len(q) for q in queues], self.budget)
         if not any(take):
-            return pre
+            return
         chunk = [q[:n] for q, n in zip(queues, take)]
         want = [b for b, (q, n) in enumerate(zip(queues, take)) if n and n == len(q)]
-        plan = Plan.pack(chunk, want, False)
-        key = (tuple(take), tuple(want))
-        cmd = pre[1] if pre is not None and pre[0] == key else runner.encode(self.state, plan)
-        if pre is not None and pre[0] == key:
-            self.stats.preencoded_hits += 1
-        runner.submit(self.state, plan, cmd)
-        # while the GPU works: encode the likely next step (every running request decodes one token)
-        nxt = None
-        if all(n in (0, 1) for n in take) and any(take):
-            guess = Plan.pack([[0] if n else [] for n in take], [b for b, n in enumerate(take) if n], False)
-            nxt = (key, runner.encode(self.state, guess))
-        res = runner.collect(self.state, plan)
+        # the runner records the next command buffer while the GPU runs this one
+        res = runner.run(self.state, Plan.pack(chunk, want, False))
         self.stats.steps += 1
         for b, n in enumerate(take):
             req = self._slots[b]
@@ -305,7 +293,6 @@ class Engine:
                 if was_prefill and self.cache is not None:
                     self.cache.store(req.prompt, self.state, b, logits)
                 self._advance(b, req, logits)
-        return nxt
 
     def _advance(self, slot: int, req: _Request, logits: np.ndarray) -> None:
         """Sample the next token of ``req`` and decide whether it goes on."""

@@ -116,6 +116,7 @@ class Graph:
         """Record every item into ``encoder`` with grids sized from each counter's ``value``;
         ``context`` is handed to the copies. Returns the number of dispatches."""
         compute = None
+        current = None
         n = 0
         for item in self.items:
             if isinstance(item, Dispatch):
@@ -124,7 +125,10 @@ class Graph:
                     continue
                 if compute is None:
                     compute = encoder.begin_compute_pass()
-                compute.set_pipeline(item.pipeline)
+                    current = None
+                if item.pipeline is not current:
+                    compute.set_pipeline(item.pipeline)
+                    current = item.pipeline
                 compute.set_bind_group(0, item.bind_group)
                 compute.dispatch_workgroups(x, y, z)
                 n += 1

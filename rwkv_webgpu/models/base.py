@@ -16,7 +16,7 @@ import numpy as np
 from ..config import ModelInfo
 from ..errors import StateError, TokenError
 from ..gpu import Act, Device, Graph, Matrix, act_buffer, upload_matrix
-from ..ops import add_mul, layer_norm, matmul, token_mix, token_store
+from ..ops import add_mul, layer_norm, matmul, token_mix
 from ..state import State, StateSpec
 from .step import Buffers, Plan, StepRunner, VectorPack, share_budget
 
@@ -65,8 +65,7 @@ class Model:
         n = buf.tokens
         layer_norm(g, n, buf.x, buf.xn, vec, off[ln + ".weight"], off[ln + ".bias"], eps=LN_EPS, label=f"{label}.{ln}")
         token_mix(g, n, buf.cursors, buf.xn, shift, vec, off[mu], out, mixes=mixes, slots=buf.slots,
-                  plane=buf.tmax * self.info.num_emb, delta=delta, label=f"{label}.mix")  # fmt: skip
-        token_store(g, n, buf.cursors, buf.xn, shift, slots=buf.slots, label=f"{label}.shift")
+                  plane=buf.tmax * self.info.num_emb, delta=delta, store=True, label=f"{label}.mix")  # fmt: skip
 
     def record_gated_channel_mix(self, g: Graph, buf: Buffers, lw: Any, shift: Any, label: str) -> None:
         """RWKV-4..6 channel mix: ``x += sigmoid(Wr xr) * (Wv relu(Wk xk)^2)``.

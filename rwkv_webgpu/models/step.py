@@ -80,6 +80,11 @@ class Plan:
         return Plan(tokens, cursors, rows, list(want))
 
     @property
+    def shape(self) -> tuple[Any, ...]:
+        """What the recorded command buffer depends on: per-slot token counts and output rows."""
+        return (self.cursors[: len(self.cursors) - len(self.tokens)].tobytes(), tuple(self.out_rows))
+
+    @property
     def num_out(self) -> int:
         return sum(r for _, r in self.out_rows)
 
@@ -107,6 +112,10 @@ class StepRunner:
     def __init__(self, model: Model):
         self.model = model
         self._graphs: weakref.WeakKeyDictionary[State, tuple[Graph, Buffers]] = weakref.WeakKeyDictionary()
+        self._ahead: weakref.WeakKeyDictionary[State, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+        # Encode the next step while the GPU runs this one. On a CPU adapter (lavapipe) the
+        # "GPU" shares the cores with Python, so the overlap would only slow it down.
+        self.encode_ahead = model.device.info.adapter_type.lower() != "cpu"
 
     def graph(self, state: State) -> tuple[Graph, Buffers]:
         found = self._graphs.get(state)
@@ -145,9 +154,17 @@ class StepRunner:
         return g
 
     def run(self, state: State, plan: Plan) -> dict[int, np.ndarray]:
-        """Encode, submit and read back one step: ``{slot: logits [rows, V]}`` for ``plan.want``."""
-        cmd = self.encode(state, plan)
+        """Encode, submit and read back one step: ``{slot: logits [rows, V]}`` for ``plan.want``.
+
+        With ``encode_ahead``, a command buffer of the same shape is recorded while the GPU runs
+        this step; the next step uses it when its shape matches (steady decoding always does).
+        """
+        key = plan.shape
+        ahead = self._ahead.pop(state, None)
+        cmd = ahead[1] if ahead is not None and ahead[0] == key else self.encode(state, plan)
         self.submit(state, plan, cmd)
+        if self.encode_ahead:
+            self._ahead[state] = (key, self.encode(state, plan))
         return self.collect(state, plan)
 
     def encode(self, state: State, plan: Plan) -> Any:

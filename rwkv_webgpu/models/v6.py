@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..gpu import Act, Graph, act_buffer, upload_matrix
-from ..ops import layer_norm, matmul, token_mix, token_store
+from ..ops import layer_norm, matmul, token_mix
 from ..state import State
 from .base import LN_EPS, Buffers, VectorPack
 from .v5 import G, K, R, V, W, V5Model
@@ -72,8 +72,7 @@ class V6Model(V5Model):
             part = Act(bb.hid.buffer, dm, dm5, j * dm, buf.tmax)
             matmul(g, n, part, ex[f"maa_w2_{m}"], bb.delta.at(j * plane), label=f"{i}.att.maa_w2.{m}")
         token_mix(g, n, buf.cursors, buf.xn, shift, lw.vec, o["att.mu"], bb.mix, mixes=5, slots=buf.slots,
-                  plane=plane, delta=bb.delta.buffer, label=f"{i}.att.mix")  # fmt: skip
-        token_store(g, n, buf.cursors, buf.xn, shift, slots=buf.slots, label=f"{i}.att.shift")
+                  plane=plane, delta=bb.delta.buffer, store=True, label=f"{i}.att.mix")  # fmt: skip
         mix = lambda m: bb.mix.at(MAA.index(m) * plane)  # noqa: E731
         tm = lambda m: bb.tm.at(TO_PLANE[m] * plane)  # noqa: E731
         matmul(g, n, mix("r"), lw.receptance, tm("r"), label=f"{i}.att.r")

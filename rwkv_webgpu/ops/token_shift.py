@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..gpu import Act, Counter, Graph, ceil_div, pack_params
 
-PARAMS = np.dtype([(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "_pad0", "_pad1")])
+PARAMS = np.dtype([(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "store", "with_delta")])
 WG = 64
 
 
@@ -27,28 +27,31 @@ def token_mix(
     slots: int,
     plane: int,
     delta: Any = None,
+    store: bool = False,
     label: str = "token_mix",
 ) -> None:
     """Record ``out[m, t] = x[t] + (prev[t] - x[t]) * (mu[m] (+ delta[m, t]))`` for m < mixes.
 
     Shapes: x [T, C]; shift [B, C]; mu [mixes, C] at ``mu_off`` of vec; out and the optional
-    delta buffer [mixes, plane/C, C].
+    delta buffer [mixes, plane/C, C]. With ``store`` the slot's last row of x then becomes its
+    saved row (the same as a following :func:`token_store`, one dispatch fewer).
     """
     params = pack_params(
-        PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, _pad0=0, _pad1=0
+        PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store), with_delta=int(delta is not None)
     )
     if out.offset:
         raise ValueError("token_mix writes from the start of its output buffer")
     if x.stride != x.cols or out.stride != x.cols:
         raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={x.cols})")
-    buffers = [cursors, x.buffer, shift, vec, out.buffer] + ([] if delta is None else [delta])
+    # without delta the kernel never reads binding 7; vec stands in (both are read-only)
+    buffers = [cursors, x.buffer, shift, vec, out.buffer, vec if delta is None else delta]
     graph.dispatch(
         "token_shift",
         counter,
         params,
         buffers,
-        lambda n: (ceil_div(x.cols, WG), n, 1),
-        entry="mix" if delta is None else "mix_delta",
+        lambda n: (ceil_div(x.cols, WG), slots if n else 0, 1),
+        entry="mix",
         label=label,
         WG=WG,
     )
@@ -60,7 +63,7 @@ def token_store(
     """Record ``shift[s] = x[last token of slot s]`` for slots that had tokens. Shapes: x [T, C], shift [B, C]."""
     if x.stride != x.cols:
         raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={x.cols})")
-    params = pack_params(PARAMS, c=x.cols, slots=slots, mixes=0, mu_off=0, x_off=x.offset, out_plane=0, _pad0=0, _pad1=0)
+    params = pack_params(PARAMS, c=x.cols, slots=slots, mixes=0, mu_off=0, x_off=x.offset, out_plane=0, store=1, with_delta=0)
     graph.dispatch(
         "token_shift",
         counter,

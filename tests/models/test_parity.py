@@ -134,3 +134,19 @@ def test_detected_version(name):
         info = detect(ck)
     assert ("v" + info.sub_version if info.sub_version else info.version.value) == name.split("_")[0]
     assert (info.num_layer, info.num_emb, info.num_vocab) == (meta["L"], meta["C"], meta["V"])
+
+
+@pytest.mark.parametrize("name", [V7[0]])
+def test_encode_ahead_gives_identical_results(vulkan_device, name):
+    """Recording the next step while the GPU runs (on by default on real GPUs) changes nothing."""
+    tokens, ref = golden(name)
+    outs = []
+    for ahead in (False, True):
+        model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, token_chunk_size=5)
+        model.runner.encode_ahead = ahead
+        state = model.new_state()
+        prompt = model.forward(tokens[:12], state, full=True)
+        steps = [model.forward([t], state) for t in tokens[12:]]
+        outs.append(np.concatenate([prompt, np.stack(steps)]))
+    assert np.array_equal(outs[0], outs[1])
+    assert rel_err(outs[1], ref) <= BOUND
