@@ -11,8 +11,10 @@ PARAMS = np.dtype(
     [(n, "<u4") for n in ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate")]
 )
 ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "silu": 4}
-ROWS = 4  # rows per workgroup
-TOK = 4  # tokens per workgroup (fixed in the shader)
+ROWS = 4  # rows per workgroup (matmul.wgsl)
+TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
+TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
+TILED_FROM = 16  # steps with at least this many tokens use the tiled kernel
 
 
 def matmul(
@@ -28,7 +30,9 @@ def matmul(
 ) -> None:
     """Record ``y[t, :R] (+)= act(W @ x[t, :K])`` for the counter's T rows.
 
-    Shapes: x [T, K], W [R, K] (f16, split in row blocks), y [T, >= R].
+    Shapes: x [T, K], W [R, K] (f16, split in row blocks), y [T, >= R]. Both kernels are
+    recorded; each step runs the one that suits its token count (the other gets an empty grid):
+    a GEMV-style kernel for decoding, a tiled one for prompts.
     """
     if x.cols != w.k:
         raise ShapeError(f"{label}: input has {x.cols} columns, weight expects [R={w.rows}, K={w.k}]")
@@ -51,9 +55,12 @@ def matmul(
             accumulate=int(accumulate),
         )
 
-        def grid(n: int, rows: int = part.rows) -> tuple[int, int, int]:
-            return (ceil_div(rows, ROWS), ceil_div(n, TOK), 1)
+        def gemv(n: int, rows: int = part.rows) -> tuple[int, int, int]:
+            return (ceil_div(rows, ROWS), ceil_div(n, TOK), 1) if n < TILED_FROM else (0, 0, 0)
 
-        graph.dispatch(
-            "matmul", counter, params, [part.buffer, x.buffer, y.buffer], grid, label=label, WG=64, ROWS=ROWS
-        )
+        def tiled(n: int, rows: int = part.rows) -> tuple[int, int, int]:
+            return (ceil_div(rows, TILE), ceil_div(n, TILE), 1) if n >= TILED_FROM else (0, 0, 0)
+
+        buffers = [part.buffer, x.buffer, y.buffer]
+        graph.dispatch("matmul", counter, params, buffers, gemv, label=label, WG=64, ROWS=ROWS)
+        graph.dispatch("matmul_tiled", counter, params, buffers, tiled, label=label + ".tiled")
