@@ -137,6 +137,9 @@ class State:
         target._check_slot(dst)
         if target.spec != self.spec:
             raise StateError("cannot copy between states of different models")
+        if target is self:  # WebGPU cannot copy a buffer onto itself
+            self.set_slot(dst, self.get_slot(src))
+            return
         enc = self.device.device.create_command_encoder()
         for a, b in zip(self.layers, target.layers):
             for name in self.spec:

@@ -16,6 +16,10 @@ Usage
 Only this script needs ``torch`` and ``rwkv``; the test suite reads the
 ``.pth`` / ``.npz`` files without them.
 
+The default run also writes the state-tuned ``st_*`` fixtures (``ST_CONFIGS``):
+V5.2 and V6 models whose ``.pth`` holds ``blocks.{i}.att.time_state``, and a V7
+model with a separate ``st_..._state.pth`` holding only those tensors.
+
 The official implementation is run in a subprocess per fixture, because
 ``RWKV_V7_ON=1`` must be set before ``rwkv.model`` is imported and changes
 what ``rwkv.model.RWKV`` is.
@@ -122,6 +126,54 @@ DEFAULT_CONFIGS = [
         seed=13,
     ),
 ]
+
+
+# State-tuned fixtures (names st_*): the same builders plus random
+# blocks.{i}.att.time_state (H, N, N), N(0, state_std), stored in bf16. V5/V6 keep
+# them inside the model file (the official loader uses them); V7 gets a separate
+# state file, since the official RWKV_x070 has no time_state support.
+ST_CONFIGS = [
+    _cfg(
+        version="v6",
+        layers=2,
+        emb=64,
+        vocab=61,
+        head_size=32,
+        ffn=96,
+        lora_mix=8,
+        lora_decay=16,
+        seed=21,
+        state_std=0.5,
+        state_in="model",
+    ),
+    _cfg(
+        version="v5.2",
+        layers=2,
+        emb=64,
+        vocab=59,
+        head_size=32,
+        ffn=96,
+        seed=22,
+        state_std=0.5,
+        state_in="model",
+    ),
+    _cfg(
+        version="v7",
+        layers=2,
+        emb=64,
+        vocab=71,
+        head_size=32,
+        ffn=96,
+        lora_w=8,
+        lora_a=12,
+        lora_v=4,
+        lora_g=16,
+        seed=23,
+        state_std=0.5,
+        state_in="file",
+    ),
+]
+ST_STATE_SEED = 7919  # time_state generator seed = cfg seed + this
 
 
 # --------------------------------------------------------------------------
@@ -410,6 +462,9 @@ def make_tokens(cfg) -> np.ndarray:
 
 def oracle_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
+    if spec.get("mode") == "state_tuned":
+        st_oracle_main(spec)
+        return
     from importlib.metadata import version as pkg_version
 
     import rwkv.model as rm  # env prepared by the parent
@@ -471,6 +526,14 @@ def run_oracle(cfg, bf16_pth: Path, fp32_pth: Path, tokens: np.ndarray, tmp: Pat
         "tmp_npz": str(tmp / "oracle.npz"),
         "info_json": str(tmp / "info.json"),
     }
+    _run_child(cfg, spec, tmp)
+    res = dict(np.load(tmp / "oracle.npz"))
+    info = json.loads((tmp / "info.json").read_text())
+    return res, info
+
+
+def _run_child(cfg, spec: dict, tmp: Path) -> None:
+    """Run ``oracle_main(spec)`` in a child with the official package's env for cfg's version."""
     spec_path = tmp / "spec.json"
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
@@ -492,9 +555,6 @@ def run_oracle(cfg, bf16_pth: Path, fp32_pth: Path, tokens: np.ndarray, tmp: Pat
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise SystemExit(f"official rwkv failed on {cfg['name']}")
-    res = dict(np.load(tmp / "oracle.npz"))
-    info = json.loads((tmp / "info.json").read_text())
-    return res, info
 
 
 # --------------------------------------------------------------------------
@@ -606,6 +666,252 @@ def make_fixture(cfg: dict, models_dir: Path, golden_dir: Path) -> dict:
     return meta
 
 
+# --------------------------------------------------------------------------
+# state-tuned fixtures (st_*)
+# --------------------------------------------------------------------------
+
+
+def st_oracle_main(spec: dict) -> None:
+    """Child process: official logits with the tuned initial state, and with a zero one.
+
+    V5/V6: ``rwkv.model.RWKV`` on the fp32 copy that holds ``time_state`` (the loader
+    starts every call with ``state=None`` from ``time_state.transpose(1, 2)``), and on a
+    copy without it for ``logits_plain``. V7: ``RWKV_x070`` with ``state[i*3+1]`` set to
+    ``time_state`` as is (its WKV state is [value, key], like time_state), zeros elsewhere.
+    """
+    from importlib.metadata import version as pkg_version
+
+    import rwkv.model as rm
+    import torch
+
+    torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
+    is_v7 = spec["version"] == "v7"
+    L = spec["layers"]
+    ts = torch.load(spec["state_fp32_pth"], map_location="cpu")  # {name: (H, N, N) fp32}
+    info = {}
+
+    def load(pth: str):
+        if is_v7:
+            return rm.RWKV(pth[:-4], strategy="cpu fp32")
+        return rm.RWKV(pth, strategy="cpu fp32", verbose=False)
+
+    def run(model, toks, state):
+        out, state = model.forward([int(t) for t in toks], state, full_output=True)
+        out = out.float()
+        if out.dim() == 1:
+            out = out.unsqueeze(0)
+        return out.numpy().astype(np.float32), state
+
+    plain_model = load(spec["plain_fp32_pth"])
+    if is_v7:
+        tuned_model = plain_model
+
+        def tuned_state():
+            st = plain_model.generate_zero_state()
+            for i in range(L):
+                st[i * 3 + 1] = ts[f"blocks.{i}.att.time_state"].float().clone().contiguous()
+            return st
+
+    else:
+        tuned_model = load(spec["tuned_fp32_pth"])
+        info["detected_version"] = float(tuned_model.version)
+        info["official_time_state_flag"] = bool(tuned_model.args.time_state)
+        if not info["official_time_state_flag"]:
+            raise SystemExit("official loader did not see time_state")
+
+        def tuned_state():
+            return None  # the loader's own time_state path
+
+    toks = spec["tokens"]
+    tuned, _ = run(tuned_model, toks, tuned_state())
+    a, st = run(tuned_model, toks[:SPLIT_AT], tuned_state())
+    b, _ = run(tuned_model, toks[SPLIT_AT:], st)
+    plain, _ = run(plain_model, toks, None)
+    if not is_v7:
+        # cross-check the documented orientation: the plain model started from an
+        # explicit state whose WKV part is time_state.transpose(1, 2) gives the same logits
+        st = []
+        for i in range(L):
+            C = spec["emb"]
+            st += [
+                torch.zeros(C),
+                ts[f"blocks.{i}.att.time_state"].float().transpose(1, 2).contiguous(),
+                torch.zeros(C),
+            ]
+        manual, _ = run(plain_model, toks, st)
+        info["manual_transpose_max_abs_diff"] = float(np.abs(manual - tuned).max())
+    np.savez(spec["tmp_npz"], logits=tuned, logits_split=np.concatenate([a, b]), logits_plain=plain)
+    info["rwkv_version"] = pkg_version("rwkv")
+    info["torch_version"] = torch.__version__
+    Path(spec["info_json"]).write_text(json.dumps(info))
+
+
+def st_time_state(cfg) -> OrderedDict:
+    """Random ``blocks.{i}.att.time_state`` (H, N, N) fp32 tensors, N(0, state_std)."""
+    r = Rand(cfg["seed"] + ST_STATE_SEED)
+    H, N = cfg["emb"] // cfg["head_size"], cfg["head_size"]
+    return OrderedDict(
+        (f"blocks.{i}.att.time_state", r.normal(H, N, N, std=cfg["state_std"]))
+        for i in range(cfg["layers"])
+    )
+
+
+def make_st_fixture(cfg: dict, models_dir: Path, golden_dir: Path) -> list[Path]:
+    """Write one state-tuned fixture; returns the files written."""
+    import torch
+
+    cfg = dict(cfg)
+    v = cfg["version"]
+    cfg.setdefault("name", f"st_{v}_L{cfg['layers']}_C{cfg['emb']}_V{cfg['vocab']}")
+    cfg = complete_config(cfg)
+    sd = BUILDERS[v](cfg, Rand(cfg["seed"]))
+    ts = OrderedDict((k, t.to(torch.bfloat16).contiguous()) for k, t in st_time_state(cfg).items())
+    plain = OrderedDict((k, t.to(torch.bfloat16).contiguous()) for k, t in sd.items())
+    if cfg["state_in"] == "model":
+        # time_state sits right after time_faaaa, where RWKV-LM's state-tuning
+        # modules declare it
+        tuned = OrderedDict()
+        for k, t in plain.items():
+            tuned[k] = t
+            if k.endswith(".att.time_faaaa"):
+                name = k[: -len("time_faaaa")] + "time_state"
+                tuned[name] = ts[name]
+        assert all(k in tuned for k in ts)
+        model_sd, state_file = tuned, None
+    else:
+        model_sd, state_file = plain, f"{cfg['name']}_state.pth"
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    golden_dir.mkdir(parents=True, exist_ok=True)
+    pth = models_dir / f"{cfg['name']}.pth"
+    torch.save(model_sd, pth)
+    written = [pth]
+    if state_file:
+        torch.save(ts, models_dir / state_file)
+        written.append(models_dir / state_file)
+    tokens = make_tokens(cfg)
+
+    def fp32(d):
+        return OrderedDict((k, t.float()) for k, t in d.items())
+
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        spec = {
+            "mode": "state_tuned",
+            "version": v,
+            "layers": cfg["layers"],
+            "emb": cfg["emb"],
+            "tokens": tokens.tolist(),
+            "plain_fp32_pth": str(td / "plain_fp32.pth"),
+            "tuned_fp32_pth": str(td / "tuned_fp32.pth"),
+            "state_fp32_pth": str(td / "state_fp32.pth"),
+            "tmp_npz": str(td / "oracle.npz"),
+            "info_json": str(td / "info.json"),
+        }
+        torch.save(fp32(plain), spec["plain_fp32_pth"])
+        torch.save(fp32(ts), spec["state_fp32_pth"])
+        if cfg["state_in"] == "model":
+            torch.save(fp32(model_sd), spec["tuned_fp32_pth"])
+        _run_child(cfg, spec, td)
+        res = dict(np.load(td / "oracle.npz"))
+        info = json.loads((td / "info.json").read_text())
+
+    logits, split, plain_logits = res["logits"], res["logits_split"], res["logits_plain"]
+    T, V = logits.shape
+    assert (T, V) == (cfg["tokens"], cfg["vocab"]), logits.shape
+    for arr in (logits, split, plain_logits):
+        if not np.isfinite(arr).all():
+            raise SystemExit(f"{cfg['name']}: non-finite logits")
+    max_abs = float(np.abs(logits).max())
+    effect = np.abs(logits - plain_logits)
+    stats = {
+        "max_abs_logit": max_abs,
+        "logit_std": float(logits.std()),
+        "split_max_abs_diff": float(np.abs(logits - split).max()),
+        "split_rel_diff": float(np.abs(logits - split).max() / max_abs),
+        # how much the tuned state changes the logits (vs. a zero initial state)
+        "state_effect_max_abs": float(effect.max()),
+        "state_effect_rel": float(effect.max() / max_abs),
+        "state_effect_first": float(effect[0].max()),
+        "state_effect_last": float(effect[-1].max()),
+        "time_state_std": float(torch.cat([t.float().flatten() for t in ts.values()]).std()),
+    }
+    if "manual_transpose_max_abs_diff" in info:
+        stats["official_manual_transpose_max_abs_diff"] = info["manual_transpose_max_abs_diff"]
+    problems = []
+    if stats["split_rel_diff"] > 1e-4:
+        problems.append("split logits differ from full-sequence logits")
+    if stats["state_effect_rel"] < 0.05 or stats["state_effect_first"] < 0.1:
+        problems.append("the tuned state hardly changes the logits")
+    if stats.get("official_manual_transpose_max_abs_diff", 0.0) > 1e-4 * max_abs:
+        problems.append("official time_state path != explicit time_state.transpose(1,2) state")
+    if not (0.3 < stats["logit_std"] < 20):
+        problems.append(f"logit std {stats['logit_std']:.3g} out of range")
+    sub = {"v5.2": 5.2, "v6": 6.0, "v7": 7.0}[v]
+    if "detected_version" in info and abs(info["detected_version"] - sub) > 1e-6:
+        problems.append(f"official loader detected v{info['detected_version']}, wanted {sub}")
+    if problems:
+        raise SystemExit(f"{cfg['name']}: " + "; ".join(problems))
+
+    C, N = cfg["emb"], cfg["head_size"]
+    meta = {
+        "name": cfg["name"],
+        "version": v,
+        "family": int(sub),
+        "sub_version": sub,
+        "L": cfg["layers"],
+        "C": C,
+        "H": C // N,
+        "N": N,
+        "V": cfg["vocab"],
+        "F": cfg["ffn"],
+        "lora": lora_dims(cfg),
+        "v5_u_tensor": cfg.get("v5_u"),
+        "seed": cfg["seed"],
+        "state_seed": cfg["seed"] + ST_STATE_SEED,
+        "state_std": cfg["state_std"],
+        "T": T,
+        "split_at": SPLIT_AT,
+        "model_file": pth.name,
+        "state_file": state_file,
+        "state_in": cfg["state_in"],
+        "time_state_layout": "blocks.{i}.att.time_state (H, N, N) bfloat16, indexed [value, key]",
+        "model_dtype": "bfloat16",
+        "n_params": int(sum(t.numel() for t in sd.values())),
+        "reference": (
+            "official rwkv package, strategy 'cpu fp32', RWKV_JIT_ON=0 RWKV_CUDA_ON=0"
+            + (
+                " RWKV_V7_ON=1; RWKV_x070.forward(tokens, state) with state[i*3+1] = time_state"
+                " (no transpose), state[i*3+0] = state[i*3+2] = 0"
+                if v == "v7"
+                else "; the loader's own time_state path (initial state = time_state.transpose(1,2))"
+            )
+            + "; weights and time_state = the bf16 values upcast exactly to fp32;"
+            " logits_plain: the same weights without time_state (zero initial state)"
+        ),
+        "rwkv_version": info["rwkv_version"],
+        "torch_version": info["torch_version"],
+        **stats,
+    }
+    npz = golden_dir / f"{cfg['name']}.npz"
+    np.savez(
+        npz,
+        tokens=tokens.astype(np.int64),
+        logits=logits.astype(np.float32),
+        logits_split=split.astype(np.float32),
+        logits_plain=plain_logits.astype(np.float32),
+        meta=np.array(json.dumps(meta, sort_keys=True)),
+    )
+    written.append(npz)
+    print(
+        f"{cfg['name']:<22} {pth.stat().st_size / 1024:7.1f} KB pth  {npz.stat().st_size / 1024:6.1f} KB npz  "
+        f"max|logit| {max_abs:6.2f}  split rel {stats['split_rel_diff']:.1e}  "
+        f"state effect {stats['state_effect_max_abs']:.2f} (rel {stats['state_effect_rel']:.2f}, "
+        f"last {stats['state_effect_last']:.2f})"
+    )
+    return written
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -684,6 +990,11 @@ def main(argv=None):
             cfg = {**cfg, "tokens": args.tokens}
         meta = make_fixture(cfg, models_dir, golden_dir)
         written += [models_dir / meta["model_file"], golden_dir / f"{meta['name']}.npz"]
+    st_written = []
+    if args.version is None:
+        for cfg in ST_CONFIGS:
+            st_written += make_st_fixture({**cfg, "tokens": args.tokens}, models_dir, golden_dir)
+        written += st_written
     if args.version is None:
         # the default run owns these two folders: drop fixtures it no longer makes
         for d, ext in ((models_dir, "*.pth"), (golden_dir, "*.npz")):
@@ -692,10 +1003,16 @@ def main(argv=None):
                     print(f"removing stale {f}")
                     f.unlink()
         big = [f.name for f in written if f.suffix == ".pth" and f.stat().st_size >= 300 * 1024]
-        total = sum(f.stat().st_size for f in written)
-        print(f"total {total / 1024:.1f} KB in {len(written)} files")
-        if big or total >= 3 * 1024 * 1024:
-            raise SystemExit(f"size budget exceeded: models >= 300 KB: {big}, total {total} bytes")
+        base = [f for f in written if f not in st_written]
+        total = sum(f.stat().st_size for f in base)
+        st_total = sum(f.stat().st_size for f in st_written)
+        print(f"total {total / 1024:.1f} KB in {len(base)} files")
+        print(f"state-tuned (st_*) {st_total / 1024:.1f} KB in {len(st_written)} files")
+        if big or total >= 3 * 1024 * 1024 or st_total >= 1024 * 1024:
+            raise SystemExit(
+                f"size budget exceeded: models >= 300 KB: {big}, total {total} bytes, "
+                f"st_* total {st_total} bytes"
+            )
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ class Device:
         from .shaders import PipelineCache
 
         self.pipelines = PipelineCache(self)
+        self.allocated_bytes = 0  # every buffer this device created (never freed explicitly)
         log.info("WebGPU device: %s", self.info.describe())
 
     # -- buffers -----------------------------------------------------------------------------
@@ -143,7 +144,9 @@ class Device:
         import wgpu
 
         try:
-            return self.device.create_buffer(size=size, usage=usage, label=label)
+            buf = self.device.create_buffer(size=size, usage=usage, label=label)
+            self.allocated_bytes += size
+            return buf
         except (wgpu.GPUOutOfMemoryError, MemoryError) as exc:
             raise GPUMemoryError(
                 f"out of GPU memory allocating {label!r} ({size / 2**20:.1f} MiB) on {self.info.name}"

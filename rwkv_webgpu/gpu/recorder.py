@@ -112,9 +112,10 @@ class Graph:
     def extend(self, other: Graph) -> None:
         self.items.extend(other.items)
 
-    def encode(self, encoder: Any, context: Any = None) -> int:
+    def encode(self, encoder: Any, context: Any = None, profiler: Profiler | None = None) -> int:
         """Record every item into ``encoder`` with grids sized from each counter's ``value``;
-        ``context`` is handed to the copies. Returns the number of dispatches."""
+        ``context`` is handed to the copies. With a ``profiler`` every dispatch gets its own pass
+        with GPU timestamps (slower; for finding where time goes). Returns the dispatch count."""
         compute = None
         current = None
         n = 0
@@ -123,7 +124,12 @@ class Graph:
                 x, y, z = item.grid(item.counter.value)
                 if x == 0 or y == 0 or z == 0:
                     continue
-                if compute is None:
+                if profiler is not None:
+                    if compute is not None:
+                        compute.end()
+                    compute = encoder.begin_compute_pass(timestamp_writes=profiler.writes(item.label))
+                    current = None
+                elif compute is None:
                     compute = encoder.begin_compute_pass()
                     current = None
                 if item.pipeline is not current:
@@ -146,3 +152,39 @@ class Graph:
         enc = self.device.device.create_command_encoder()
         self.encode(enc)
         self.device.queue.submit([enc.finish()])
+
+
+class Profiler:
+    """GPU time per dispatch label, from timestamp queries (adapters with 'timestamp-query')."""
+
+    def __init__(self, device: Device, capacity: int = 2048):
+        import wgpu
+
+        if not device.info.timestamp_query:
+            raise RuntimeError(f"{device.info.name} has no timestamp queries")
+        self.device = device
+        self.capacity = capacity
+        self.query = device.device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * capacity)
+        self.resolve = device.create_buffer(16 * capacity, wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+        self.labels: list[str] = []
+
+    def writes(self, label: str) -> dict[str, Any]:
+        i = len(self.labels)
+        if i >= self.capacity:
+            raise RuntimeError("profiler capacity exceeded")
+        self.labels.append(label)
+        return {"query_set": self.query, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1}
+
+    def finish(self, encoder: Any) -> None:
+        """Call after encoding, before submitting."""
+        if self.labels:
+            encoder.resolve_query_set(self.query, 0, 2 * len(self.labels), self.resolve, 0)
+
+    def read(self) -> list[tuple[str, float]]:
+        """(label, microseconds) per profiled dispatch, in order; then forgets them."""
+        n = len(self.labels)
+        raw = self.device.read(self.resolve, np.uint64, 0, 16 * n) if n else np.zeros(0, np.uint64)
+        ticks = raw.reshape(-1, 2).astype(np.int64)
+        out = [(label, float(e - b) / 1000.0) for label, (b, e) in zip(self.labels, ticks)]
+        self.labels = []
+        return out

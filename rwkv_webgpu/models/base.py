@@ -214,7 +214,7 @@ class Model:
             for b, res in enumerate(self.run(queues, state, output="full" if full else "last")):
                 if res is not None:
                     outs[b].append(res if full else res[None])
-        return [np.concatenate(o, axis=0) if full else o[-1][-1] if o else None for o in outs]
+        return [(np.concatenate(o, axis=0) if full else o[-1][-1]) if o else None for o in outs]
 
     # -- validation ----------------------------------------------------------------------------
     def check_tokens(self, tokens: Sequence[int], *, allow_empty: bool = False) -> list[int]:

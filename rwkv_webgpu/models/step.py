@@ -177,6 +177,21 @@ class StepRunner:
         g.encode(enc, plan)
         return enc.finish()
 
+    def profile(self, state: State, plan: Plan) -> list[tuple[str, float]]:
+        """Run one step with a GPU timestamp around every dispatch: ``[(label, microseconds)]``."""
+        from ..gpu.recorder import Profiler
+
+        g, buf = self.graph(state)
+        prof = Profiler(self.model.device)
+        buf.tokens.value = len(plan.tokens)
+        buf.out.value = plan.num_out
+        enc = self.model.device.device.create_command_encoder()
+        g.encode(enc, plan, profiler=prof)
+        prof.finish(enc)
+        self.submit(state, plan, enc.finish())
+        self.collect(state, plan)
+        return prof.read()
+
     def submit(self, state: State, plan: Plan, cmd: Any) -> None:
         """Write the step's inputs and submit ``cmd`` (from :meth:`encode` with a plan of this shape)."""
         _, buf = self.graph(state)
