@@ -1,7 +1,7 @@
 // matmul_tiled.wgsl: the same product as matmul.wgsl, y[t, row0 + r] (+)= act(sum_k W[r, k] x[t, k]),
 // tiled for many tokens (prompts): a workgroup computes a 64-row x 64-token tile, staging
-// 32-wide K slices of W (unpacked from f16 pairs) and x in workgroup memory; each of its
-// 16 x 16 invocations accumulates a 4 x 4 block in f32.
+// 32-wide K slices of W (unpacked from f16 pairs) and x in workgroup memory as vec4s of four
+// rows / four tokens; each of its 16 x 16 invocations accumulates a 4 x 4 block in f32 registers.
 // Bindings as matmul.wgsl: w [R, KP/8] vec4<u32>, x [T, K] f32, y [T, y_stride] f32.
 // Grid: (ceil(R / 64), ceil(T / 64)).
 struct Params {
@@ -23,10 +23,22 @@ struct Params {
 
 const TILE: u32 = 64u;   // rows and tokens per workgroup
 const TK: u32 = 32u;     // K slice staged per iteration
-const PER: u32 = 4u;     // rows and tokens per invocation
+const Q: u32 = 16u;      // TILE / 4: vec4 groups per K step
 
-var<workgroup> ws: array<f32, 2048>;   // [TILE rows][TK]
-var<workgroup> xs: array<f32, 2048>;   // [TILE tokens][TK]
+var<workgroup> ws: array<vec4<f32>, 512>;   // [TK][Q]: four consecutive rows
+var<workgroup> xs: array<vec4<f32>, 512>;   // [TK][Q]: four consecutive tokens
+
+fn store(t: u32, r: u32, v: f32) {
+    if r < p.rows && t < count.n {
+        let idx = p.y_off + t * p.y_stride + p.row0 + r;
+        let a = activate(v, p.act);
+        if p.accumulate != 0u {
+            y[idx] += a;
+        } else {
+            y[idx] = a;
+        }
+    }
+}
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
@@ -34,62 +46,54 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let n = count.n;
     let r0 = wid.x * TILE;
     let t0 = wid.y * TILE;
-    // each invocation stages 8 consecutive K values of one W row and one token per slice
-    let lr = tid / 4u;
+    // staging: invocation tid brings 8 consecutive K values of row (and token) tid / 4
+    let l = tid / 4u;
     let lk = (tid % 4u) * 8u;
-    var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < p.kv * 8u; k0 += TK) {
+    let lq = l / 4u;
+    let lc = l % 4u;
+    let kp = p.kv * 8u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < kp; k0 += TK) {
         let kb = k0 + lk;
-        let r = r0 + lr;
-        if r < p.rows && kb < p.kv * 8u {
-            let q = w[r * p.kv + kb / 8u];
+        var wv: array<f32, 8>;
+        if r0 + l < p.rows && kb < kp {
+            let q = w[(r0 + l) * p.kv + kb / 8u];
             let a = unpack2x16float(q.x);
             let b = unpack2x16float(q.y);
             let c = unpack2x16float(q.z);
             let d = unpack2x16float(q.w);
-            let o = lr * TK + lk;
-            ws[o] = a.x; ws[o + 1u] = a.y; ws[o + 2u] = b.x; ws[o + 3u] = b.y;
-            ws[o + 4u] = c.x; ws[o + 5u] = c.y; ws[o + 6u] = d.x; ws[o + 7u] = d.y;
-        } else {
-            for (var e = 0u; e < 8u; e++) { ws[lr * TK + lk + e] = 0.0; }
+            wv = array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);
         }
-        let t = t0 + lr;
+        let t = t0 + l;
+        let xb = p.x_off + t * p.x_stride + kb;
         for (var e = 0u; e < 8u; e++) {
+            ws[(lk + e) * Q + lq][lc] = wv[e];
             var v = 0.0;
             if t < n && kb + e < p.k {
-                v = x[p.x_off + t * p.x_stride + kb + e];
+                v = x[xb + e];
             }
-            xs[lr * TK + lk + e] = v;
+            xs[(lk + e) * Q + lq][lc] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < PER; i++) {
-                a[i] = ws[(lid.y * PER + i) * TK + kk];
-                b[i] = xs[(lid.x * PER + i) * TK + kk];
-            }
-            for (var i = 0u; i < PER; i++) {
-                for (var j = 0u; j < PER; j++) {
-                    acc[i][j] += a[i] * b[j];
-                }
-            }
+            let a = ws[kk * Q + lid.y];
+            let b = xs[kk * Q + lid.x];
+            acc0 += a.x * b;
+            acc1 += a.y * b;
+            acc2 += a.z * b;
+            acc3 += a.w * b;
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < PER; i++) {
-        let r = r0 + lid.y * PER + i;
-        for (var j = 0u; j < PER; j++) {
-            let t = t0 + lid.x * PER + j;
-            if r < p.rows && t < n {
-                let idx = p.y_off + t * p.y_stride + p.row0 + r;
-                let v = activate(acc[i][j], p.act);
-                if p.accumulate != 0u {
-                    y[idx] += v;
-                } else {
-                    y[idx] = v;
-                }
-            }
-        }
+    let r = r0 + lid.y * 4u;
+    let tb = t0 + lid.x * 4u;
+    for (var j = 0u; j < 4u; j++) {
+        store(tb + j, r, acc0[j]);
+        store(tb + j, r + 1u, acc1[j]);
+        store(tb + j, r + 2u, acc2[j]);
+        store(tb + j, r + 3u, acc3[j]);
     }
 }

@@ -33,6 +33,7 @@ const K: u32 = 2u;
 const V: u32 = 3u;
 const G: u32 = 4u;
 const MAX_N: u32 = 64u;
+override N_HEAD: u32 = 64u;   // head size, a constant so loops over it unroll
 
 var<workgroup> s_r: array<f32, MAX_N>;
 var<workgroup> s_w: array<f32, MAX_N>;
@@ -45,7 +46,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let h = wid.x;
     let s = wid.y;
     let i = lid.x;
-    let n = p.n;
+    let n = N_HEAD;
     let live = i < n;
     if count.n == 0u { return; }
     if i == 0u {

@@ -42,6 +42,7 @@ const KK: u32 = 4u;
 const A: u32 = 5u;
 const G: u32 = 6u;
 const MAX_N: u32 = 64u;
+override N_HEAD: u32 = 64u;   // head size, a constant so loops over it unroll
 
 var<workgroup> s_r: array<f32, MAX_N>;
 var<workgroup> s_w: array<f32, MAX_N>;
@@ -86,7 +87,7 @@ fn wkv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid:
     let h = wid.x;
     let s = wid.y;
     let i = lid.x;
-    let n = p.n;
+    let n = N_HEAD;
     let live = i < n;
     if count.n == 0u { return; }
     if lid.x == 0u {

@@ -14,7 +14,7 @@ ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "silu": 4}
 ROWS = 4  # rows per workgroup (matmul.wgsl)
 TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
 TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
-TILED_FROM = 16  # steps with at least this many tokens use the tiled kernel
+TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel
 
 
 def matmul(

@@ -37,6 +37,8 @@ def layer_norm(
         raise ShapeError(f"{label}: {x.cols} columns do not split into groups of {size}")
     if y.cols != x.cols:
         raise ShapeError(f"{label}: output has {y.cols} columns, input {x.cols}")
+    # one workgroup per (group, token): a wide one keeps a single row from being latency-bound
+    wg = 256 if size >= 1024 else 64
     params = pack_params(
         PARAMS,
         size=size,
@@ -49,5 +51,5 @@ def layer_norm(
         eps=eps,
     )
     graph.dispatch(
-        "layer_norm", counter, params, [x.buffer, y.buffer, vec], lambda n: (groups, n, 1), label=label, WG=64
+        "layer_norm", counter, params, [x.buffer, y.buffer, vec], lambda n: (groups, n, 1), label=label, WG=wg
     )

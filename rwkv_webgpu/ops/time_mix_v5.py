@@ -36,5 +36,5 @@ def time_mix_v5(
     )  # fmt: skip
     graph.dispatch(
         "time_mix_v5", counter, params, [cursors, tm, vec, state, y],
-        lambda k: (heads, slots if k else 0, 1), label=label, WG=WG,
+        lambda k: (heads, slots if k else 0, 1), label=label, WG=WG, N_HEAD=n,
     )  # fmt: skip

@@ -69,4 +69,5 @@ def time_mix_v7_wkv(
         entry="wkv",
         label="v7.wkv",
         WG=WG,
+        N_HEAD=int(params["n"][0]),
     )
