@@ -46,7 +46,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if r < p.rows {
         let base = r * p.kv;
         for (var i = lid.x; i < p.kv; i += WG) {
-            let q = w[base + i];  // consecutive lanes read consecutive 16-byte words of the row
+            let q = w[base + i];
             let w01 = unpack2x16float(q.x);
             let w23 = unpack2x16float(q.y);
             let w45 = unpack2x16float(q.z);

@@ -40,21 +40,6 @@ var<workgroup> s_w: array<f32, MAX_N>;
 var<workgroup> s_k: array<f32, MAX_N>;
 var<workgroup> s_u: array<f32, MAX_N>;
 var<workgroup> span: vec2<u32>;
-// the head's state passes through workgroup memory so global reads and writes are coalesced;
-// rows are padded by one to keep a row's column out of a single bank
-var<workgroup> s_state: array<f32, 4160>;   // MAX_N x (MAX_N + 1)
-
-fn load_state(base: u32, lid: u32, n: u32) {
-    for (var q = lid; q < n * n; q += WG) {
-        s_state[(q / n) * (n + 1u) + q % n] = state[base + q];
-    }
-}
-
-fn save_state(base: u32, lid: u32, n: u32) {
-    for (var q = lid; q < n * n; q += WG) {
-        state[base + q] = s_state[(q / n) * (n + 1u) + q % n];
-    }
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -70,11 +55,9 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let sp = workgroupUniformLoad(&span);
     let c = h * n + i;
     var st: array<f32, MAX_N>;
-    let hbase = (s * p.h + h) * n * n;
-    load_state(hbase, i, n);
-    workgroupBarrier();
+    let sbase = ((s * p.h + h) * n + i) * n;
     if live {
-        for (var j = 0u; j < n; j++) { st[j] = s_state[i * (n + 1u) + j]; }
+        for (var j = 0u; j < n; j++) { st[j] = state[sbase + j]; }
         s_u[i] = vec[p.u_off + c];
     }
     for (var tt = 0u; tt < sp.y; tt++) {
@@ -111,8 +94,6 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
     }
     if live {
-        for (var j = 0u; j < n; j++) { s_state[i * (n + 1u) + j] = st[j]; }
+        for (var j = 0u; j < n; j++) { state[sbase + j] = st[j]; }
     }
-    workgroupBarrier();
-    save_state(hbase, i, n);
 }

@@ -51,21 +51,6 @@ var<workgroup> s_kk: array<f32, MAX_N>;
 var<workgroup> s_ab: array<f32, MAX_N>;
 var<workgroup> s_rk: array<f32, MAX_N>;
 var<workgroup> span: vec2<u32>;
-// the head's state passes through workgroup memory so global reads and writes are coalesced;
-// rows are padded by one to keep a row's column out of a single bank
-var<workgroup> s_state: array<f32, 4160>;   // MAX_N x (MAX_N + 1)
-
-fn load_state(base: u32, lid: u32, n: u32) {
-    for (var q = lid; q < n * n; q += WG) {
-        s_state[(q / n) * (n + 1u) + q % n] = state[base + q];
-    }
-}
-
-fn save_state(base: u32, lid: u32, n: u32) {
-    for (var q = lid; q < n * n; q += WG) {
-        state[base + q] = s_state[(q / n) * (n + 1u) + q % n];
-    }
-}
 
 @compute @workgroup_size(WG)
 fn prepare(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -110,11 +95,9 @@ fn wkv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid:
     }
     let sp = workgroupUniformLoad(&span);
     var st: array<f32, MAX_N>;
-    let hbase = (s * p.h + h) * n * n;
-    load_state(hbase, i, n);
-    workgroupBarrier();
+    let sbase = ((s * p.h + h) * n + i) * n;
     if live {
-        for (var j = 0u; j < n; j++) { st[j] = s_state[i * (n + 1u) + j]; }
+        for (var j = 0u; j < n; j++) { st[j] = state[sbase + j]; }
         s_rk[i] = vec[p.r_k_off + h * n + i];
     }
     let c = h * n + i;
@@ -152,8 +135,6 @@ fn wkv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid:
         }
     }
     if live {
-        for (var j = 0u; j < n; j++) { s_state[i * (n + 1u) + j] = st[j]; }
+        for (var j = 0u; j < n; j++) { state[sbase + j] = st[j]; }
     }
-    workgroupBarrier();
-    save_state(hbase, i, n);
 }

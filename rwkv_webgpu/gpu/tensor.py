@@ -68,8 +68,8 @@ def upload_matrix(device: Device, w: np.ndarray, label: str) -> Matrix:
     kp = (k + 7) // 8 * 8
     row_bytes = kp * 2
     limit = min(device.info.max_binding_size, device.info.max_buffer_size)
-    # a dispatch covers at most 65535 workgroups of 8 rows (matmul.wgsl) in x
-    per_part = max(1, min(limit // row_bytes, 65535 * 8))
+    # a dispatch covers at most 65535 workgroups of 4 rows in x
+    per_part = max(1, min(limit // row_bytes, 65535 * 4))
     parts = []
     for r0 in range(0, rows, per_part):
         r1 = min(rows, r0 + per_part)

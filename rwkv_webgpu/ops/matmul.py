@@ -11,8 +11,7 @@ PARAMS = np.dtype(
     [(n, "<u4") for n in ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate")]
 )
 ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "silu": 4}
-ROWS = 8  # rows per workgroup (matmul.wgsl)
-LANES = 32  # invocations sharing one row (matmul.wgsl)
+ROWS = 4  # rows per workgroup (matmul.wgsl)
 TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
 TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
 TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel
@@ -63,5 +62,5 @@ def matmul(
             return (ceil_div(rows, TILE), ceil_div(n, TILE), 1) if n >= TILED_FROM else (0, 0, 0)
 
         buffers = [part.buffer, x.buffer, y.buffer]
-        graph.dispatch("matmul", counter, params, buffers, gemv, label=label, WG=LANES, ROWS=ROWS)
+        graph.dispatch("matmul", counter, params, buffers, gemv, label=label, WG=64, ROWS=ROWS)
         graph.dispatch("matmul_tiled", counter, params, buffers, tiled, label=label + ".tiled")
