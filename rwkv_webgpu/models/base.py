@@ -166,6 +166,21 @@ class Model:
                 outs.append(res[slot])
         return np.concatenate(outs, axis=0) if full else outs[-1][-1]
 
+    def embed(self, tokens: Sequence[int], state: State | None = None) -> np.ndarray:
+        """The final normalised hidden state (``ln_out`` of the last token), shape ``(C,)``.
+
+        A fixed-size summary of the whole sequence that RWKV's recurrence carries, used for
+        embeddings. ``state`` (default: a fresh one) is advanced.
+        """
+        ids = self.check_tokens(tokens)
+        st = state if state is not None else self.new_state()
+        self.check_state(st)
+        if len(ids) > 1:
+            self.forward(ids[:-1], st)
+        chunk: list[list[int]] = [[] for _ in range(st.batch_size)]
+        chunk[0] = ids[-1:]
+        return self.runner.run(st, Plan.pack(chunk, [0], False, hidden=True))[0][-1]
+
     def run(
         self, inputs: list[list[int]], state: State, *, token_chunk_size: int | None = None, output: str = "last"
     ) -> list[np.ndarray | None]:

@@ -53,7 +53,7 @@ class Buffers:
         self.hx = act_buffer(dev, self.head_rows, c, "head.x")
         self.hn = act_buffer(dev, self.head_rows, c, "head.norm")
         self.logits = act_buffer(dev, self.head_rows, model.info.num_vocab, "logits")
-        self.staging = dev.staging(self.head_rows * model.info.num_vocab * 4, "logits.staging")
+        self.staging = dev.staging(self.head_rows * max(model.info.num_vocab, c) * 4, "logits.staging")
 
 
 @dataclass
@@ -64,9 +64,10 @@ class Plan:
     cursors: np.ndarray  # u32 [2B + T]: (start, len) per slot, then the slot of each token
     out_rows: list[tuple[int, int]] = field(default_factory=list)  # (first row of x, rows) sent to the head
     want: list[int] = field(default_factory=list)  # slots whose logits come back, in out_rows order
+    hidden: bool = False  # read back the normalised final hidden state (ln_out) instead of logits
 
     @staticmethod
-    def pack(chunk: Sequence[Sequence[int]], want: Sequence[int], full: bool) -> Plan:
+    def pack(chunk: Sequence[Sequence[int]], want: Sequence[int], full: bool, hidden: bool = False) -> Plan:
         starts, lens, slot_of = [], [], []
         t = 0
         for b, toks in enumerate(chunk):
@@ -77,12 +78,12 @@ class Plan:
         tokens = np.fromiter((tok for toks in chunk for tok in toks), dtype=np.int64, count=t)
         cursors = np.concatenate([np.stack([starts, lens], 1).reshape(-1), slot_of]).astype(np.uint32)
         rows = [(starts[b], lens[b]) if full else (starts[b] + lens[b] - 1, 1) for b in want]
-        return Plan(tokens, cursors, rows, list(want))
+        return Plan(tokens, cursors, rows, list(want), hidden)
 
     @property
     def shape(self) -> tuple[Any, ...]:
         """What the recorded command buffer depends on: per-slot token counts and output rows."""
-        return (self.cursors[: len(self.cursors) - len(self.tokens)].tobytes(), tuple(self.out_rows))
+        return (self.cursors[: len(self.cursors) - len(self.tokens)].tobytes(), tuple(self.out_rows), self.hidden)
 
     @property
     def num_out(self) -> int:
@@ -146,9 +147,10 @@ class StepRunner:
         matmul(g, buf.out, buf.hn, m.head, buf.logits, label="head")
 
         def copy_logits(enc: Any, plan: Plan) -> None:
-            size = plan.num_out * m.info.num_vocab * 4
+            src, width = (buf.hn.buffer, m.info.num_emb) if plan.hidden else (buf.logits.buffer, m.info.num_vocab)
+            size = plan.num_out * width * 4
             if size:
-                enc.copy_buffer_to_buffer(buf.logits.buffer, 0, buf.staging, 0, size)
+                enc.copy_buffer_to_buffer(src, 0, buf.staging, 0, size)
 
         g.copy(copy_logits, "logits.readback")
         return g
@@ -213,7 +215,8 @@ class StepRunner:
             return {}
         import wgpu
 
-        size = n_out * self.model.info.num_vocab * 4
+        width = self.model.info.num_emb if plan.hidden else self.model.info.num_vocab
+        size = n_out * width * 4
         buf.staging.map_sync(wgpu.MapMode.READ, 0, size)
         try:
             logits = np.frombuffer(buf.staging.read_mapped(0, size), np.float32).reshape(n_out, -1).copy()

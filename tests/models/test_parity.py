@@ -150,3 +150,17 @@ def test_encode_ahead_gives_identical_results(vulkan_device, name):
         outs.append(np.concatenate([prompt, np.stack(steps)]))
     assert np.array_equal(outs[0], outs[1])
     assert rel_err(outs[1], ref) <= BOUND
+
+
+@pytest.mark.parametrize("name", [V7[0], ALL[0]])
+def test_embed_is_the_head_input(vulkan_device, name):
+    """Model.embed returns ln_out(x) of the last token: the head applied to it gives the logits."""
+    from rwkv_webgpu.weights import open_checkpoint
+
+    tokens, ref = golden(name)
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device)
+    hidden = model.embed(tokens)
+    with open_checkpoint(FIX / "models" / f"{name}.pth") as ck:
+        head = ck.load("head.weight").astype(np.float64)
+    assert hidden.shape == (model.info.num_emb,)
+    assert rel_err(head @ hidden, ref[-1]) <= BOUND
