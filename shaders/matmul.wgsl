@@ -86,3 +86,37 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
     }
 }
+
+// `rowwise`: one invocation per row and up to RTOK tokens, no workgroup memory and no barriers.
+// For CPU adapters (lavapipe), where barriers are expensive and caches make the row-strided
+// reads cheap. Grid: (ceil(R / WG), ceil(T / RTOK)) with a workgroup of WG x 1.
+override RTOK: u32 = 16u;
+
+@compute @workgroup_size(WG)
+fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    let t0 = gid.y * RTOK;
+    let n = count.n;
+    if r >= p.rows || t0 >= n { return; }
+    let tn = min(RTOK, n - t0);
+    var acc: array<f32, 16>;
+    let base = r * p.kv;
+    for (var i = 0u; i < p.kv; i++) {
+        let q = w[base + i];
+        let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+        let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+        for (var j = 0u; j < tn; j++) {
+            let v = x8(t0 + j, i * 8u);
+            acc[j] += dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
+        }
+    }
+    for (var j = 0u; j < tn; j++) {
+        let idx = p.y_off + (t0 + j) * p.y_stride + p.row0 + r;
+        let v = activate(acc[j], p.act);
+        if p.accumulate != 0u {
+            y[idx] += v;
+        } else {
+            y[idx] = v;
+        }
+    }
+}

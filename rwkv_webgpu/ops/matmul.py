@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..gpu import Act, Counter, Graph, Matrix, ceil_div, pack_params
+from ..gpu.recorder import Grid
 
 PARAMS = np.dtype(
     [(n, "<u4") for n in ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate")]
@@ -14,6 +15,7 @@ ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "silu": 4}
 ROWS = 4  # rows per workgroup (matmul.wgsl)
 TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
 TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
+RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
 TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel
 
 
@@ -26,13 +28,16 @@ def matmul(
     *,
     act: str = "none",
     accumulate: bool = False,
+    kernel: str | None = None,
     label: str = "matmul",
 ) -> None:
     """Record ``y[t, :R] (+)= act(W @ x[t, :K])`` for the counter's T rows.
 
     Shapes: x [T, K], W [R, K] (f16, split in row blocks), y [T, >= R]. Both kernels are
     recorded; each step runs the one that suits its token count (the other gets an empty grid):
-    a GEMV-style kernel for decoding, a tiled one for prompts.
+    a GEMV-style kernel for decoding, a tiled one for prompts. On CPU adapters a barrier-free
+    row-per-invocation kernel serves every step. ``kernel`` ("gemv", "tiled", "rowwise") forces
+    one kernel for every token count (tests use it to check each on any adapter).
     """
     if x.cols != w.k:
         raise ShapeError(f"{label}: input has {x.cols} columns, weight expects [R={w.rows}, K={w.k}]")
@@ -55,12 +60,44 @@ def matmul(
             accumulate=int(accumulate),
         )
 
-        def gemv(n: int, rows: int = part.rows) -> tuple[int, int, int]:
-            return (ceil_div(rows, ROWS), ceil_div(n, TOK), 1) if n < TILED_FROM else (0, 0, 0)
+        for name, grid in _choose(graph, part.rows, kernel):
+            entry = "rowwise" if name == "rowwise" else "main"
+            shader = {"gemv": "matmul", "rowwise": "matmul"}.get(name, f"matmul_{name}")
+            consts = {"WG": 64, "ROWS": ROWS, "RTOK": RTOK} if shader == "matmul" else {}
+            suffix = "" if name in ("gemv", "subgroup", "rowwise") else f".{name}"
+            graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
+                           label=label + suffix, **consts)  # fmt: skip
 
-        def tiled(n: int, rows: int = part.rows) -> tuple[int, int, int]:
-            return (ceil_div(rows, TILE), ceil_div(n, TILE), 1) if n >= TILED_FROM else (0, 0, 0)
 
-        buffers = [part.buffer, x.buffer, y.buffer]
-        graph.dispatch("matmul", counter, params, buffers, gemv, label=label, WG=64, ROWS=ROWS)
-        graph.dispatch("matmul_tiled", counter, params, buffers, tiled, label=label + ".tiled")
+KERNELS = ("gemv", "subgroup", "rowwise", "tiled")
+
+
+def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
+    """The kernels to record for a matrix part and the grid of each (an empty grid skips it).
+
+    Real GPUs: a GEMV-style kernel (subgroup shuffles where the adapter has them) for steps of
+    fewer than TILED_FROM tokens and the tiled kernel above. CPU adapters: the GEMV-style kernel
+    with subgroups, else the barrier-free row-per-invocation one, for every step (workgroup
+    barriers are what costs most there).
+    """
+    grids: dict[str, Grid] = {
+        "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
+        "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
+        "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
+        "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
+    }
+    if kernel is not None:
+        if kernel not in grids:
+            raise ValueError(f"unknown matmul kernel {kernel!r}; choose from {KERNELS}")
+        if kernel == "subgroup" and not graph.device.info.subgroup:
+            raise ValueError("the subgroup matmul needs an adapter with the 'subgroup' feature")
+        return [(kernel, grids[kernel])]
+    info = graph.device.info
+    small = "subgroup" if info.subgroup else "gemv"
+    if info.adapter_type.lower() == "cpu":
+        return [(small if info.subgroup else "rowwise", grids[small if info.subgroup else "rowwise"])]
+    few, many = grids[small], grids["tiled"]
+    return [
+        (small, lambda n: few(n) if n < TILED_FROM else (0, 0, 0)),
+        ("tiled", lambda n: many(n) if n >= TILED_FROM else (0, 0, 0)),
+    ]

@@ -5,7 +5,7 @@ from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_matrix
 from rwkv_webgpu.ops import matmul
 
 
-def run_matmul(device, w, x, act="none", y0=None, accumulate=False, max_binding=None):
+def run_matmul(device, w, x, act="none", y0=None, accumulate=False, max_binding=None, kernel=None):
     t, k = x.shape
     g = Graph(device)
     cnt = Counter(device, "n")
@@ -15,7 +15,7 @@ def run_matmul(device, w, x, act="none", y0=None, accumulate=False, max_binding=
     if y0 is not None:
         device.write(ya.buffer, y0.astype(np.float32))
     m = upload_matrix(device, w, "w")
-    matmul(g, cnt, xa, m, ya, act=act, accumulate=accumulate)
+    matmul(g, cnt, xa, m, ya, act=act, accumulate=accumulate, kernel=kernel)
     cnt.set(t)
     g.run()
     return device.read(ya.buffer)[: t * w.shape[0]].reshape(t, w.shape[0]), m
@@ -23,7 +23,8 @@ def run_matmul(device, w, x, act="none", y0=None, accumulate=False, max_binding=
 
 def oracle(w, x, act):
     y = x.astype(np.float64) @ w.astype(np.float16).astype(np.float64).T
-    return {"none": y, "tanh": np.tanh(y), "sigmoid": 1 / (1 + np.exp(-y)), "relu_sq": np.maximum(y, 0) ** 2}[act]
+    return {"none": y, "tanh": np.tanh(y), "sigmoid": 1 / (1 + np.exp(-y)), "relu_sq": np.maximum(y, 0) ** 2,
+            "silu": y / (1 + np.exp(-y))}[act]  # fmt: skip
 
 
 # T < 48 runs the GEMV-style kernel, T >= 48 the tiled one (edges of its 64 x 64 x 32 tiles too)
@@ -32,13 +33,28 @@ def oracle(w, x, act):
     [(1, 8, 4), (1, 13, 7), (3, 64, 33), (5, 100, 3), (9, 256, 129), (15, 40, 70),
      (16, 8, 1), (17, 37, 65), (47, 24, 9), (48, 8, 1), (64, 32, 64), (70, 100, 129), (129, 264, 67)],
 )  # fmt: skip
-@pytest.mark.parametrize("act", ["none", "tanh", "sigmoid", "relu_sq"])
+@pytest.mark.parametrize("act", ["none", "tanh", "sigmoid", "relu_sq", "silu"])
 def test_matmul_matches_numpy(device, t, k, r, act):
+    """The kernel the adapter would choose for this token count."""
     rng = np.random.default_rng(t * 1000 + k + r)
     w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
     x = rng.standard_normal((t, k)).astype(np.float32)
     y, _ = run_matmul(device, w, x, act)
     np.testing.assert_allclose(y, oracle(w, x, act), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "subgroup"])
+@pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129)])
+def test_every_matmul_kernel(device, kernel, t, k, r):
+    """Each kernel variant on every adapter, whatever that adapter would pick by itself."""
+    if kernel == "subgroup" and not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
+    rng = np.random.default_rng(t + k + r)
+    w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    y0 = rng.standard_normal((t, r)).astype(np.float32)
+    y, _ = run_matmul(device, w, x, "tanh", y0=y0, accumulate=True, kernel=kernel)
+    np.testing.assert_allclose(y, y0 + oracle(w, x, "tanh"), rtol=1e-5, atol=1e-5)
 
 
 def test_matmul_accumulates(device):

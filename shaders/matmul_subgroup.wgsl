@@ -1,0 +1,76 @@
+// matmul_subgroup.wgsl: the same product as matmul.wgsl, y[t, row0 + r] (+)= act(sum_k W[r, k] x[t, k]),
+// for adapters with subgroups: 8 neighbouring invocations share a row, each reading every 8th
+// 16-byte word of it, and sum their partials with subgroup shuffles (no workgroup memory, no
+// barriers). Needs subgroups of at least 8 invocations laid out in local-index order.
+// Bindings as matmul.wgsl. Grid: (ceil(R / 8), ceil(T / 4)); workgroup of 64 = 8 rows x 8 lanes.
+struct Params {
+    k: u32,
+    kv: u32,
+    rows: u32,
+    row0: u32,
+    x_off: u32,
+    x_stride: u32,
+    y_off: u32,
+    y_stride: u32,
+    act: u32,
+    accumulate: u32,
+}
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const LANES: u32 = 8u;
+const TOK: u32 = 4u;
+
+fn x8(t: u32, kb: u32) -> array<f32, 8> {
+    var v: array<f32, 8>;
+    let base = p.x_off + t * p.x_stride + kb;
+    if kb + 8u <= p.k {
+        for (var e = 0u; e < 8u; e++) { v[e] = x[base + e]; }
+    } else {
+        for (var e = 0u; e < 8u; e++) { v[e] = select(0.0, x[base + e], kb + e < p.k); }
+    }
+    return v;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = li % LANES;
+    let r = wid.x * (64u / LANES) + li / LANES;
+    let t0 = wid.y * TOK;
+    let n = count.n;
+    var acc = vec4<f32>(0.0);
+    if r < p.rows {
+        let base = r * p.kv;
+        for (var i = lane; i < p.kv; i += LANES) {
+            let q = w[base + i];
+            let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+            let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+            for (var j = 0u; j < TOK; j++) {
+                if t0 + j < n {
+                    let v = x8(t0 + j, i * 8u);
+                    acc[j] += dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
+                }
+            }
+        }
+    }
+    // butterfly over the 8 lanes of this row (all invocations take part)
+    acc += subgroupShuffleXor(acc, 4u);
+    acc += subgroupShuffleXor(acc, 2u);
+    acc += subgroupShuffleXor(acc, 1u);
+    if lane == 0u && r < p.rows {
+        for (var j = 0u; j < TOK; j++) {
+            let t = t0 + j;
+            if t < n {
+                let idx = p.y_off + t * p.y_stride + p.row0 + r;
+                let v = activate(acc[j], p.act);
+                if p.accumulate != 0u {
+                    y[idx] += v;
+                } else {
+                    y[idx] = v;
+                }
+            }
+        }
+    }
+}
