@@ -16,6 +16,7 @@ ROWS = 4  # rows per workgroup (matmul.wgsl)
 TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
 TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
+SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel
 
 
@@ -75,10 +76,9 @@ KERNELS = ("gemv", "subgroup", "rowwise", "tiled")
 def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
     """The kernels to record for a matrix part and the grid of each (an empty grid skips it).
 
-    Real GPUs: a GEMV-style kernel (subgroup shuffles where the adapter has them) for steps of
-    fewer than TILED_FROM tokens and the tiled kernel above. CPU adapters: the GEMV-style kernel
-    with subgroups, else the barrier-free row-per-invocation one, for every step (workgroup
-    barriers are what costs most there).
+    Real GPUs: the GEMV-style kernel below SUBGROUP_FROM tokens, the subgroup-shuffle one (where
+    the adapter has subgroups) up to TILED_FROM, the tiled kernel above. CPU adapters: the
+    barrier-free row-per-invocation kernel for every step (barriers cost most there).
     """
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
@@ -93,11 +93,14 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
             raise ValueError("the subgroup matmul needs an adapter with the 'subgroup' feature")
         return [(kernel, grids[kernel])]
     info = graph.device.info
-    small = "subgroup" if info.subgroup else "gemv"
     if info.adapter_type.lower() == "cpu":
-        return [(small if info.subgroup else "rowwise", grids[small if info.subgroup else "rowwise"])]
-    few, many = grids[small], grids["tiled"]
+        return [("rowwise", grids["rowwise"])]
+    # Thresholds from the H100 (docs/performance.md): the 64-lane GEMV is fastest for decoding,
+    # the 8-lane subgroup one for a few dozen tokens (batched decoding), tiles above that.
+    mid = "subgroup" if info.subgroup else "gemv"
+    few, some, many = grids["gemv"], grids[mid], grids["tiled"]
     return [
-        (small, lambda n: few(n) if n < TILED_FROM else (0, 0, 0)),
+        ("gemv", lambda n: few(n) if n < SUBGROUP_FROM else (0, 0, 0)),
+        (mid, lambda n: some(n) if SUBGROUP_FROM <= n < TILED_FROM else (0, 0, 0)),
         ("tiled", lambda n: many(n) if n >= TILED_FROM else (0, 0, 0)),
     ]
