@@ -26,7 +26,7 @@ from .cache import PrefixCache
 from .errors import RWKVError, TokenError
 from .models.base import Model
 from .models.step import Plan, share_budget
-from .sampling import SamplingConfig, sample
+from .sampling import Sampler, SamplingConfig
 from .text import TextStream
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class _Request:
     sampling: SamplingConfig
     stop_at_eos: bool
     stream: TextStream
-    rng: np.random.Generator
+    sampler: Sampler
     events: queue.Queue[Any] = field(default_factory=queue.Queue)
     loop: asyncio.AbstractEventLoop | None = None
     aevents: asyncio.Queue[Any] | None = None
@@ -158,7 +158,7 @@ class Engine:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
         cfg = sampling or SamplingConfig()
         req = _Request(next(self._ids), ids, max_tokens, cfg, stop_at_eos, TextStream(self.model.tokenizer, stop),
-                       np.random.default_rng(cfg.seed))  # fmt: skip
+                       Sampler.for_model(self.model, cfg))  # fmt: skip
         try:
             req.loop = asyncio.get_running_loop()
             req.aevents = asyncio.Queue()
@@ -303,7 +303,7 @@ class Engine:
             if len(req.tokens) >= req.max_tokens:
                 self._finish(slot, req, "length")
                 return
-            tok = sample(logits, req.sampling, req.rng)
+            tok = req.sampler(logits)  # never an id the tokenizer cannot decode; penalties counted
             if tok == 0 and req.stop_at_eos:
                 self._finish(slot, req, "eos")
                 return
