@@ -1,4 +1,4 @@
-"""rwkv_webgpu: RWKV language models (V7) on any WebGPU adapter, with no torch and no CUDA.
+"""rwkv_webgpu: RWKV language models (V4, V5, V6, V7) on any WebGPU adapter, with no torch and no CUDA.
 
 Quick start::
 
@@ -21,10 +21,13 @@ from .errors import (
     UnknownVersionError,
     UnsafeCheckpointError,
 )
-from .generate import generate, generate_stream
+from .cache import PrefixCache
+from .chat import Chat
+from .generate import GenerationResult, generate, generate_stream
 from .loader import load_model
 from .models.base import Model
-from .sampling import SamplingConfig
+from .runtime import Completion, Engine
+from .sampling import Sampler, SamplingConfig
 from .state import State
 from .tokenizer import load_tokenizer
 
@@ -32,11 +35,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdapterError",
+    "Chat",
     "CheckpointError",
+    "Completion",
+    "Engine",
+    "GenerationResult",
     "GPUMemoryError",
     "Model",
     "ModelInfo",
+    "PrefixCache",
     "RWKVError",
+    "Sampler",
     "SamplingConfig",
     "ShapeError",
     "State",
