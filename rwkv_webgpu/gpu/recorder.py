@@ -78,6 +78,7 @@ class Graph:
     def __init__(self, device: Device):
         self.device = device
         self.items: list[Dispatch | Copy] = []
+        self.captures: list[Any] = []  # tensors hooks asked to read back after each step
 
     def dispatch(
         self,

@@ -17,6 +17,7 @@ from ..config import ModelInfo
 from ..errors import StateError, TokenError
 from ..gpu import Act, Device, Graph, Matrix, act_buffer, upload_matrix
 from ..ops import add_mul, layer_norm, matmul, token_mix
+from ..hooks import Frame, HookRegistry
 from ..state import State, StateSpec
 from .step import Buffers, Plan, StepRunner, VectorPack, share_budget
 
@@ -41,6 +42,7 @@ class Model:
         self.vec: Any = None  # global vectors: ln0, ln_out
         self.voff: dict[str, int] = {}
         self.runner = StepRunner(self)
+        self.hooks = HookRegistry(on_change=self.runner.forget_graphs)
         self._initial: dict[str, np.ndarray] | None = None
 
     # -- to be supplied by a version -------------------------------------------------------
@@ -57,17 +59,35 @@ class Model:
         """Add version-specific activation buffers to ``buf``."""
 
     # -- block pieces every version uses -----------------------------------------------------
+    def hook_point(self, g: Graph, buf: Buffers, state: State, point: str, x: Act, *,
+                   layer: int | None = None, counter: Any = None) -> None:  # fmt: skip
+        """Let the hooks registered for ``point`` record their work here (nothing if none)."""
+        fns = self.hooks.active(point)
+        if not fns:
+            return
+        weights = self.layers[layer] if layer is not None else None  # type: ignore[attr-defined]
+        frame = Frame(point, layer, x, self, state, weights, g, counter or buf.tokens, self.hooks)
+        for fn in fns:
+            fn(frame)
+
     def record_norm_shift(
-        self, g: Graph, buf: Buffers, vec: Any, off: dict[str, int], ln: str, shift: Any, mu: str,
+        self, g: Graph, buf: Buffers, state: State, vec: Any, off: dict[str, int], ln: str, shift: Any, mu: str,
         out: Act, mixes: int, *, delta: Any = None, label: str = "",
     ) -> None:  # fmt: skip
-        """``xn = ln(x)``; ``out[m] = xn + (prev - xn) * mu[m]``; save each slot's last ``xn`` row."""
+        """``xn = ln(x)``; ``out[m] = xn + (prev - xn) * mu[m]``; save each slot's last ``xn`` row.
+
+        ``label`` is "{layer}.att" or "{layer}.ffn"; the hook points around it are recorded here.
+        """
         n = buf.tokens
+        layer = int(label.split(".")[0])
+        if ln == "ln2":
+            self.hook_point(g, buf, state, f"{layer}.att.out", buf.x, layer=layer)
         layer_norm(g, n, buf.x, buf.xn, vec, off[ln + ".weight"], off[ln + ".bias"], eps=LN_EPS, label=f"{label}.{ln}")
+        self.hook_point(g, buf, state, f"{label}.norm", buf.xn, layer=layer)
         token_mix(g, n, buf.cursors, buf.xn, shift, vec, off[mu], out, mixes=mixes, slots=buf.slots,
                   plane=buf.tmax * self.info.num_emb, delta=delta, store=True, label=f"{label}.mix")  # fmt: skip
 
-    def record_gated_channel_mix(self, g: Graph, buf: Buffers, lw: Any, shift: Any, label: str) -> None:
+    def record_gated_channel_mix(self, g: Graph, buf: Buffers, state: State, lw: Any, shift: Any, label: str) -> None:
         """RWKV-4..6 channel mix: ``x += sigmoid(Wr xr) * (Wv relu(Wk xk)^2)``.
 
         ``lw`` has ``vec``/``off`` (ln2, ``ffn.mu`` = [k, r] mixes) and ffn_key/ffn_value/ffn_receptance.
@@ -75,7 +95,7 @@ class Model:
         n, b = buf.tokens, buf
         plane = buf.tmax * self.info.num_emb
         fmix: Act = b.fmix  # type: ignore[attr-defined]
-        self.record_norm_shift(g, buf, lw.vec, lw.off, "ln2", shift, "ffn.mu", fmix, 2, label=label)
+        self.record_norm_shift(g, buf, state, lw.vec, lw.off, "ln2", shift, "ffn.mu", fmix, 2, label=label)
         matmul(g, n, fmix, lw.ffn_key, b.fk, act="relu_sq", label=f"{label}.key")  # type: ignore[attr-defined]
         matmul(g, n, fmix.at(plane), lw.ffn_receptance, b.fr, act="sigmoid", label=f"{label}.receptance")  # type: ignore[attr-defined]
         matmul(g, n, b.fk, lw.ffn_value, b.fv, label=f"{label}.value")  # type: ignore[attr-defined]

@@ -118,6 +118,11 @@ class StepRunner:
         # "GPU" shares the cores with Python, so the overlap would only slow it down.
         self.encode_ahead = model.device.info.adapter_type.lower() != "cpu"
 
+    def forget_graphs(self) -> None:
+        """Drop every recorded graph (hooks changed); the next step records afresh."""
+        self._graphs = weakref.WeakKeyDictionary()
+        self._ahead = weakref.WeakKeyDictionary()
+
     def graph(self, state: State) -> tuple[Graph, Buffers]:
         found = self._graphs.get(state)
         if found is None:
@@ -131,8 +136,11 @@ class StepRunner:
         m = self.model
         g = Graph(m.device)
         layer_norm(g, buf.tokens, buf.xin, buf.x, m.vec, m.voff["blocks.0.ln0.weight"], m.voff["blocks.0.ln0.bias"], label="ln0")
+        m.hook_point(g, buf, state, "embed", buf.x)
         for i in range(m.info.num_layer):
+            m.hook_point(g, buf, state, f"{i}.in", buf.x, layer=i)
             m.record_layer(g, i, state, buf)
+            m.hook_point(g, buf, state, f"{i}.out", buf.x, layer=i)
         row_bytes = m.info.num_emb * 4
 
         def copy_rows(enc: Any, plan: Plan) -> None:
@@ -142,9 +150,11 @@ class StepRunner:
                 dst += rows
 
         g.copy(copy_rows, "head.rows")
+        m.hook_point(g, buf, state, "head.in", buf.hx, counter=buf.out)
         layer_norm(g, buf.out, buf.hx, buf.hn, m.vec, m.voff["ln_out.weight"], m.voff["ln_out.bias"], label="ln_out")
         assert m.head is not None
         matmul(g, buf.out, buf.hn, m.head, buf.logits, label="head")
+        m.hook_point(g, buf, state, "logits", buf.logits, counter=buf.out)
 
         def copy_logits(enc: Any, plan: Plan) -> None:
             src, width = (buf.hn.buffer, m.info.num_emb) if plan.hidden else (buf.logits.buffer, m.info.num_vocab)
@@ -167,7 +177,11 @@ class StepRunner:
         self.submit(state, plan, cmd)
         if self.encode_ahead:
             self._ahead[state] = (key, self.encode(state, plan))
-        return self.collect(state, plan)
+        out = self.collect(state, plan)
+        g, _ = self.graph(state)
+        if g.captures:
+            self.model.hooks.collect(self.model, g.captures)
+        return out
 
     def encode(self, state: State, plan: Plan) -> Any:
         """Record the step's command buffer. It depends only on the plan's shape (token counts per

@@ -91,11 +91,11 @@ class V4Model(Model):
         c = self.info.num_emb
         plane = buf.tmax * c
         bb: Any = b
-        self.record_norm_shift(g, buf, lw.vec, lw.off, "ln1", st["att_shift"], "att.mu", bb.mix, 3, label=f"{i}.att")
+        self.record_norm_shift(g, buf, state, lw.vec, lw.off, "ln1", st["att_shift"], "att.mu", bb.mix, 3, label=f"{i}.att")
         matmul(g, n, bb.mix.at(R * plane), lw.receptance, bb.tm.at(R * plane), act="sigmoid", label=f"{i}.att.r")
         matmul(g, n, bb.mix.at(K * plane), lw.key, bb.tm.at(K * plane), label=f"{i}.att.k")
         matmul(g, n, bb.mix.at(V * plane), lw.value, bb.tm.at(V * plane), label=f"{i}.att.v")
         time_mix_v4(g, n, buf.cursors, bb.tm.buffer, lw.vec, st["wkv"], bb.y.buffer,
                     c=c, plane=plane, slots=buf.slots, w_off=lw.off["w"], u_off=lw.off["u"], label=f"{i}.att.wkv")  # fmt: skip
         matmul(g, n, bb.y, lw.output, buf.x, accumulate=True, label=f"{i}.att.out")
-        self.record_gated_channel_mix(g, buf, lw, st["ffn_shift"], f"{i}.ffn")
+        self.record_gated_channel_mix(g, buf, state, lw, st["ffn_shift"], f"{i}.ffn")

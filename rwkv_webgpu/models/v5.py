@@ -96,7 +96,7 @@ class V5Model(Model):
         bb: Any = b
         plane = buf.tmax * self.info.num_emb
         mixes = 4 if lw.gate is not None else 3
-        self.record_norm_shift(g, buf, lw.vec, lw.off, "ln1", state.layers[i]["att_shift"], "att.mu", bb.mix, mixes,
+        self.record_norm_shift(g, buf, state, lw.vec, lw.off, "ln1", state.layers[i]["att_shift"], "att.mu", bb.mix, mixes,
                                label=f"{i}.att")  # fmt: skip
         for j, (m, plane_out) in enumerate(((lw.receptance, R), (lw.key, K), (lw.value, V))):
             matmul(g, n, bb.mix.at(j * plane), m, bb.tm.at(plane_out * plane), label=f"{i}.att.{'rkv'[j]}")
@@ -114,4 +114,4 @@ class V5Model(Model):
                     offsets={"decay": o["decay"], "u": o["u"], "lnw": o["ln_x.weight"], "lnb": o["ln_x.bias"]},
                     eps=GN_EPS, label=f"{i}.att.wkv")  # fmt: skip
         matmul(g, n, bb.y, lw.output, buf.x, accumulate=True, label=f"{i}.att.out")
-        self.record_gated_channel_mix(g, buf, lw, st["ffn_shift"], f"{i}.ffn")
+        self.record_gated_channel_mix(g, buf, state, lw, st["ffn_shift"], f"{i}.ffn")

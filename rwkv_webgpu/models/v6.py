@@ -64,6 +64,7 @@ class V6Model(V5Model):
         dm = dm5 // 5
         o = lw.off
         layer_norm(g, n, buf.x, buf.xn, lw.vec, o["ln1.weight"], o["ln1.bias"], eps=LN_EPS, label=f"{i}.att.ln1")
+        self.hook_point(g, buf, state, f"{i}.att.norm", buf.xn, layer=i)
         token_mix(g, n, buf.cursors, buf.xn, shift, lw.vec, o["att.maa_x"], bb.xxx,
                   mixes=1, slots=buf.slots, plane=plane, label=f"{i}.att.maa_x")  # fmt: skip
         hid = Act(bb.hid.buffer, dm5, dm5, 0, buf.tmax)

@@ -117,7 +117,7 @@ class V7Model(Model):
         plane = b.plane
         st = state.layers[i]
         o = lw.off
-        self.record_norm_shift(g, buf, lw.vec, o, "ln1", st["att_shift"], "mix", b.mix, len(MIX), label=f"{i}.att")
+        self.record_norm_shift(g, buf, state, lw.vec, o, "ln1", st["att_shift"], "mix", b.mix, len(MIX), label=f"{i}.att")
         mix = lambda j: b.mix.at(j * plane)  # noqa: E731
         tm = lambda j: b.tm.at(j * plane)  # noqa: E731
         hid = lambda m: Act(b.hid.buffer, m.rows, m.rows, 0, buf.tmax)  # noqa: E731
@@ -140,6 +140,6 @@ class V7Model(Model):
         time_mix_v7_wkv(g, n, params, buf.cursors, b.tm.buffer, lw.vec, st["wkv"], b.y.buffer,
                         heads=self.info.num_head, slots=buf.slots)  # fmt: skip
         matmul(g, n, b.y, lw.output, buf.x, accumulate=True, label=f"{i}.att.out")
-        self.record_norm_shift(g, buf, lw.vec, o, "ln2", st["ffn_shift"], "ffn.x_k", b.fmix, 1, label=f"{i}.ffn")
+        self.record_norm_shift(g, buf, state, lw.vec, o, "ln2", st["ffn_shift"], "ffn.x_k", b.fmix, 1, label=f"{i}.ffn")
         matmul(g, n, b.fmix, lw.ffn_key, b.fk, act="relu_sq", label=f"{i}.ffn.key")
         matmul(g, n, b.fk, lw.ffn_value, buf.x, accumulate=True, label=f"{i}.ffn.value")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -21,4 +23,16 @@ def add_mul(graph: Graph, counter: Counter, a: Act, b: Act, y: Act, *, label: st
     graph.dispatch(
         "blend", counter, params, [a.buffer, b.buffer, y.buffer], lambda n: (ceil_div(c, WG), n, 1),
         entry="add_mul", label=label, WG=WG,
+    )  # fmt: skip
+
+
+AFFINE = np.dtype([(n, "<u4") for n in ("c", "x_off", "x_stride", "_pad")])
+
+
+def affine(graph: Graph, counter: Counter, x: Act, vec: Any, *, label: str = "affine") -> None:
+    """Record ``x[t] = x[t] * mul + add``; ``vec`` holds mul (C values) then add (C values)."""
+    params = pack_params(AFFINE, c=x.cols, x_off=x.offset, x_stride=x.stride, _pad=0)
+    graph.dispatch(
+        "blend", counter, params, {4: x.buffer, 5: vec}, lambda n: (ceil_div(x.cols, WG), n, 1),
+        entry="affine", label=label, WG=WG,
     )  # fmt: skip

@@ -1,0 +1,93 @@
+"""Hooks: captured hidden states and steering vectors against a numpy reference forward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rwkv_webgpu as rw
+from rwkv_webgpu.hooks import point_names
+
+import reference_v7
+
+FIX = Path(__file__).resolve().parent / "fixtures"
+NAME = "v7_L3_C64_V89"
+
+
+@pytest.fixture(scope="module")
+def golden():
+    g = np.load(FIX / "golden" / f"{NAME}.npz")
+    return g["tokens"].tolist()[:12], reference_v7.load(str(FIX / "models" / f"{NAME}.pth"))
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_reference_matches_official():
+    g = np.load(FIX / "golden" / f"{NAME}.npz")
+    z = reference_v7.load(str(FIX / "models" / f"{NAME}.pth"))
+    assert rel(reference_v7.forward(z, g["tokens"].tolist())["logits"], g["logits"]) < 1e-6
+
+
+def test_captured_layer_outputs_equal_reference(vulkan_device, golden):
+    tokens, z = golden
+    model = rw.load_model(FIX / "models" / f"{NAME}.pth", device=vulkan_device)
+    model.hooks.add("*.out", lambda frame: frame.capture())
+    model.forward(tokens, model.new_state())
+    ref = reference_v7.forward(z, tokens)["layers"]
+    for i, want in enumerate(ref):
+        (got,) = model.hooks.captured[f"{i}.out"]
+        assert got.shape == want.shape
+        assert rel(got, want) < 1e-4
+
+
+def test_steering_vector_changes_logits_as_reference(vulkan_device, golden):
+    tokens, z = golden
+    model = rw.load_model(FIX / "models" / f"{NAME}.pth", device=vulkan_device)
+    plain = model.forward(tokens, model.new_state(), full=True)
+    steer = np.random.default_rng(3).standard_normal(model.info.num_emb) * 0.5
+    remove = model.hooks.add("1.out", lambda frame: frame.add(steer))
+    steered = model.forward(tokens, model.new_state(), full=True)
+    ref = reference_v7.forward(z, tokens, steer={1: steer})["logits"]
+    assert rel(steered, ref) < 2e-3
+    assert rel(steered, plain) > 1e-2
+    remove()
+    assert np.array_equal(model.forward(tokens, model.new_state(), full=True), plain)
+
+
+def test_scale_and_capture_every_point(vulkan_device, golden):
+    tokens, _ = golden
+    model = rw.load_model(FIX / "models" / f"{NAME}.pth", device=vulkan_device)
+    model.hooks.add("*", lambda frame: frame.capture())
+    logits = model.forward(tokens, model.new_state())
+    names = point_names(model.info.num_layer)
+    assert sorted(model.hooks.captured) == sorted(names)
+    assert np.allclose(model.hooks.captured["logits"][0][-1], logits)
+    model.hooks.clear()
+    model.hooks.add("logits", lambda frame: frame.scale(2.0))
+    assert np.allclose(model.forward(tokens, model.new_state()), 2 * logits, rtol=1e-5, atol=1e-5)
+
+
+def test_no_hooks_records_nothing_extra(vulkan_device):
+    model = rw.load_model(FIX / "models" / f"{NAME}.pth", device=vulkan_device)
+    state = model.new_state()
+    model.forward([1, 2], state)
+    before = len(model.runner.graph(state)[0].items)
+    remove = model.hooks.add("0.out", lambda frame: frame.capture())
+    with_hook = len(model.runner.graph(state)[0].items)
+    remove()
+    after = len(model.runner.graph(state)[0].items)
+    assert with_hook == before + 1
+    assert after == before
+
+
+def test_bad_hook_vector_is_a_clear_error(vulkan_device):
+    model = rw.load_model(FIX / "models" / f"{NAME}.pth", device=vulkan_device)
+    model.hooks.add("0.out", lambda frame: frame.add(np.ones(3)))
+    with pytest.raises(rw.RWKVError, match="0.out"):
+        model.forward([1], model.new_state())
+    model.hooks.clear()
+    assert model.forward([1], model.new_state()).shape == (model.info.num_vocab,)
