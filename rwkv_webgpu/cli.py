@@ -356,6 +356,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspector import format_table, layer_stats, plot_png
+
+    model = _load(args)
+    if model.tokenizer is None:
+        raise RWKVError("this model has no tokenizer: pass --tokenizer")
+    rows = layer_stats(model, model.tokenizer.encode(args.prompt))
+    print(f"{model.info.describe()} on {model.device.info.describe()}")
+    print(format_table(rows))
+    if args.plot:
+        plot_png(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def cmd_adapters(args: argparse.Namespace) -> int:
     from .gpu import list_adapters
     from .gpu.device import NO_ADAPTER_HELP
@@ -543,6 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action="store_true", help="show the progress bar even when not on a terminal"
     )
     c.set_defaults(func=cmd_convert)
+
+    ins = sub.add_parser("inspect", help="per-layer statistics of the hidden states (through hooks)",
+                         epilog='example:\n  rwkv-webgpu inspect --prompt "The Python interpreter" --plot layers.png',
+                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ins.add_argument("--model", help="checkpoint; default: the bundled demo model")
+    ins.add_argument("--prompt", required=True, help="text to feed")
+    ins.add_argument("--tokenizer", help='"world", a tokenizer.json or a vocab file')
+    ins.add_argument("--plot", help="also write a PNG chart of the statistics to this path")
+    ins.add_argument("--chunk-size", type=int, default=128, help="tokens per GPU submission")
+    ins.add_argument("--progress", action="store_true", help="show the load progress bar even when not on a terminal")
+    ins.set_defaults(func=cmd_inspect)
 
     a = sub.add_parser("adapters", help="list the WebGPU adapters wgpu can see")
     a.set_defaults(func=cmd_adapters)

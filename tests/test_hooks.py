@@ -91,3 +91,27 @@ def test_bad_hook_vector_is_a_clear_error(vulkan_device):
         model.forward([1], model.new_state())
     model.hooks.clear()
     assert model.forward([1], model.new_state()).shape == (model.info.num_vocab,)
+
+
+def test_inspect_cli_prints_layers_and_plots(vulkan_device, tmp_path, capsys):
+    from rwkv_webgpu.cli import main
+
+    png = tmp_path / "layers.png"
+    assert main(["--adapter", "vulkan", "inspect", "--prompt", "def main():", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 4  # the demo model's layers
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 500
+
+
+def test_layer_stats_match_reference(vulkan_device, golden):
+    from rwkv_webgpu.inspector import layer_stats
+
+    tokens, z = golden
+    model = rw.load_model(FIX / "models" / f"{NAME}.pth", device=vulkan_device)
+    rows = layer_stats(model, tokens)
+    ref = reference_v7.forward(z, tokens)["layers"]
+    for row, x in zip(rows, ref):
+        assert abs(row["std"] - x.std()) < 1e-4 * x.std()
+        assert abs(row["norm_last"] - np.linalg.norm(x[-1])) < 1e-4 * np.linalg.norm(x[-1])
+    assert not model.hooks.hooks  # the inspector removed its hook
