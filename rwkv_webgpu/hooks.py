@@ -21,7 +21,7 @@ T counts the step's tokens of all slots, packed in slot order; R the rows sent t
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,15 @@ class Frame:
         a = np.broadcast_to(np.asarray(add, np.float32).reshape(-1), (cols,))
         vec = self.model.device.upload(np.concatenate([m, a]), f"hook.{self.point}.affine")
         affine(self.graph, self.counter, self.x, vec, label=f"hook.{self.point}")
+
+    def kernel(self, code: str, buffers: Sequence[Any], params: np.ndarray, grid: Callable[[int], tuple[int, int, int]],
+               entry: str = "main", **constants: float) -> None:  # fmt: skip
+        """Splice a custom WGSL kernel here. ``code`` sees common.wgsl (binding 0 is the row count
+        ``count.n``); binding 1 must be a uniform ``Params`` matching ``params`` (a numpy record),
+        bindings 2.. are ``buffers`` (e.g. ``frame.x.buffer``); ``grid(n)`` sizes the dispatch."""
+        name = self.model.device.pipelines.add_source(code)
+        self.graph.dispatch(name, self.counter, params, list(buffers), grid, entry=entry,
+                            label=f"hook.{self.point}.kernel", **constants)  # fmt: skip
 
     def capture(self, key: str | None = None) -> None:
         """Read this tensor back after every step into ``registry.captured[key or point]``."""

@@ -115,3 +115,31 @@ def test_layer_stats_match_reference(vulkan_device, golden):
         assert abs(row["std"] - x.std()) < 1e-4 * x.std()
         assert abs(row["norm_last"] - np.linalg.norm(x[-1])) < 1e-4 * np.linalg.norm(x[-1])
     assert not model.hooks.hooks  # the inspector removed its hook
+
+
+def test_custom_wgsl_kernel_hook(vulkan_device, golden):
+    """A hook's own kernel (here: negate the residual stream leaving layer 0) runs at its point."""
+    tokens, z = golden
+    model = rw.load_model(FIX / "models" / f"{NAME}.pth", device=vulkan_device)
+    code = """
+struct Params { c: u32, off: u32, stride: u32, _pad: u32 }
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if gid.x >= p.c || gid.y >= count.n { return; }
+    let e = p.off + gid.y * p.stride + gid.x;
+    x[e] = -x[e];
+}
+"""
+    dtype = np.dtype([(n, "<u4") for n in ("c", "off", "stride", "_pad")])
+
+    def negate(frame):
+        params = np.array([(frame.x.cols, frame.x.offset, frame.x.stride, 0)], dtype)
+        frame.kernel(code, [frame.x.buffer], params, lambda n: ((frame.x.cols + 63) // 64, n, 1))
+
+    model.hooks.add("0.out", negate)
+    model.hooks.add("0.out", lambda frame: frame.capture("after"))
+    model.forward(tokens, model.new_state())
+    ref = reference_v7.forward(z, tokens)["layers"][0]
+    assert rel(model.hooks.captured["after"][0], -ref) < 1e-4

@@ -81,10 +81,19 @@ class PipelineCache:
         self.device = device
         self._modules: dict[str, Any] = {}
         self._pipelines: dict[PipelineKey, Any] = {}
+        self.sources: dict[str, str] = {}  # kernels given as text (hooks), by name
+
+    def add_source(self, code: str) -> str:
+        """Register a kernel given as WGSL text (common.wgsl is prepended); returns its name."""
+        import hashlib
+
+        name = "custom_" + hashlib.sha256(code.encode()).hexdigest()[:16]
+        self.sources[name] = code
+        return name
 
     def module(self, name: str) -> Any:
         if name not in self._modules:
-            code = shader_source(name)
+            code = read_shader("common") + "\n" + self.sources[name] if name in self.sources else shader_source(name)
             try:
                 self._modules[name] = self.device.device.create_shader_module(code=code, label=name)
             except Exception as exc:
