@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .config import Version
 from .errors import RWKVError, UnknownVersionError
 from .gpu import get_device
 from .models.base import Model, Progress
+from .weights.quant import Quant
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ def load_model(
     progress: Progress | None = None,
     device: Any = None,
     state_file: str | os.PathLike[str] | None = None,
+    quant: str | None = None,
+    quant_layers: int | Iterable[int] | None = None,
 ) -> Model:
     """Load an RWKV checkpoint (official ``.pth``, safetensors, or web-rwkv ``.st``) onto a GPU.
 
@@ -50,6 +53,8 @@ def load_model(
     vocabularies. ``progress(done, total, what)`` is called as layers reach the GPU.
     ``state_file`` is a state-tuning checkpoint (``blocks.{i}.att.time_state``) whose state
     every new slot starts from; ``time_state`` tensors inside the model file are used too.
+    ``quant`` ("int8", "nf4", "sf4") stores the large attention/FFN matrices quantized on the
+    GPU; ``quant_layers`` limits it to the first N layers (an int) or to a set of layer indices.
     """
     from .weights import open_checkpoint
     from .weights.detect import detect
@@ -59,6 +64,8 @@ def load_model(
         info = detect(ckpt)
         log.info("loading %s from %s", info.describe(), path)
         model = _model_class(info.version)(info, dev, token_chunk_size=token_chunk_size)
+        layers = range(quant_layers) if isinstance(quant_layers, int) else quant_layers
+        model.set_quantization(Quant.parse(quant), layers)
         model.load_common(ckpt, progress)
         model.load_layers(ckpt, progress)
         if info.has_time_state:

@@ -2,7 +2,7 @@
 
 from .device import AdapterInfo, Device, get_device, list_adapters
 from .recorder import Counter, Graph, ceil_div, pack_params
-from .tensor import Act, Matrix, act_buffer, upload_matrix
+from .tensor import Act, Matrix, QMatrix, act_buffer, upload_matrix, upload_qmatrix
 
 __all__ = [
     "Act",
@@ -11,10 +11,12 @@ __all__ = [
     "Device",
     "Graph",
     "Matrix",
+    "QMatrix",
     "act_buffer",
     "ceil_div",
     "get_device",
     "list_adapters",
     "pack_params",
     "upload_matrix",
+    "upload_qmatrix",
 ]

@@ -77,3 +77,42 @@ def upload_matrix(device: Device, w: np.ndarray, label: str) -> Matrix:
         block[:, :k] = w[r0:r1]
         parts.append(MatrixPart(device.upload(block.view(np.uint32), f"{label}[{r0}:{r1}]"), r0, r1 - r0))
     return Matrix(tuple(parts), rows, k, kp)
+
+
+@dataclass(frozen=True)
+class QMatrixPart:
+    codes: Any
+    scales: Any
+    row0: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class QMatrix:
+    """A quantized weight matrix ``[R, K]`` on the GPU (see rwkv_webgpu/weights/quant.py)."""
+
+    parts: tuple[QMatrixPart, ...]
+    rows: int
+    k: int
+    kp: int
+    quant: Any  # weights.quant.Quant
+
+    @property
+    def nbytes(self) -> int:
+        codes = self.rows * self.kp // (1 if self.quant.value == "int8" else 2)
+        blocks = self.kp // (128 if self.quant.value == "int8" else 64)
+        return codes + self.rows * blocks * 4 * (2 if self.quant.value == "int8" else 1)
+
+
+def upload_qmatrix(device: Device, qm: Any, label: str) -> QMatrix:
+    """Upload a ``weights.quant.QuantizedMatrix``, split by rows to fit bindings."""
+    limit = min(device.info.max_binding_size, device.info.max_buffer_size)
+    row_bytes = qm.codes.shape[1] * 4
+    per_part = max(1, min(limit // row_bytes, 65535 * 4))
+    parts = []
+    for r0 in range(0, qm.rows, per_part):
+        r1 = min(qm.rows, r0 + per_part)
+        codes = device.upload(np.ascontiguousarray(qm.codes[r0:r1]), f"{label}.codes[{r0}:{r1}]")
+        scales = device.upload(np.ascontiguousarray(qm.scales[r0:r1]), f"{label}.scales[{r0}:{r1}]")
+        parts.append(QMatrixPart(codes, scales, r0, r1 - r0))
+    return QMatrix(tuple(parts), qm.rows, qm.k, qm.kp, qm.quant)

@@ -8,23 +8,30 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..config import ModelInfo
 from ..errors import StateError, TokenError
-from ..gpu import Act, Device, Graph, Matrix, act_buffer, upload_matrix
+from ..gpu import Act, Device, Graph, Matrix, QMatrix, act_buffer, upload_matrix, upload_qmatrix
 from ..ops import add_mul, layer_norm, matmul, token_mix
 from ..hooks import Frame, HookRegistry
 from ..state import State, StateSpec
+from ..weights.quant import Quant, quantize
 from .step import Buffers, Plan, StepRunner, VectorPack, share_budget
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 LN_EPS = 1e-5
+# the matrices quantization applies to (the embedding, head and small LoRA matrices stay f16)
+QUANTIZABLE = frozenset(
+    f"{block}.{name}.weight"
+    for block, names in (("att", ("receptance", "key", "value", "output", "gate")), ("ffn", ("key", "value", "receptance")))
+    for name in names
+)
 
 
 class Model:
@@ -36,6 +43,8 @@ class Model:
         self.info = info
         self.device = device
         self.token_chunk_size = token_chunk_size
+        self.quant = Quant.NONE
+        self.quant_layers: set[int] = set()
         self.tokenizer: Any = None
         self.emb: np.ndarray = np.zeros((0, 0), np.float32)
         self.head: Matrix | None = None
@@ -123,11 +132,26 @@ class Model:
         self.voff = pack.off
         self.head = self.matrix(ckpt, "head.weight")
 
-    def matrix(self, ckpt: Any, name: str, transpose: bool = False) -> Matrix:
+    def matrix(self, ckpt: Any, name: str, transpose: bool = False) -> Matrix | QMatrix:
+        """Upload a weight matrix as f16, or quantized when ``quant`` selects it."""
+        if self.quantizes(name):
+            w = ckpt.load(name, np.float32)
+            return upload_qmatrix(self.device, quantize(w.T if transpose else w, self.quant), name)
         w = ckpt.load(name, np.float16)
         if w.ndim > 2:
             w = w.reshape(-1, w.shape[-1])
         return upload_matrix(self.device, w.T if transpose else w, name)
+
+    def set_quantization(self, quant: Quant, layers: Iterable[int] | None) -> None:
+        """Quantize the large attention/FFN matrices of ``layers`` (all when None) at load."""
+        self.quant = quant
+        self.quant_layers = set(range(self.info.num_layer)) if layers is None else set(layers)
+
+    def quantizes(self, name: str) -> bool:
+        parts = name.split(".", 2)
+        if self.quant is Quant.NONE or len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+            return False
+        return int(parts[1]) in self.quant_layers and parts[2] in QUANTIZABLE
 
     def load_time_state(self, ckpt: Any, source: str = "") -> None:
         """Use ``blocks.{i}.att.time_state`` tensors (state tuning) as every new slot's start.

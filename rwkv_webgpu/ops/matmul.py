@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..gpu import Act, Counter, Graph, Matrix, ceil_div, pack_params
+from ..gpu import Act, Counter, Graph, Matrix, QMatrix, ceil_div, pack_params
 from ..gpu.recorder import Grid
 
 PARAMS = np.dtype(
@@ -24,7 +24,7 @@ def matmul(
     graph: Graph,
     counter: Counter,
     x: Act,
-    w: Matrix,
+    w: Matrix | QMatrix,
     y: Act,
     *,
     act: str = "none",
@@ -46,6 +46,9 @@ def matmul(
         raise ShapeError(f"{label}: output has {y.cols} columns, weight gives R={w.rows}")
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}")
+    if isinstance(w, QMatrix):
+        _matmul_quant(graph, counter, x, w, y, act, accumulate, label)
+        return
     for part in w.parts:
         params = pack_params(
             PARAMS,
@@ -104,3 +107,22 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
         (mid, lambda n: some(n) if SUBGROUP_FROM <= n < TILED_FROM else (0, 0, 0)),
         ("tiled", lambda n: many(n) if n >= TILED_FROM else (0, 0, 0)),
     ]
+
+
+QUANT_CODE = {"int8": 0, "nf4": 1, "sf4": 2}
+
+
+def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, act: str, accumulate: bool,
+                  label: str) -> None:  # fmt: skip
+    """Quantized weights: one GEMV-style kernel (matmul_quant.wgsl) for every step size."""
+    for part in w.parts:
+        params = pack_params(
+            PARAMS, k=w.k, kv=w.kp // 8, rows=part.rows, row0=part.row0, x_off=x.offset, x_stride=x.stride,
+            y_off=y.offset, y_stride=y.stride, act=ACTIVATIONS[act], accumulate=int(accumulate),
+        )  # fmt: skip
+        rows = part.rows
+        graph.dispatch(
+            "matmul_quant", counter, params, [part.codes, x.buffer, y.buffer, part.scales],
+            lambda n, rows=rows: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
+            label=f"{label}.{w.quant.value}", WG=64, ROWS=ROWS, QUANT=QUANT_CODE[w.quant.value],
+        )  # fmt: skip

@@ -1,0 +1,75 @@
+"""Quantized models against the official fp32 logits, and what quantization saves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rwkv_webgpu as rw
+from rwkv_webgpu.gpu import Matrix, QMatrix
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+ALL = sorted(p.stem for p in (FIX / "golden").glob("v*.npz"))
+
+
+def rel_err(model, name):
+    g = np.load(FIX / "golden" / f"{name}.npz")
+    out = model.forward(g["tokens"].tolist(), model.new_state(), full=True)
+    return float(np.abs(out - g["logits"]).max() / np.abs(g["logits"]).max())
+
+
+LARGE = ("receptance", "key", "value", "output", "gate", "ffn_key", "ffn_value", "ffn_receptance")
+
+
+def matrices(model, names=None):
+    for layer in model.layers:
+        for attr, value in vars(layer).items():
+            if isinstance(value, (Matrix, QMatrix)) and (names is None or attr in names):
+                yield value
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_int8_within_bound(vulkan_device, name):
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, quant="int8")
+    assert any(isinstance(m, QMatrix) for m in matrices(model))
+    assert rel_err(model, name) <= 2e-2
+
+
+@pytest.mark.parametrize("quant", ["nf4", "sf4"])
+@pytest.mark.parametrize("name", [n for n in ALL if n.startswith(("v4_L2", "v6_L2", "v7_L1"))])
+def test_four_bit_models_stay_close(vulkan_device, name, quant):
+    # measured 0.06-0.44 across the fixtures (docs/performance.md); this guards against breakage
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, quant=quant)
+    assert rel_err(model, name) <= 0.2
+
+
+def test_quant_layers_limits_quantization(vulkan_device):
+    name = [n for n in ALL if n.startswith("v7_L3")][0]
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, quant="int8", quant_layers=1)
+    assert isinstance(model.layers[0].key, QMatrix)
+    assert isinstance(model.layers[1].key, Matrix) and isinstance(model.layers[2].ffn_key, Matrix)
+    assert isinstance(model.layers[0].w1, Matrix)  # small LoRA matrices stay f16
+    assert rel_err(model, name) <= 2e-2
+
+
+def test_quantized_memory(vulkan_device, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(FIX.parents[1] / "benchmarks"))
+    from random_model import write_random_model
+
+    path = tmp_path / "v6-small.safetensors"
+    write_random_model("v6-small", path)
+    sizes = {}
+    for quant in (None, "int8", "nf4"):
+        model = rw.load_model(path, device=vulkan_device, quant=quant, tokenizer="world")
+        sizes[quant] = sum(m.nbytes for m in matrices(model, LARGE))
+    assert 0.5 <= sizes["int8"] / sizes[None] <= 0.56  # 1 byte per weight + min/step per 128
+    assert 0.25 <= sizes["nf4"] / sizes[None] <= 0.29  # half a byte + a scale per 64
+
+
+def test_unknown_quantization_is_refused(vulkan_device):
+    with pytest.raises(ValueError, match="int8"):
+        rw.load_model(FIX / "models" / f"{ALL[0]}.pth", device=vulkan_device, quant="int3")
