@@ -326,10 +326,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .weights import open_checkpoint
+    from .loader import open_model_file
     from .weights.detect import detect
 
-    with open_checkpoint(args.path) as ckpt:
+    with open_model_file(args.path) as ckpt:
         info = detect(ckpt)
         names = ckpt.names()
     size = os.path.getsize(args.path)
@@ -348,11 +348,23 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .loader import open_model_file
     from .weights.convert import convert
+    from .weights.detect import detect
+    from .weights.prefab import save_prefab
+    from .weights.quant import Quant
 
     bar = ProgressBar("converting", force=args.progress)
-    convert(args.src, args.dst, progress=bar)
-    print(f"wrote {args.dst}")
+    quant = Quant.parse(args.quant)
+    prefab = args.format == "prefab" or (args.format is None and (quant is not Quant.NONE or not args.dst.endswith(".st")))
+    if not prefab:
+        convert(args.src, args.dst, progress=bar)
+    else:
+        with open_model_file(args.src) as ckpt:
+            info = detect(ckpt)
+            layers = range(args.quant_layers) if args.quant_layers is not None else None
+            save_prefab(ckpt, args.dst, quant=quant, quant_layers=layers, num_layer=info.num_layer, progress=bar)
+    print(f"wrote {args.dst} ({'prefab, ' + quant.value if prefab else 'web-rwkv .st'})")
     return 0
 
 
@@ -550,10 +562,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     c = sub.add_parser(
-        "convert", help="convert a checkpoint to web-rwkv's .st layout (no torch needed)"
+        "convert", help="convert a checkpoint: web-rwkv's .st layout, or a quantized prefab (no torch needed)",
+        epilog="examples:\n  rwkv-webgpu convert model.pth model.st                 (web-rwkv layout)\n"
+        "  rwkv-webgpu convert --quant int8 model.pth model-int8.prefab  (loads without re-quantizing)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("src")
     c.add_argument("dst")
+    c.add_argument("--quant", choices=["none", "int8", "nf4", "sf4"], default=None,
+                   help="quantize the large att/FFN matrices (writes a prefab file)")  # fmt: skip
+    c.add_argument("--quant-layers", type=int, default=None, help="quantize only the first N layers")
+    c.add_argument("--format", choices=["st", "prefab"], default=None,
+                   help="default: st for a .st destination without --quant, else prefab")  # fmt: skip
     c.add_argument(
         "--progress", action="store_true", help="show the progress bar even when not on a terminal"
     )

@@ -56,11 +56,10 @@ def load_model(
     ``quant`` ("int8", "nf4", "sf4") stores the large attention/FFN matrices quantized on the
     GPU; ``quant_layers`` limits it to the first N layers (an int) or to a set of layer indices.
     """
-    from .weights import open_checkpoint
     from .weights.detect import detect
 
     dev = device or get_device(adapter)
-    with open_checkpoint(path) as ckpt:
+    with open_model_file(path) as ckpt:
         info = detect(ckpt)
         log.info("loading %s from %s", info.describe(), path)
         model = _model_class(info.version)(info, dev, token_chunk_size=token_chunk_size)
@@ -71,11 +70,23 @@ def load_model(
         if info.has_time_state:
             model.load_time_state(ckpt, os.fspath(path))
     if state_file is not None:
+        from .weights import open_checkpoint
+
         with open_checkpoint(state_file) as sckpt:
             model.load_time_state(sckpt, os.fspath(state_file))
     model.path = os.fspath(path)  # type: ignore[attr-defined]
     model.tokenizer = _tokenizer_for(model, tokenizer)
     return model
+
+
+def open_model_file(path: str | os.PathLike[str]) -> Any:
+    """The checkpoint view the loader reads: a prefab file's quantized matrices included."""
+    from .weights import open_checkpoint
+    from .weights.prefab import PrefabView, prefab_metadata
+
+    ckpt = open_checkpoint(path)
+    meta = prefab_metadata(ckpt)
+    return PrefabView(ckpt, meta) if meta is not None else ckpt
 
 
 def _tokenizer_for(model: Model, spec: str | os.PathLike[str] | None) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ModelInfo
-from ..errors import StateError, TokenError
+from ..errors import RWKVError, StateError, TokenError
 from ..gpu import Act, Device, Graph, Matrix, QMatrix, act_buffer, upload_matrix, upload_qmatrix
 from ..ops import add_mul, layer_norm, matmul, token_mix
 from ..hooks import Frame, HookRegistry
@@ -133,7 +133,11 @@ class Model:
         self.head = self.matrix(ckpt, "head.weight")
 
     def matrix(self, ckpt: Any, name: str, transpose: bool = False) -> Matrix | QMatrix:
-        """Upload a weight matrix as f16, or quantized when ``quant`` selects it."""
+        """Upload a weight matrix as f16, or quantized when ``quant`` selects it (or when a prefab
+        file holds it quantized already)."""
+        ready = ckpt.quantized(name) if hasattr(ckpt, "quantized") else None
+        if ready is not None:
+            return upload_qmatrix(self.device, ready, name)
         if self.quantizes(name):
             w = ckpt.load(name, np.float32)
             return upload_qmatrix(self.device, quantize(w.T if transpose else w, self.quant), name)
@@ -186,6 +190,19 @@ class Model:
     def new_state(self, batch_size: int = 1) -> State:
         """A state of ``batch_size`` slots, each at the model's initial state."""
         return State(self, batch_size, self.state_spec())
+
+    def save(self, path: str | os.PathLike[str], progress: Progress | None = None) -> None:
+        """Save the model as loaded (LoRAs merged, matrices quantized) to one prefab file that
+        :func:`rwkv_webgpu.load_model` reads back faster, with identical logits."""
+        from ..loader import open_model_file
+        from ..weights.prefab import save_prefab
+
+        source = getattr(self, "path", None)
+        if source is None:
+            raise RWKVError("this model was not loaded from a file, so it cannot be saved")
+        with open_model_file(source) as ckpt:
+            save_prefab(ckpt, path, quant=self.quant, quant_layers=self.quant_layers,
+                        num_layer=self.info.num_layer, progress=progress)  # fmt: skip
 
     def load_state(self, path: str | os.PathLike[str]) -> State:
         """A state saved by :meth:`State.save` (refused if saved from another model shape or version)."""

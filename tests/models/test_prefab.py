@@ -1,0 +1,52 @@
+"""Saving a loaded model (quantized or not) and loading it back: identical logits, faster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rwkv_webgpu as rw
+from rwkv_webgpu.cli import main
+from rwkv_webgpu.gpu import QMatrix
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+V7 = FIX / "models" / "v7_L2_C64_V97.pth"
+V6 = FIX / "models" / "v6_L2_C64_V67.pth"
+
+
+@pytest.mark.parametrize("path", [V7, V6])
+@pytest.mark.parametrize("quant", [None, "int8", "nf4"])
+def test_saved_model_reloads_with_identical_logits(vulkan_device, tmp_path, path, quant):
+    model = rw.load_model(path, device=vulkan_device, quant=quant)
+    out = tmp_path / "m.prefab"
+    model.save(out)
+    again = rw.load_model(out, device=vulkan_device)
+    tokens = list(range(1, 30))
+    assert np.array_equal(model.forward(tokens, model.new_state(), full=True),
+                          again.forward(tokens, again.new_state(), full=True))  # fmt: skip
+    assert isinstance(again.layers[0].key, QMatrix) == (quant is not None)
+    again.save(tmp_path / "m2.prefab")
+    assert (tmp_path / "m2.prefab").read_bytes() == out.read_bytes()
+
+
+def test_cli_convert_quantized_prefab(vulkan_device, tmp_path, capsys):
+    out = tmp_path / "m-int8.prefab"
+    assert main(["convert", "--quant", "int8", str(V7), str(out)]) == 0
+    assert "prefab, int8" in capsys.readouterr().out
+    direct = rw.load_model(V7, device=vulkan_device, quant="int8")
+    loaded = rw.load_model(out, device=vulkan_device)
+    tokens = [5, 6, 7, 8]
+    assert np.array_equal(direct.forward(tokens, direct.new_state()), loaded.forward(tokens, loaded.new_state()))
+    assert main(["info", str(out)]) == 0
+
+
+def test_damaged_prefab_is_a_clear_error(vulkan_device, tmp_path):
+    model = rw.load_model(V7, device=vulkan_device, quant="int8")
+    out = tmp_path / "m.prefab"
+    model.save(out)
+    data = out.read_bytes()
+    (tmp_path / "cut.prefab").write_bytes(data[: len(data) // 2])
+    with pytest.raises(rw.CheckpointError):
+        rw.load_model(tmp_path / "cut.prefab", device=vulkan_device)
