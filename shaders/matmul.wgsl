@@ -3,39 +3,13 @@
 // x_stride, element offset x_off), y [T, y_stride] f32 (element offset y_off).
 // Grid: (ceil(R / ROWS), ceil(T / 4)); a workgroup is WG threads x ROWS rows x 4 tokens, and
 // the WG threads of a row split K between them and reduce in workgroup memory.
-struct Params {
-    k: u32,
-    kv: u32,        // KP / 8: vec4<u32> loads per row
-    rows: u32,
-    row0: u32,
-    x_off: u32,
-    x_stride: u32,
-    y_off: u32,
-    y_stride: u32,
-    act: u32,
-    accumulate: u32,
-}
-@group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> x: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 override WG: u32 = 64u;
 override ROWS: u32 = 4u;
 const TOK: u32 = 4u;
 
 var<workgroup> partial: array<vec4<f32>, WG * ROWS>;
-
-fn x8(t: u32, kb: u32) -> array<f32, 8> {
-    var v: array<f32, 8>;
-    let base = p.x_off + t * p.x_stride + kb;
-    if kb + 8u <= p.k {
-        for (var e = 0u; e < 8u; e++) { v[e] = x[base + e]; }
-    } else {
-        for (var e = 0u; e < 8u; e++) { v[e] = select(0.0, x[base + e], kb + e < p.k); }
-    }
-    return v;
-}
 
 @compute @workgroup_size(WG, ROWS)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -72,18 +46,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     }
     if lid.x == 0u && r < p.rows {
         let sum = partial[slot];
-        for (var j = 0u; j < TOK; j++) {
-            let t = t0 + j;
-            if t < n {
-                let idx = p.y_off + t * p.y_stride + p.row0 + r;
-                let v = activate(sum[j], p.act);
-                if p.accumulate != 0u {
-                    y[idx] += v;
-                } else {
-                    y[idx] = v;
-                }
-            }
-        }
+        for (var j = 0u; j < TOK; j++) { store_out(t0 + j, r, sum[j]); }
     }
 }
 
@@ -110,13 +73,5 @@ fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>) {
             acc[j] += dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
         }
     }
-    for (var j = 0u; j < tn; j++) {
-        let idx = p.y_off + (t0 + j) * p.y_stride + p.row0 + r;
-        let v = activate(acc[j], p.act);
-        if p.accumulate != 0u {
-            y[idx] += v;
-        } else {
-            y[idx] = v;
-        }
-    }
+    for (var j = 0u; j < tn; j++) { store_out(t0 + j, r, acc[j]); }
 }

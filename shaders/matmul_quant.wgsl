@@ -6,22 +6,7 @@
 // Bindings: codes u32, x [T, K] f32 (x_off, x_stride), y [T, y_stride] f32 (y_off), scales f32.
 // Grid: (ceil(R / ROWS), ceil(T / 4)); WG lanes share a row (8 weights per lane per step) and
 // reduce in workgroup memory, as matmul.wgsl.
-struct Params {
-    k: u32,
-    kv: u32,        // KP / 8: groups of 8 weights per row
-    rows: u32,
-    row0: u32,
-    x_off: u32,
-    x_stride: u32,
-    y_off: u32,
-    y_stride: u32,
-    act: u32,
-    accumulate: u32,
-}
-@group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
-@group(0) @binding(3) var<storage, read> x: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> scales: array<f32>;
 
 override WG: u32 = 64u;
@@ -37,13 +22,6 @@ var<private> NF4: array<f32, 16> = array<f32, 16>(
 var<private> SF4: array<f32, 16> = array<f32, 16>(
     0.0, 0.083333336, 0.16666667, 0.25, 0.33333334, 0.5, 0.6666667, 1.0,
     -0.0, -0.083333336, -0.16666667, -0.25, -0.33333334, -0.5, -0.6666667, -1.0);
-
-fn x8(t: u32, kb: u32) -> array<f32, 8> {
-    var v: array<f32, 8>;
-    let base = p.x_off + t * p.x_stride + kb;
-    for (var e = 0u; e < 8u; e++) { v[e] = select(0.0, x[base + e], kb + e < p.k); }
-    return v;
-}
 
 fn code4(c: u32) -> f32 {
     if QUANT == 1u { return NF4[c]; }
@@ -101,17 +79,6 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     }
     if lid.x == 0u && r < p.rows {
         let sum = partial[slot];
-        for (var j = 0u; j < TOK; j++) {
-            let t = t0 + j;
-            if t < n {
-                let idx = p.y_off + t * p.y_stride + p.row0 + r;
-                let v = activate(sum[j], p.act);
-                if p.accumulate != 0u {
-                    y[idx] += v;
-                } else {
-                    y[idx] = v;
-                }
-            }
-        }
+        for (var j = 0u; j < TOK; j++) { store_out(t0 + j, r, sum[j]); }
     }
 }

@@ -3,36 +3,10 @@
 // 16-byte word of it, and sum their partials with subgroup shuffles (no workgroup memory, no
 // barriers). Needs subgroups of at least 8 invocations laid out in local-index order.
 // Bindings as matmul.wgsl. Grid: (ceil(R / 8), ceil(T / 4)); workgroup of 64 = 8 rows x 8 lanes.
-struct Params {
-    k: u32,
-    kv: u32,
-    rows: u32,
-    row0: u32,
-    x_off: u32,
-    x_stride: u32,
-    y_off: u32,
-    y_stride: u32,
-    act: u32,
-    accumulate: u32,
-}
-@group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> x: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const LANES: u32 = 8u;
 const TOK: u32 = 4u;
-
-fn x8(t: u32, kb: u32) -> array<f32, 8> {
-    var v: array<f32, 8>;
-    let base = p.x_off + t * p.x_stride + kb;
-    if kb + 8u <= p.k {
-        for (var e = 0u; e < 8u; e++) { v[e] = x[base + e]; }
-    } else {
-        for (var e = 0u; e < 8u; e++) { v[e] = select(0.0, x[base + e], kb + e < p.k); }
-    }
-    return v;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -59,18 +33,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     acc += subgroupShuffleXor(acc, 4u);
     acc += subgroupShuffleXor(acc, 2u);
     acc += subgroupShuffleXor(acc, 1u);
-    if lane == 0u && r < p.rows {
-        for (var j = 0u; j < TOK; j++) {
-            let t = t0 + j;
-            if t < n {
-                let idx = p.y_off + t * p.y_stride + p.row0 + r;
-                let v = activate(acc[j], p.act);
-                if p.accumulate != 0u {
-                    y[idx] += v;
-                } else {
-                    y[idx] = v;
-                }
-            }
-        }
+    if lane == 0u {
+        for (var j = 0u; j < TOK; j++) { store_out(t0 + j, r, acc[j]); }
     }
 }

@@ -4,22 +4,7 @@
 // rows / four tokens; each of its 16 x 16 invocations accumulates a 4 x 4 block in f32 registers.
 // Bindings as matmul.wgsl: w [R, KP/8] vec4<u32>, x [T, K] f32, y [T, y_stride] f32.
 // Grid: (ceil(R / 64), ceil(T / 64)).
-struct Params {
-    k: u32,
-    kv: u32,
-    rows: u32,
-    row0: u32,
-    x_off: u32,
-    x_stride: u32,
-    y_off: u32,
-    y_stride: u32,
-    act: u32,
-    accumulate: u32,
-}
-@group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> x: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const TILE: u32 = 64u;   // rows and tokens per workgroup
 const TK: u32 = 32u;     // K slice staged per iteration
@@ -27,18 +12,6 @@ const Q: u32 = 16u;      // TILE / 4: vec4 groups per K step
 
 var<workgroup> ws: array<vec4<f32>, 512>;   // [TK][Q]: four consecutive rows
 var<workgroup> xs: array<vec4<f32>, 512>;   // [TK][Q]: four consecutive tokens
-
-fn store(t: u32, r: u32, v: f32) {
-    if r < p.rows && t < count.n {
-        let idx = p.y_off + t * p.y_stride + p.row0 + r;
-        let a = activate(v, p.act);
-        if p.accumulate != 0u {
-            y[idx] += a;
-        } else {
-            y[idx] = a;
-        }
-    }
-}
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
@@ -91,9 +64,9 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let r = r0 + lid.y * 4u;
     let tb = t0 + lid.x * 4u;
     for (var j = 0u; j < 4u; j++) {
-        store(tb + j, r, acc0[j]);
-        store(tb + j, r + 1u, acc1[j]);
-        store(tb + j, r + 2u, acc2[j]);
-        store(tb + j, r + 3u, acc3[j]);
+        store_out(tb + j, r, acc0[j]);
+        store_out(tb + j, r + 1u, acc1[j]);
+        store_out(tb + j, r + 2u, acc2[j]);
+        store_out(tb + j, r + 3u, acc3[j]);
     }
 }

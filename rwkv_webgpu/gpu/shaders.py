@@ -55,6 +55,10 @@ class PipelineKey:
 
 # Helper files a kernel needs besides common.wgsl (kept here, not in a preprocessor).
 HELPERS: dict[str, tuple[str, ...]] = {
+    "matmul": ("matmul_io",),
+    "matmul_quant": ("matmul_io",),
+    "matmul_subgroup": ("matmul_io",),
+    "matmul_tiled": ("matmul_io",),
     "layer_norm": ("reduce",),
     "time_mix_v5": ("reduce",),
     "time_mix_v7": ("reduce",),
