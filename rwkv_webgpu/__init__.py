@@ -30,6 +30,8 @@ from .runtime import Completion, Engine
 from .sampling import Sampler, SamplingConfig
 from .state import State
 from .tokenizer import load_tokenizer
+from .weights.lora import LoraSpec
+from .weights.quant import Quant
 
 __version__ = "0.1.0"
 
@@ -40,10 +42,12 @@ __all__ = [
     "Completion",
     "Engine",
     "GenerationResult",
+    "LoraSpec",
     "GPUMemoryError",
     "Model",
     "ModelInfo",
     "PrefixCache",
+    "Quant",
     "RWKVError",
     "Sampler",
     "SamplingConfig",

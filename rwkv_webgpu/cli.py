@@ -356,11 +356,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     bar = ProgressBar("converting", force=args.progress)
     quant = Quant.parse(args.quant)
-    prefab = args.format == "prefab" or (args.format is None and (quant is not Quant.NONE or not args.dst.endswith(".st")))
+    changes = quant is not Quant.NONE or bool(args.lora)
+    prefab = args.format == "prefab" or (args.format is None and (changes or not args.dst.endswith(".st")))
     if not prefab:
         convert(args.src, args.dst, progress=bar)
     else:
-        with open_model_file(args.src) as ckpt:
+        from .weights.lora import LoraSpec
+
+        loras = [LoraSpec(path, alpha=args.lora_alpha) for path in args.lora or ()]
+        with open_model_file(args.src, loras) as ckpt:
             info = detect(ckpt)
             layers = range(args.quant_layers) if args.quant_layers is not None else None
             save_prefab(ckpt, args.dst, quant=quant, quant_layers=layers, num_layer=info.num_layer, progress=bar)
@@ -564,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "convert", help="convert a checkpoint: web-rwkv's .st layout, or a quantized prefab (no torch needed)",
         epilog="examples:\n  rwkv-webgpu convert model.pth model.st                 (web-rwkv layout)\n"
-        "  rwkv-webgpu convert --quant int8 model.pth model-int8.prefab  (loads without re-quantizing)",
+        "  rwkv-webgpu convert --quant int8 model.pth model-int8.prefab  (loads without re-quantizing)\n"
+        "  rwkv-webgpu convert --quant int8 --lora A.pth model.pth merged.prefab",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("src")
@@ -572,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quant", choices=["none", "int8", "nf4", "sf4"], default=None,
                    help="quantize the large att/FFN matrices (writes a prefab file)")  # fmt: skip
     c.add_argument("--quant-layers", type=int, default=None, help="quantize only the first N layers")
+    c.add_argument("--lora", action="append", metavar="PATH", help="merge this LoRA (.pth/.st); repeat for several, in order")
+    c.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: from the file, else its rank)")
     c.add_argument("--format", choices=["st", "prefab"], default=None,
                    help="default: st for a .st destination without --quant, else prefab")  # fmt: skip
     c.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .config import Version
@@ -44,6 +44,7 @@ def load_model(
     state_file: str | os.PathLike[str] | None = None,
     quant: str | None = None,
     quant_layers: int | Iterable[int] | None = None,
+    lora: Sequence[Any] = (),
 ) -> Model:
     """Load an RWKV checkpoint (official ``.pth``, safetensors, or web-rwkv ``.st``) onto a GPU.
 
@@ -55,11 +56,12 @@ def load_model(
     every new slot starts from; ``time_state`` tensors inside the model file are used too.
     ``quant`` ("int8", "nf4", "sf4") stores the large attention/FFN matrices quantized on the
     GPU; ``quant_layers`` limits it to the first N layers (an int) or to a set of layer indices.
+    ``lora`` is a list of :class:`rwkv_webgpu.LoraSpec` merged in order at load.
     """
     from .weights.detect import detect
 
     dev = device or get_device(adapter)
-    with open_model_file(path) as ckpt:
+    with open_model_file(path, lora) as ckpt:
         info = detect(ckpt)
         log.info("loading %s from %s", info.describe(), path)
         model = _model_class(info.version)(info, dev, token_chunk_size=token_chunk_size)
@@ -75,18 +77,21 @@ def load_model(
         with open_checkpoint(state_file) as sckpt:
             model.load_time_state(sckpt, os.fspath(state_file))
     model.path = os.fspath(path)  # type: ignore[attr-defined]
+    model.lora = tuple(lora)  # type: ignore[attr-defined]
     model.tokenizer = _tokenizer_for(model, tokenizer)
     return model
 
 
-def open_model_file(path: str | os.PathLike[str]) -> Any:
-    """The checkpoint view the loader reads: a prefab file's quantized matrices included."""
+def open_model_file(path: str | os.PathLike[str], lora: Sequence[Any] = ()) -> Any:
+    """The checkpoint view the loader reads: a prefab file's quantized matrices included, and
+    the given LoRAs (``LoraSpec``) merged in order as tensors are loaded."""
     from .weights import open_checkpoint
+    from .weights.lora import with_loras
     from .weights.prefab import PrefabView, prefab_metadata
 
     ckpt = open_checkpoint(path)
     meta = prefab_metadata(ckpt)
-    return PrefabView(ckpt, meta) if meta is not None else ckpt
+    return with_loras(PrefabView(ckpt, meta) if meta is not None else ckpt, lora)
 
 
 def _tokenizer_for(model: Model, spec: str | os.PathLike[str] | None) -> Any:

@@ -200,7 +200,7 @@ class Model:
         source = getattr(self, "path", None)
         if source is None:
             raise RWKVError("this model was not loaded from a file, so it cannot be saved")
-        with open_model_file(source) as ckpt:
+        with open_model_file(source, getattr(self, "lora", ())) as ckpt:
             save_prefab(ckpt, path, quant=self.quant, quant_layers=self.quant_layers,
                         num_layer=self.info.num_layer, progress=progress)  # fmt: skip
 

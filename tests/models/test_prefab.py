@@ -50,3 +50,19 @@ def test_damaged_prefab_is_a_clear_error(vulkan_device, tmp_path):
     (tmp_path / "cut.prefab").write_bytes(data[: len(data) // 2])
     with pytest.raises(rw.CheckpointError):
         rw.load_model(tmp_path / "cut.prefab", device=vulkan_device)
+
+
+def test_lora_merged_quantized_model_saves_and_converts(vulkan_device, tmp_path, capsys):
+    lora = FIX / "lora" / "v7_rwkvlm.pth"
+    spec = rw.LoraSpec(lora)
+    plain = rw.load_model(V7, device=vulkan_device)
+    merged = rw.load_model(V7, device=vulkan_device, lora=[spec], quant="int8")
+    tokens = list(range(3, 20))
+    a = merged.forward(tokens, merged.new_state(), full=True)
+    assert np.abs(a - plain.forward(tokens, plain.new_state(), full=True)).max() > 1e-2  # the LoRA matters
+    merged.save(tmp_path / "saved.prefab")
+    again = rw.load_model(tmp_path / "saved.prefab", device=vulkan_device)
+    assert np.array_equal(a, again.forward(tokens, again.new_state(), full=True))
+    out = tmp_path / "cli.prefab"
+    assert main(["convert", "--quant", "int8", "--lora", str(lora), str(V7), str(out)]) == 0
+    assert out.read_bytes() == (tmp_path / "saved.prefab").read_bytes()
