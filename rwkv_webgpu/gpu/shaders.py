@@ -60,6 +60,7 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "matmul_subgroup": ("matmul_io",),
     "matmul_tiled": ("matmul_io",),
     "layer_norm": ("reduce",),
+    "sample": ("reduce",),
     "time_mix_v5": ("reduce",),
     "time_mix_v7": ("reduce",),
 }

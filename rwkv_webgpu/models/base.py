@@ -242,6 +242,33 @@ class Model:
         chunk[0] = ids[-1:]
         return self.runner.run(st, Plan.pack(chunk, [0], False, hidden=True))[0][-1]
 
+    def forward_sample(self, tokens: Sequence[int], state: State, sampling: Any, rng: np.random.Generator,
+                       *, slot: int = 0) -> int:  # fmt: skip
+        """Feed ``tokens`` and choose the next token on the GPU: only its id is read back.
+
+        Supports temperature, top_p and top_k (``SamplingConfig``); the uniform draw comes from
+        ``rng``. Other sampler settings raise ValueError: use :class:`rwkv_webgpu.Sampler` on the
+        logits of :meth:`forward` for those. The rule is in shaders/sample.wgsl.
+        """
+        unsupported = [
+            f for f, default in (("min_p", 0.0), ("typical_p", 1.0), ("presence_penalty", 0.0),
+                                 ("frequency_penalty", 0.0), ("repetition_penalty", 1.0))
+            if getattr(sampling, f, default) != default
+        ] + [f for f in ("logit_bias", "banned") if getattr(sampling, f, None)]  # fmt: skip
+        if unsupported:
+            raise ValueError(f"GPU sampling supports temperature, top_p and top_k only, not {unsupported}")
+        ids = self.check_tokens(tokens)
+        self.check_state(state)
+        if not 0 <= slot < state.batch_size:
+            raise StateError(f"slot {slot} is outside the state's batch of {state.batch_size}")
+        if len(ids) > 1:
+            self.forward(ids[:-1], state, slot=slot)
+        chunk: list[list[int]] = [[] for _ in range(state.batch_size)]
+        chunk[slot] = ids[-1:]
+        plan = Plan.pack(chunk, [slot], False)
+        plan.sample = np.array([[sampling.temperature, sampling.top_p, sampling.top_k, rng.random()]], np.float32)
+        return int(self.runner.run(state, plan)[slot][0])
+
     def run(
         self, inputs: list[list[int]], state: State, *, token_chunk_size: int | None = None, output: str = "last"
     ) -> list[np.ndarray | None]:

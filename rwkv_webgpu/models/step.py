@@ -12,6 +12,7 @@ import numpy as np
 
 from ..gpu import Counter, Device, Graph, act_buffer
 from ..ops import layer_norm, matmul
+from ..ops.sample import sample_rows
 
 if TYPE_CHECKING:
     from ..state import State
@@ -54,6 +55,9 @@ class Buffers:
         self.hn = act_buffer(dev, self.head_rows, c, "head.norm")
         self.logits = act_buffer(dev, self.head_rows, model.info.num_vocab, "logits")
         self.staging = dev.staging(self.head_rows * max(model.info.num_vocab, c) * 4, "logits.staging")
+        self.sampled = Counter(dev, "count.sampled")
+        self.sample_params = dev.storage(self.head_rows * 16, "sample.params")
+        self.ids = dev.storage(self.head_rows * 4, "sample.ids")
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Plan:
     out_rows: list[tuple[int, int]] = field(default_factory=list)  # (first row of x, rows) sent to the head
     want: list[int] = field(default_factory=list)  # slots whose logits come back, in out_rows order
     hidden: bool = False  # read back the normalised final hidden state (ln_out) instead of logits
+    sample: np.ndarray | None = None  # f32 [rows, 4] (temperature, top_p, top_k, u): read back token ids
 
     @staticmethod
     def pack(chunk: Sequence[Sequence[int]], want: Sequence[int], full: bool, hidden: bool = False) -> Plan:
@@ -83,7 +88,8 @@ class Plan:
     @property
     def shape(self) -> tuple[Any, ...]:
         """What the recorded command buffer depends on: per-slot token counts and output rows."""
-        return (self.cursors[: len(self.cursors) - len(self.tokens)].tobytes(), tuple(self.out_rows), self.hidden)
+        return (self.cursors[: len(self.cursors) - len(self.tokens)].tobytes(), tuple(self.out_rows), self.hidden,
+                self.sample is not None)  # fmt: skip
 
     @property
     def num_out(self) -> int:
@@ -156,7 +162,12 @@ class StepRunner:
         matmul(g, buf.out, buf.hn, m.head, buf.logits, label="head")
         m.hook_point(g, buf, state, "logits", buf.logits, counter=buf.out)
 
+        sample_rows(g, buf.sampled, buf.logits, buf.sample_params, buf.ids, label="sample")
+
         def copy_logits(enc: Any, plan: Plan) -> None:
+            if plan.sample is not None:
+                enc.copy_buffer_to_buffer(buf.ids, 0, buf.staging, 0, max(4, plan.num_out * 4))
+                return
             src, width = (buf.hn.buffer, m.info.num_emb) if plan.hidden else (buf.logits.buffer, m.info.num_vocab)
             size = plan.num_out * width * 4
             if size:
@@ -189,6 +200,7 @@ class StepRunner:
         g, buf = self.graph(state)
         buf.tokens.value = len(plan.tokens)
         buf.out.value = plan.num_out
+        buf.sampled.value = plan.num_out if plan.sample is not None else 0
         enc = self.model.device.device.create_command_encoder()
         g.encode(enc, plan)
         return enc.finish()
@@ -216,6 +228,9 @@ class StepRunner:
         dev.write(buf.cursors, plan.cursors)
         buf.tokens.set(len(plan.tokens))
         buf.out.set(plan.num_out)
+        if plan.sample is not None:
+            dev.write(buf.sample_params, np.ascontiguousarray(plan.sample, np.float32))
+        buf.sampled.set(plan.num_out if plan.sample is not None else 0)
         dev.queue.submit([cmd])
 
     def collect(self, state: State, plan: Plan) -> dict[int, np.ndarray]:
@@ -229,6 +244,13 @@ class StepRunner:
             return {}
         import wgpu
 
+        if plan.sample is not None:
+            buf.staging.map_sync(wgpu.MapMode.READ, 0, max(4, n_out * 4) + (-n_out * 4) % 4)
+            try:
+                ids = np.frombuffer(buf.staging.read_mapped(0, n_out * 4), np.uint32).astype(np.int64)
+            finally:
+                buf.staging.unmap()
+            return {b: ids[i : i + 1] for i, b in enumerate(plan.want)}
         width = self.model.info.num_emb if plan.hidden else self.model.info.num_vocab
         size = n_out * width * 4
         buf.staging.map_sync(wgpu.MapMode.READ, 0, size)

@@ -1,0 +1,118 @@
+// sample.wgsl: choose one token per logits row on the GPU, so only ids are read back.
+// Bindings: logits [R, V] f32, params per row (temperature, top_p, top_k, u) f32 [R, 4],
+// ids [R] u32 out. Grid: (R, 1); one workgroup of WG invocations per row.
+// temperature 0 picks the argmax (lowest index on ties). Otherwise, with p = softmax(l / T):
+// keep the tokens with p >= tau, tau the largest threshold whose kept mass reaches top_p and
+// whose kept count reaches top_k (bisection), then take the first token, in index order, whose
+// cumulative kept mass reaches u * (kept mass).
+struct Params {
+    v: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> logits: array<f32>;
+@group(0) @binding(3) var<storage, read> row_params: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> ids: array<u32>;
+
+var<workgroup> red_i: array<u32, WG>;
+var<workgroup> scan: array<f32, WG>;
+var<workgroup> row_p: vec4<f32>;
+
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s { red[lid] = max(red[lid], red[lid + s]); }
+        workgroupBarrier();
+    }
+    let m = red[0];
+    workgroupBarrier();
+    return m;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lid = lid3.x;
+    let row = wid.x;
+    if row >= count.n { return; }
+    let base = row * p.v;
+    if lid == 0u { row_p = row_params[row]; }
+    let rp = workgroupUniformLoad(&row_p);  // uniform, so the branches below may hold barriers
+    let temp = rp.x;
+    // each invocation owns one contiguous chunk of the row (keeps the final scan in index order)
+    let chunk = (p.v + WG - 1u) / WG;
+    let lo = min(lid * chunk, p.v);
+    let hi = min(lo + chunk, p.v);
+    var m = -3.0e38;
+    var arg = 0xffffffffu;
+    for (var i = lo; i < hi; i++) {
+        let l = logits[base + i];
+        if l > m { m = l; arg = i; }
+    }
+    let top = reduce_max(lid, m);
+    if temp <= 0.0 {
+        // argmax: the lowest index holding the maximum
+        red_i[lid] = select(0xffffffffu, arg, m == top);
+        workgroupBarrier();
+        for (var s = WG / 2u; s > 0u; s >>= 1u) {
+            if lid < s { red_i[lid] = min(red_i[lid], red_i[lid + s]); }
+            workgroupBarrier();
+        }
+        if lid == 0u { ids[row] = red_i[0]; }
+        return;
+    }
+    var z = 0.0;
+    for (var i = lo; i < hi; i++) { z += exp((logits[base + i] - top) / temp); }
+    let total = reduce_sum(lid, z);
+    let top_p = rp.y;
+    let top_k = rp.z;
+    // bisection on the probability threshold: the kept set {p >= tau} must hold >= top_p of the
+    // mass and >= top_k tokens (top_k 0: no limit); the largest such tau is kept.
+    var lo_t = 0.0;
+    var hi_t = 1.0;
+    for (var it = 0u; it < 30u; it++) {
+        let mid = 0.5 * (lo_t + hi_t);
+        var mass = 0.0;
+        var cnt = 0.0;
+        for (var i = lo; i < hi; i++) {
+            let q = exp((logits[base + i] - top) / temp) / total;
+            if q >= mid { mass += q; cnt += 1.0; }
+        }
+        let all_mass = reduce_sum(lid, mass);
+        let all_cnt = reduce_sum(lid, cnt);
+        let enough = all_mass >= top_p && (top_k <= 0.0 || all_cnt >= top_k);
+        if enough { lo_t = mid; } else { hi_t = mid; }
+    }
+    var kept = 0.0;
+    for (var i = lo; i < hi; i++) {
+        let q = exp((logits[base + i] - top) / temp) / total;
+        if q >= lo_t { kept += q; }
+    }
+    // exclusive scan of the chunks' kept mass (invocation 0 walks WG values)
+    scan[lid] = kept;
+    workgroupBarrier();
+    if lid == 0u {
+        var acc = 0.0;
+        for (var j = 0u; j < WG; j++) { let s = scan[j]; scan[j] = acc; acc += s; }
+        red[0] = acc;
+        ids[row] = arg;  // fallback: the argmax of chunk 0 (replaced below)
+    }
+    workgroupBarrier();
+    let goal = min(rp.w, 0.99999994) * red[0];
+    let start = scan[lid];
+    if kept > 0.0 && goal >= start && goal < start + kept {
+        var acc = start;
+        var pick = lo;
+        for (var i = lo; i < hi; i++) {
+            let q = exp((logits[base + i] - top) / temp) / total;
+            if q >= lo_t {
+                pick = i;
+                acc += q;
+                if acc > goal { break; }
+            }
+        }
+        ids[row] = pick;
+    }
+}
