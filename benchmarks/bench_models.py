@@ -76,6 +76,13 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
     for _ in range(args.decode):
         logits = model.forward([sample_top_p(logits, rng)], st)
     out["decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
+    # the same loop sampling on the GPU (only token ids read back)
+    cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
+    tok = model.forward_sample(prompt[:16], st, cfg, rng)
+    t0 = time.perf_counter()
+    for _ in range(args.decode):
+        tok = model.forward_sample([tok], st, cfg, rng)
+    out["decode_tok_s_b1_gpu_sampling"] = args.decode / (time.perf_counter() - t0)
     # batched decode throughput
     for b in args.batches:
         st = model.new_state(b)
@@ -96,6 +103,21 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
         out["profile_decode_us"] = _group(model.runner.profile(st, Plan.pack([[1]], [0], False)))
         chunk = max(args.chunks)
         out["profile_prefill_us"] = _group(model.runner.profile(st, Plan.pack([prompt[:chunk]], [0], False)))
+    for quant in args.quant:
+        t0 = time.perf_counter()
+        qm = rw.load_model(path, token_chunk_size=max(args.chunks), adapter=args.adapter, quant=quant)
+        out[f"{quant}_load_s"] = time.perf_counter() - t0
+        st = qm.new_state()
+        t0 = time.perf_counter()
+        logits = qm.forward(prompt, st)
+        out[f"{quant}_prefill_tok_s_chunk{max(args.chunks)}"] = len(prompt) / (time.perf_counter() - t0)
+        for _ in range(4):
+            logits = qm.forward([sample_top_p(logits, rng)], st)
+        t0 = time.perf_counter()
+        for _ in range(args.decode):
+            logits = qm.forward([sample_top_p(logits, rng)], st)
+        out[f"{quant}_decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
+        del qm
     out["peak_host_mb"] = peak_rss_mb()
     return out
 
@@ -141,6 +163,21 @@ def bench_peer(path: str, args: argparse.Namespace) -> dict:
     for _ in range(args.decode):
         logits = np.asarray(model.run([sample_top_p(logits, rng)]), np.float32)
     out["decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
+    layers = 24
+    for quant in args.quant:
+        kw = {"quant": layers} if quant == "int8" else {"quant_nf4": layers} if quant == "nf4" else None
+        if kw is None:
+            continue
+        qm = wr.Model(st_path, **kw)
+        qm.clear_state()
+        t0 = time.perf_counter()
+        logits = np.asarray(qm.run(prompt, token_chunk_size=max(args.chunks)), np.float32)
+        out[f"{quant}_prefill_tok_s_chunk{max(args.chunks)}"] = len(prompt) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(args.decode):
+            logits = np.asarray(qm.run([sample_top_p(logits, rng)]), np.float32)
+        out[f"{quant}_decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
+        del qm
     out["peak_host_mb"] = peak_rss_mb()
     return out
 
@@ -169,6 +206,8 @@ def driver(args: argparse.Namespace) -> None:
             cmd = [sys.executable, __file__, "--worker", "--engine", engine, "--model", path,
                    "--prompt", str(args.prompt), "--decode", str(args.decode),
                    "--chunks", *map(str, args.chunks), "--batches", *map(str, args.batches)]  # fmt: skip
+            if args.quant:
+                cmd += ["--quant", *args.quant]
             if args.profile:
                 cmd.append("--profile")
             if args.adapter:
@@ -193,6 +232,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 32, 64])
     ap.add_argument("--peer", action="store_true", help="also run web-rwkv-py 0.2.3 (V4-V6)")
+    ap.add_argument("--quant", nargs="*", default=[], help="also measure these quantizations (int8 nf4 sf4)")
     ap.add_argument("--profile", action="store_true", help="per-kernel GPU time (timestamp queries)")
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--workdir", default="/tmp")
