@@ -1,1 +1,0 @@
-"""Integration package (reserved; filled in by the integrations work, see docs/architecture.md)."""
