@@ -92,6 +92,17 @@ class Frame:
         self.graph.dispatch(name, self.counter, params, list(buffers), grid, entry=entry,
                             label=f"hook.{self.point}.kernel", **constants)  # fmt: skip
 
+    def blit(self, dst: Any, dst_offset: int = 0) -> None:
+        """Copy this step's rows of the tensor into the GPU buffer ``dst`` (packed ``[rows, cols]``
+        f32 from byte ``dst_offset``), for a later kernel of yours to read."""
+        x, counter, width = self.x, self.counter, self.x.cols
+
+        def copy(enc: Any, plan: Any) -> None:
+            for t in range(counter.value):
+                enc.copy_buffer_to_buffer(x.buffer, (x.offset + t * x.stride) * 4, dst, dst_offset + t * width * 4, width * 4)
+
+        self.graph.copy(copy, f"hook.{self.point}.blit")
+
     def capture(self, key: str | None = None) -> None:
         """Read this tensor back after every step into ``registry.captured[key or point]``."""
         self.registry._capture(self, key or self.point)

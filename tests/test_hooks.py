@@ -143,3 +143,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     model.forward(tokens, model.new_state())
     ref = reference_v7.forward(z, tokens)["layers"][0]
     assert rel(model.hooks.captured["after"][0], -ref) < 1e-4
+
+
+def test_blit_copies_the_tensor_to_a_user_buffer(vulkan_device, golden):
+    tokens, z = golden
+    model = rw.load_model(FIX / "models" / f"{NAME}.pth", device=vulkan_device)
+    dst = vulkan_device.storage(len(tokens) * model.info.num_emb * 4, "mine")
+    model.hooks.add("2.out", lambda frame: frame.blit(dst))
+    model.forward(tokens, model.new_state())
+    got = vulkan_device.read(dst, np.float32).reshape(len(tokens), -1)
+    assert rel(got, reference_v7.forward(z, tokens)["layers"][2]) < 1e-4
