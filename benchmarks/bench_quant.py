@@ -23,8 +23,9 @@ LARGE = ("receptance", "key", "value", "output", "gate", "ffn_key", "ffn_value",
 
 
 def main() -> None:
-    import rwkv_webgpu as rw
     from random_model import write_random_model
+
+    import rwkv_webgpu as rw
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="v6-small")

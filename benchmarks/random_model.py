@@ -16,9 +16,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rwkv_webgpu.config import ModelInfo, Version  # noqa: E402
-from rwkv_webgpu.weights.detect import expected_shapes  # noqa: E402
-from rwkv_webgpu.weights.safetensors_io import TensorSpec, write_safetensors  # noqa: E402
+from rwkv_webgpu.config import ModelInfo, Version
+from rwkv_webgpu.weights.detect import expected_shapes
+from rwkv_webgpu.weights.safetensors_io import TensorSpec, write_safetensors
 
 SHAPES: dict[str, ModelInfo] = {
     # L24 C2048 V65536: the 1.5B/1.6B World models

@@ -8,6 +8,8 @@ Quick start::
     logits = model.forward(model.tokenizer.encode("Hello"), state)
 """
 
+from .cache import PrefixCache
+from .chat import Chat
 from .config import ModelInfo, Version
 from .errors import (
     AdapterError,
@@ -21,8 +23,6 @@ from .errors import (
     UnknownVersionError,
     UnsafeCheckpointError,
 )
-from .cache import PrefixCache
-from .chat import Chat
 from .generate import GenerationResult, generate, generate_stream
 from .loader import load_model
 from .models.base import Model
@@ -41,9 +41,9 @@ __all__ = [
     "CheckpointError",
     "Completion",
     "Engine",
+    "GPUMemoryError",
     "GenerationResult",
     "LoraSpec",
-    "GPUMemoryError",
     "Model",
     "ModelInfo",
     "PrefixCache",

@@ -36,7 +36,7 @@ def forward(z: dict[str, np.ndarray], tokens: Sequence[int], steer: dict[int, np
     outs, v_first = [], None
     for i in range(layers):
         a, f = f"blocks.{i}.att.", f"blocks.{i}.ffn."
-        vec = lambda name: z[a + name].reshape(-1)  # noqa: E731
+        vec = lambda name: z[a + name].reshape(-1)
         xx = _ln(x, z[f"blocks.{i}.ln1.weight"], z[f"blocks.{i}.ln1.bias"])
         d = np.vstack([np.zeros((1, c_)), xx[:-1]]) - xx
         xr, xw, xk, xv, xa, xg = (xx + d * vec(m) for m in MIX)

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import reference_v7
 
 import rwkv_webgpu as rw
 from rwkv_webgpu.hooks import point_names
-
-import reference_v7
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 NAME = "v7_L3_C64_V89"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
-import site
 import venv
 import zipfile
 from pathlib import Path

@@ -31,7 +31,7 @@ def shader_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shaders"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def read_shader(name: str) -> str:
     path = shader_dir() / f"{name}.wgsl"
     try:

@@ -16,8 +16,8 @@ import numpy as np
 from ..config import ModelInfo
 from ..errors import RWKVError, StateError, TokenError
 from ..gpu import Act, Device, Graph, Matrix, QMatrix, act_buffer, upload_matrix, upload_qmatrix
-from ..ops import add_mul, layer_norm, matmul, token_mix
 from ..hooks import Frame, HookRegistry
+from ..ops import add_mul, layer_norm, matmul, token_mix
 from ..state import State, StateSpec
 from ..weights.quant import Quant, quantize
 from .step import Buffers, Plan, StepRunner, VectorPack, share_budget

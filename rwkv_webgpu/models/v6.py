@@ -20,7 +20,7 @@ from ..gpu import Act, Graph, act_buffer, upload_matrix
 from ..ops import layer_norm, matmul, token_mix
 from ..state import State
 from .base import LN_EPS, Buffers, VectorPack
-from .v5 import G, K, R, V, W, V5Model
+from .v5 import G, K, R, V, V5Model, W
 
 MAA = "wkvrg"  # order of the five mix LoRA outputs in the checkpoint
 TO_PLANE = {"w": W, "k": K, "v": V, "r": R, "g": G}
@@ -74,8 +74,8 @@ class V6Model(V5Model):
             matmul(g, n, part, ex[f"maa_w2_{m}"], bb.delta.at(j * plane), label=f"{i}.att.maa_w2.{m}")
         token_mix(g, n, buf.cursors, buf.xn, shift, lw.vec, o["att.mu"], bb.mix, mixes=5, slots=buf.slots,
                   plane=plane, delta=bb.delta.buffer, store=True, label=f"{i}.att.mix")  # fmt: skip
-        mix = lambda m: bb.mix.at(MAA.index(m) * plane)  # noqa: E731
-        tm = lambda m: bb.tm.at(TO_PLANE[m] * plane)  # noqa: E731
+        mix = lambda m: bb.mix.at(MAA.index(m) * plane)
+        tm = lambda m: bb.tm.at(TO_PLANE[m] * plane)
         matmul(g, n, mix("r"), lw.receptance, tm("r"), label=f"{i}.att.r")
         matmul(g, n, mix("k"), lw.key, tm("k"), label=f"{i}.att.k")
         matmul(g, n, mix("v"), lw.value, tm("v"), label=f"{i}.att.v")

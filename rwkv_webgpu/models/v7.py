@@ -72,7 +72,7 @@ class V7Model(Model):
             has_v = i > 0
             pack.add("v0", ckpt.load(att + "v0") if has_v else np.zeros(self.info.num_emb, np.float32))
             pack.add("ffn.x_k", ckpt.load(ffn + "x_k"))
-            m = lambda name, t=False: self.matrix(ckpt, name, transpose=t)  # noqa: E731
+            m = lambda name, t=False: self.matrix(ckpt, name, transpose=t)
             self.layers.append(
                 V7Layer(
                     vec=pack.upload(self.device, f"vec.{i}"),
@@ -118,9 +118,9 @@ class V7Model(Model):
         st = state.layers[i]
         o = lw.off
         self.record_norm_shift(g, buf, state, lw.vec, o, "ln1", st["att_shift"], "mix", b.mix, len(MIX), label=f"{i}.att")
-        mix = lambda j: b.mix.at(j * plane)  # noqa: E731
-        tm = lambda j: b.tm.at(j * plane)  # noqa: E731
-        hid = lambda m: Act(b.hid.buffer, m.rows, m.rows, 0, buf.tmax)  # noqa: E731
+        mix = lambda j: b.mix.at(j * plane)
+        tm = lambda j: b.tm.at(j * plane)
+        hid = lambda m: Act(b.hid.buffer, m.rows, m.rows, 0, buf.tmax)
         matmul(g, n, mix(0), lw.receptance, tm(R), label=f"{i}.att.r")
         matmul(g, n, mix(1), lw.w1, hid(lw.w1), act="tanh", label=f"{i}.att.w1")
         matmul(g, n, hid(lw.w1), lw.w2, tm(W), label=f"{i}.att.w2")

@@ -94,7 +94,7 @@ class PrefabView:
         except ValueError as exc:
             raise CheckpointError(f"{self.path}: damaged prefab metadata ({exc})") from exc
         # file order, each quantized matrix where its codes are
-        self._names = [n[: -len(".qcodes")] if n.endswith(".qcodes") else n
+        self._names = [n.removesuffix(".qcodes")
                        for n in ckpt.names() if not n.endswith(".qscales")]  # fmt: skip
 
     def __enter__(self) -> PrefabView:
