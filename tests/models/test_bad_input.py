@@ -103,3 +103,27 @@ def test_no_adapter_is_a_clear_error():
 
     with pytest.raises(rw.AdapterError, match="no WebGPU adapter matches"):
         choose_adapter("no-such-gpu-anywhere")
+
+
+def test_too_large_allocation_is_a_clear_error_and_model_keeps_working(model):
+    with pytest.raises(rw.GPUMemoryError, match="MiB"):
+        model.new_state(batch_size=10**7)
+    works(model)
+
+
+def test_adapter_without_optional_features(vulkan_device):
+    """A device opened without shader-f16 and subgroups (as on adapters that lack them) runs the
+    portable kernels and still matches the official logits."""
+    from rwkv_webgpu.gpu import Device
+
+    plain = Device("vulkan", use_f16=False, use_subgroup=False)
+    assert not plain.info.subgroup and not plain.info.shader_f16
+    model = rw.load_model(FIX / "models" / f"{NAME}.pth", device=plain)
+    works(model)
+    with pytest.raises(ValueError, match="subgroup"):
+        from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_matrix
+        from rwkv_webgpu.ops import matmul
+
+        g = Graph(plain)
+        matmul(g, Counter(plain, "n"), act_buffer(plain, 1, 8, "x"), upload_matrix(plain, np.ones((2, 8)), "w"),
+               act_buffer(plain, 1, 2, "y"), kernel="subgroup")  # fmt: skip
