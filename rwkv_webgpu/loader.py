@@ -91,7 +91,8 @@ def open_model_file(path: str | os.PathLike[str], lora: Sequence[Any] = ()) -> A
 
     ckpt = open_checkpoint(path)
     meta = prefab_metadata(ckpt)
-    return with_loras(PrefabView(ckpt, meta) if meta is not None else ckpt, lora)
+    view: Any = PrefabView(ckpt, meta) if meta is not None else ckpt  # both offer the Checkpoint API
+    return with_loras(view, lora)
 
 
 def _tokenizer_for(model: Model, spec: str | os.PathLike[str] | None) -> Any:

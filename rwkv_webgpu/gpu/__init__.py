@@ -2,7 +2,7 @@
 
 from .device import AdapterInfo, Device, get_device, list_adapters
 from .recorder import Counter, Graph, ceil_div, pack_params
-from .tensor import Act, Matrix, QMatrix, act_buffer, upload_matrix, upload_qmatrix
+from .tensor import Act, Matrix, QMatrix, Weight, act_buffer, upload_matrix, upload_qmatrix
 
 __all__ = [
     "Act",
@@ -12,6 +12,7 @@ __all__ = [
     "Graph",
     "Matrix",
     "QMatrix",
+    "Weight",
     "act_buffer",
     "ceil_div",
     "get_device",

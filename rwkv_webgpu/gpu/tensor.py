@@ -116,3 +116,6 @@ def upload_qmatrix(device: Device, qm: Any, label: str) -> QMatrix:
         scales = device.upload(np.ascontiguousarray(qm.scales[r0:r1]), f"{label}.scales[{r0}:{r1}]")
         parts.append(QMatrixPart(codes, scales, r0, r1 - r0))
     return QMatrix(tuple(parts), qm.rows, qm.k, qm.kp, qm.quant)
+
+
+Weight = Matrix | QMatrix  # what a model layer holds for each linear map

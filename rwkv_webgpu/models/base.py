@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import ModelInfo
 from ..errors import RWKVError, StateError, TokenError
-from ..gpu import Act, Device, Graph, Matrix, QMatrix, act_buffer, upload_matrix, upload_qmatrix
+from ..gpu import Act, Device, Graph, Matrix, QMatrix, Weight, act_buffer, upload_matrix, upload_qmatrix
 from ..hooks import Frame, HookRegistry
 from ..ops import add_mul, layer_norm, matmul, token_mix
 from ..state import State, StateSpec
@@ -47,7 +47,7 @@ class Model:
         self.quant_layers: set[int] = set()
         self.tokenizer: Any = None
         self.emb: np.ndarray = np.zeros((0, 0), np.float32)
-        self.head: Matrix | None = None
+        self.head: Weight | None = None
         self.vec: Any = None  # global vectors: ln0, ln_out
         self.voff: dict[str, int] = {}
         self.runner = StepRunner(self)

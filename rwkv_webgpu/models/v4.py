@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..gpu import Graph, Matrix, act_buffer
+from ..gpu import Graph, Weight, act_buffer
 from ..ops import matmul, time_mix_v4
 from ..state import State, StateSpec
 from .base import Buffers, Model, Progress, VectorPack
@@ -26,16 +26,16 @@ R, K, V = range(3)  # planes of the time-mix buffer (and of the mix buffer)
 class V4Layer:
     vec: Any
     off: dict[str, int]
-    receptance: Matrix
-    key: Matrix
-    value: Matrix
-    output: Matrix
-    ffn_key: Matrix
-    ffn_value: Matrix
-    ffn_receptance: Matrix
+    receptance: Weight
+    key: Weight
+    value: Weight
+    output: Weight
+    ffn_key: Weight
+    ffn_value: Weight
+    ffn_receptance: Weight
 
 
-def load_ffn(model: Model, ckpt: Any, i: int, pack: VectorPack, maa: bool) -> dict[str, Matrix]:
+def load_ffn(model: Model, ckpt: Any, i: int, pack: VectorPack, maa: bool) -> dict[str, Weight]:
     """Channel-mix vectors (into ``pack``) and matrices, shared by V4, V5 and V6."""
     ffn = f"blocks.{i}.ffn."
     for name in ("ln2.weight", "ln2.bias"):

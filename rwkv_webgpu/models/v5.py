@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..gpu import Graph, Matrix, act_buffer
+from ..gpu import Graph, Weight, act_buffer
 from ..ops import matmul, time_mix_v5
 from ..state import State, StateSpec
 from .base import Buffers, Model, Progress, VectorPack
@@ -31,15 +31,15 @@ R, W, K, V, G = range(5)  # planes of the time-mix buffer
 class V5Layer:
     vec: Any
     off: dict[str, int]
-    receptance: Matrix
-    key: Matrix
-    value: Matrix
-    output: Matrix
-    gate: Matrix | None
-    ffn_key: Matrix
-    ffn_value: Matrix
-    ffn_receptance: Matrix
-    extra: dict[str, Matrix] | None = None  # version-specific matrices (V6's LoRAs)
+    receptance: Weight
+    key: Weight
+    value: Weight
+    output: Weight
+    gate: Weight | None
+    ffn_key: Weight
+    ffn_value: Weight
+    ffn_receptance: Weight
+    extra: dict[str, Weight] | None = None  # version-specific matrices (V6's LoRAs)
 
 
 class V5Model(Model):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..gpu import Act, Graph, Matrix, act_buffer
+from ..gpu import Act, Graph, Weight, act_buffer
 from ..ops import matmul, time_mix_v7_prepare, time_mix_v7_wkv
 from ..ops.time_mix_v7 import v7_params
 from ..state import State, StateSpec
@@ -32,20 +32,20 @@ R, W, K, V, KK, A, G = range(7)  # planes of the time-mix buffer
 class V7Layer:
     vec: Any
     off: dict[str, int]
-    receptance: Matrix
-    key: Matrix
-    value: Matrix
-    output: Matrix
-    w1: Matrix
-    w2: Matrix
-    a1: Matrix
-    a2: Matrix
-    v1: Matrix | None
-    v2: Matrix | None
-    g1: Matrix
-    g2: Matrix
-    ffn_key: Matrix
-    ffn_value: Matrix
+    receptance: Weight
+    key: Weight
+    value: Weight
+    output: Weight
+    w1: Weight
+    w2: Weight
+    a1: Weight
+    a2: Weight
+    v1: Weight | None
+    v2: Weight | None
+    g1: Weight
+    g2: Weight
+    ffn_key: Weight
+    ffn_value: Weight
 
 
 class V7Model(Model):

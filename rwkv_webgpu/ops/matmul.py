@@ -120,9 +120,10 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
             PARAMS, k=w.k, kv=w.kp // 8, rows=part.rows, row0=part.row0, x_off=x.offset, x_stride=x.stride,
             y_off=y.offset, y_stride=y.stride, act=ACTIVATIONS[act], accumulate=int(accumulate),
         )  # fmt: skip
-        rows = part.rows
+        def grid(n: int, rows: int = part.rows) -> tuple[int, int, int]:
+            return (ceil_div(rows, ROWS), ceil_div(n, TOK), 1)
+
         graph.dispatch(
-            "matmul_quant", counter, params, [part.codes, x.buffer, y.buffer, part.scales],
-            lambda n, rows=rows: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
+            "matmul_quant", counter, params, [part.codes, x.buffer, y.buffer, part.scales], grid,
             label=f"{label}.{w.quant.value}", WG=64, ROWS=ROWS, QUANT=QUANT_CODE[w.quant.value],
         )  # fmt: skip
