@@ -46,6 +46,10 @@ def peak_rss_mb() -> float:
 
 def bench_ours(path: str, args: argparse.Namespace) -> dict:
     import rwkv_webgpu as rw
+    from rwkv_webgpu.ops import matmul as matmul_op
+
+    if args.tiled_from:
+        matmul_op.TILED_FROM = args.tiled_from  # experiment: where the tiled kernel takes over
 
     out: dict = {"engine": "rwkv-webgpu"}
     t0 = time.perf_counter()
@@ -208,6 +212,8 @@ def driver(args: argparse.Namespace) -> None:
                    "--chunks", *map(str, args.chunks), "--batches", *map(str, args.batches)]  # fmt: skip
             if args.quant:
                 cmd += ["--quant", *args.quant]
+            if args.tiled_from:
+                cmd += ["--tiled-from", str(args.tiled_from)]
             if args.profile:
                 cmd.append("--profile")
             if args.adapter:
@@ -233,6 +239,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 32, 64])
     ap.add_argument("--peer", action="store_true", help="also run web-rwkv-py 0.2.3 (V4-V6)")
     ap.add_argument("--quant", nargs="*", default=[], help="also measure these quantizations (int8 nf4 sf4)")
+    ap.add_argument("--tiled-from", type=int, default=0, help="experiment: steps of at least this many tokens use the tiled matmul")
     ap.add_argument("--profile", action="store_true", help="per-kernel GPU time (timestamp queries)")
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--workdir", default="/tmp")
