@@ -49,7 +49,7 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
     from rwkv_webgpu.ops import matmul as matmul_op
 
     if args.tiled_from:
-        matmul_op.TILED_FROM = args.tiled_from  # experiment: where the tiled kernel takes over
+        matmul_op.TILED_MIN_TILES = args.tiled_from  # experiment: how many tiles make the tiled kernel worth it
 
     out: dict = {"engine": "rwkv-webgpu"}
     t0 = time.perf_counter()
@@ -239,7 +239,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 32, 64])
     ap.add_argument("--peer", action="store_true", help="also run web-rwkv-py 0.2.3 (V4-V6)")
     ap.add_argument("--quant", nargs="*", default=[], help="also measure these quantizations (int8 nf4 sf4)")
-    ap.add_argument("--tiled-from", type=int, default=0, help="experiment: steps of at least this many tokens use the tiled matmul")
+    ap.add_argument("--tiled-from", type=int, default=0, help="experiment: the tiled matmul needs at least this many 64x64 tiles")
     ap.add_argument("--profile", action="store_true", help="per-kernel GPU time (timestamp queries)")
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--workdir", default="/tmp")

@@ -17,7 +17,8 @@ TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
 TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
-TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel
+TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel ...
+TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
 
 
 def matmul(
@@ -102,10 +103,15 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
     # the 8-lane subgroup one for a few dozen tokens (batched decoding), tiles above that.
     mid = "subgroup" if info.subgroup else "gemv"
     few, some, many = grids["gemv"], grids[mid], grids["tiled"]
+
+    def tiles(n: int) -> bool:
+        # the tiled kernel only pays off with enough 64 x 64 tiles to fill the GPU
+        return n >= TILED_FROM and ceil_div(rows, TILE) * ceil_div(n, TILE) >= TILED_MIN_TILES
+
     return [
         ("gemv", lambda n: few(n) if n < SUBGROUP_FROM else (0, 0, 0)),
-        (mid, lambda n: some(n) if SUBGROUP_FROM <= n < TILED_FROM else (0, 0, 0)),
-        ("tiled", lambda n: many(n) if n >= TILED_FROM else (0, 0, 0)),
+        (mid, lambda n: some(n) if n >= SUBGROUP_FROM and not tiles(n) else (0, 0, 0)),
+        ("tiled", lambda n: many(n) if tiles(n) else (0, 0, 0)),
     ]
 
 
