@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .config import Version
-from .errors import RWKVError, UnknownVersionError
+from .errors import UnknownVersionError
 from .gpu import get_device
 from .models.base import Model, Progress
 from .weights.quant import Quant
@@ -104,6 +104,3 @@ def _tokenizer_for(model: Model, spec: str | os.PathLike[str] | None) -> Any:
         return load_tokenizer("world")
     return None
 
-
-Callback = Callable[[int, int, str], None]
-__all__ = ["RWKVError", "load_model"]

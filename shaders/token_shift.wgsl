@@ -3,10 +3,9 @@
 //          the previous token of the same slot, or the slot's saved row for its first token;
 //          with `store` set, the slot's last row then replaces its saved row.
 //          With `with_delta` set, mu[m, c] + delta[m, t, c] replaces mu (RWKV-6's data-dependent mix).
-// `store`: shift[s, c] = x[last token of slot s, c] for every slot that had tokens this step.
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
 // vec f32 (mu at mu_off, [mixes, C]), out [mixes, out_plane, C] f32, delta like out.
-// Grid: (ceil(C / WG), B) for both entries; an invocation walks one channel of one slot's tokens,
+// Grid: (ceil(C / WG), B); an invocation walks one channel of one slot's tokens,
 // so reading and replacing the saved row cannot race.
 struct Params {
     c: u32,
@@ -51,15 +50,4 @@ fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
     if p.store != 0u {
         shift[s * p.c + c] = prev;
     }
-}
-
-@compute @workgroup_size(WG)
-fn store(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
-    let s = gid.y;
-    if c >= p.c || s >= p.slots || count.n == 0u { return; }
-    let len = cursors[2u * s + 1u];
-    if len == 0u { return; }
-    let last = cursors[2u * s] + len - 1u;
-    shift[s * p.c + c] = x[p.x_off + last * p.c + c];
 }

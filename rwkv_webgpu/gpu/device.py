@@ -154,7 +154,7 @@ class Device:
         except Exception as exc:
             raise GPUMemoryError(f"could not allocate {label!r} ({size} bytes): {exc}") from exc
 
-    def storage(self, size: int, label: str = "", *, readback: bool = False) -> Any:
+    def storage(self, size: int, label: str = "") -> Any:
         import wgpu
 
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC

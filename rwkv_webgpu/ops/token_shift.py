@@ -33,8 +33,8 @@ def token_mix(
     """Record ``out[m, t] = x[t] + (prev[t] - x[t]) * (mu[m] (+ delta[m, t]))`` for m < mixes.
 
     Shapes: x [T, C]; shift [B, C]; mu [mixes, C] at ``mu_off`` of vec; out and the optional
-    delta buffer [mixes, plane/C, C]. With ``store`` the slot's last row of x then becomes its
-    saved row (the same as a following :func:`token_store`, one dispatch fewer).
+    delta buffer [mixes, plane/C, C]. With ``store`` each slot's last row of x then becomes its
+    saved row (read before written: one invocation walks one channel of one slot).
     """
     params = pack_params(
         PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store), with_delta=int(delta is not None)
@@ -56,21 +56,3 @@ def token_mix(
         WG=WG,
     )
 
-
-def token_store(
-    graph: Graph, counter: Counter, cursors: Any, x: Act, shift: Any, *, slots: int, label: str = "token_store"
-) -> None:
-    """Record ``shift[s] = x[last token of slot s]`` for slots that had tokens. Shapes: x [T, C], shift [B, C]."""
-    if x.stride != x.cols:
-        raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={x.cols})")
-    params = pack_params(PARAMS, c=x.cols, slots=slots, mixes=0, mu_off=0, x_off=x.offset, out_plane=0, store=1, with_delta=0)
-    graph.dispatch(
-        "token_shift",
-        counter,
-        params,
-        [cursors, x.buffer, shift],
-        lambda n: (ceil_div(x.cols, WG), slots if n else 0, 1),
-        entry="store",
-        label=label,
-        WG=WG,
-    )

@@ -7,7 +7,7 @@ import oracles_v4v5 as ov
 import pytest
 
 from rwkv_webgpu.gpu import Act, Counter, Graph
-from rwkv_webgpu.ops import token_mix, token_store
+from rwkv_webgpu.ops import token_mix
 
 SENTINEL = 777.25
 
@@ -36,10 +36,8 @@ def run_mix_delta(device, lens, c, mixes, *, x_off=0, mu_off=0, extra=2, store=F
     cnt = Counter(device, "n")
     token_mix(
         g, cnt, cbuf, xa, shift, device.upload(vec, "vec"), mu_off, out,
-        mixes=mixes, slots=b, plane=plane, delta=dbuf,
+        mixes=mixes, slots=b, plane=plane, delta=dbuf, store=store,
     )  # fmt: skip
-    if store:
-        token_store(g, cnt, cbuf, xa, shift, slots=b)
     cnt.set(t)
     g.run()
     got_out = device.read(out.buffer)[: mixes * plane].reshape(mixes, plane)
