@@ -1,6 +1,6 @@
 // matmul_io.wgsl: what every matmul kernel shares (prepended by the shader loader).
 // y[t, row0 + r] (+)= act(sum_k W[r, k] x[t, k]); x [T, K] f32 at x_off with row stride x_stride,
-// y [T, y_stride] f32 at y_off. Each kernel declares its own weight binding(s) 2 (and 5).
+// y [T, y_stride] f32 at y_off. The weight binding(s) 2 (and 5) come from the kernel or its weights_*.wgsl helper.
 struct Params {
     k: u32,
     kv: u32,        // KP / 8: groups of 8 weights per (padded) row

@@ -1,11 +1,9 @@
-// matmul_tiled.wgsl: the same product as matmul.wgsl, y[t, row0 + r] (+)= act(sum_k W[r, k] x[t, k]),
-// tiled for many tokens (prompts): a workgroup computes a 64-row x 64-token tile, staging
-// 32-wide K slices of W (unpacked from f16 pairs) and x in workgroup memory as vec4s of four
-// rows / four tokens; each of its 16 x 16 invocations accumulates a 4 x 4 block in f32 registers.
-// Bindings as matmul.wgsl: w [R, KP/8] vec4<u32>, x [T, K] f32, y [T, y_stride] f32.
+// matmul_tiled.wgsl: y[t, row0 + r] (+)= act(sum_k W[r, k] x[t, k]) tiled for prompts: a workgroup
+// computes a 64-row x 64-token tile, staging 32-wide K slices of W (from weights8) and x in
+// workgroup memory as vec4s of four rows / four tokens; each of its 16 x 16 invocations sums a
+// 4 x 4 block in f32. Built twice: matmul_tiled (weights_f16.wgsl: w [R, KP/8] vec4<u32>) and
+// matmul_quant_tiled (weights_quant.wgsl: codes, scales); x [T, K] f32, y [T, y_stride] f32.
 // Grid: (ceil(R / 64), ceil(T / 64)).
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-
 const TILE: u32 = 64u;   // rows and tokens per workgroup
 const TK: u32 = 32u;     // K slice staged per iteration
 const Q: u32 = 16u;      // TILE / 4: vec4 groups per K step
@@ -33,12 +31,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let kb = k0 + lk;
         var wv: array<f32, 8>;
         if r0 + l < p.rows && kb < kp {
-            let q = w[(r0 + l) * p.kv + kb / 8u];
-            let a = unpack2x16float(q.x);
-            let b = unpack2x16float(q.y);
-            let c = unpack2x16float(q.z);
-            let d = unpack2x16float(q.w);
-            wv = array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);
+            wv = weights8(r0 + l, kb / 8u);
         }
         let t = t0 + l;
         let xb = p.x_off + t * p.x_stride + kb;

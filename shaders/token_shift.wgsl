@@ -1,12 +1,15 @@
 // token_shift.wgsl: RWKV's token shift, for tokens of several slots packed one after another.
-// `mix`:   out[m, t, c] = x[t, c] + (prev[t, c] - x[t, c]) * mu[m, c]   for m < mixes, where prev is
-//          the previous token of the same slot, or the slot's saved row for its first token;
-//          with `store` set, the slot's last row then replaces its saved row.
-//          With `with_delta` set, mu[m, c] + delta[m, t, c] replaces mu (RWKV-6's data-dependent mix).
+// `mix`:      out[m, t, c] = x[t, c] + (prev[t, c] - x[t, c]) * mu[m, c]   for m < mixes, where prev is
+//             the previous token of the same slot, or the slot's saved row for its first token;
+//             with `store` set, the slot's last row then replaces its saved row.
+//             With `with_delta` set, mu[m, c] + delta[m, t, c] replaces mu (RWKV-6's data-dependent mix).
+// `norm_mix`: the layer norm before it fused in (xn = ln(x) is written too), for steps where every
+//             slot has at most one token (decoding), so prev is always the saved row.
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
-// vec f32 (mu at mu_off, [mixes, C]), out [mixes, out_plane, C] f32, delta like out.
-// Grid: (ceil(C / WG), B); an invocation walks one channel of one slot's tokens,
-// so reading and replacing the saved row cannot race.
+// vec f32 (mu at mu_off, [mixes, C]; ln weight/bias at ln_w_off/ln_b_off), out [mixes, out_plane, C]
+// f32, delta like out, xn [T, C] f32. Grid: `mix` (ceil(C / WG), B): an invocation walks one channel
+// of one slot's tokens, so reading and replacing the saved row cannot race; `norm_mix` (T): a
+// workgroup per token (one per slot), the same sums as layer_norm.wgsl.
 struct Params {
     c: u32,
     slots: u32,
@@ -16,6 +19,10 @@ struct Params {
     out_plane: u32,     // elements between two outputs m and m + 1
     store: u32,         // 1: `mix` also saves each slot's last row
     with_delta: u32,    // 1: add delta to mu (otherwise delta is never read)
+    ln_w_off: u32,      // norm_mix only
+    ln_b_off: u32,
+    eps: f32,
+    _pad: u32,
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> cursors: array<u32>;
@@ -24,8 +31,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> vec: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 @group(0) @binding(7) var<storage, read> delta: array<f32>;
-
-override WG: u32 = 64u;
+@group(0) @binding(8) var<storage, read_write> xn: array<f32>;
 
 @compute @workgroup_size(WG)
 fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -49,5 +55,33 @@ fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     if p.store != 0u {
         shift[s * p.c + c] = prev;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = wid.x;
+    if t >= count.n { return; }
+    let s = cursors[2u * p.slots + t];
+    let xb = p.x_off + t * p.c;
+    var sum = 0.0;
+    for (var i = lid.x; i < p.c; i += WG) { sum += x[xb + i]; }
+    let mean = reduce_sum(lid.x, sum) / f32(p.c);
+    var q = 0.0;
+    for (var i = lid.x; i < p.c; i += WG) { let d = x[xb + i] - mean; q += d * d; }
+    let inv = inverseSqrt(reduce_sum(lid.x, q) / f32(p.c) + p.eps);
+    for (var c = lid.x; c < p.c; c += WG) {
+        let cur = (x[xb + c] - mean) * inv * vec[p.ln_w_off + c] + vec[p.ln_b_off + c];
+        xn[t * p.c + c] = cur;
+        let d = shift[s * p.c + c] - cur;
+        for (var m = 0u; m < p.mixes; m++) {
+            let e = m * p.out_plane + t * p.c + c;
+            var mu = vec[p.mu_off + m * p.c + c];
+            if p.with_delta != 0u { mu += delta[e]; }
+            out[e] = cur + d * mu;
+        }
+        if p.store != 0u {
+            shift[s * p.c + c] = cur;
+        }
     }
 }

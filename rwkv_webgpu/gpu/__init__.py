@@ -2,11 +2,12 @@
 
 from .device import AdapterInfo, Device, get_device, list_adapters
 from .recorder import Counter, Graph, ceil_div, pack_params
-from .tensor import Act, Matrix, QMatrix, Weight, act_buffer, upload_matrix, upload_qmatrix
+from .tensor import Act, BufferRange, Matrix, QMatrix, Weight, act_buffer, upload_matrices, upload_matrix, upload_qmatrix
 
 __all__ = [
     "Act",
     "AdapterInfo",
+    "BufferRange",
     "Counter",
     "Device",
     "Graph",
@@ -18,6 +19,7 @@ __all__ = [
     "get_device",
     "list_adapters",
     "pack_params",
+    "upload_matrices",
     "upload_matrix",
     "upload_qmatrix",
 ]

@@ -7,11 +7,14 @@ recorded list into one command buffer: no pipeline or bind-group creation per st
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .tensor import BufferRange
 
 if TYPE_CHECKING:
     from .device import Device
@@ -72,6 +75,10 @@ def pack_params(dtype: np.dtype, **values: float) -> np.ndarray:
     return arr
 
 
+def _gated(grid: Grid, condition: Callable[[], bool]) -> Grid:
+    return lambda n: grid(n) if condition() else (0, 0, 0)
+
+
 class Graph:
     """An ordered list of dispatches and copies, encoded into one command buffer per step."""
 
@@ -79,6 +86,17 @@ class Graph:
         self.device = device
         self.items: list[Dispatch | Copy] = []
         self.captures: list[Any] = []  # tensors hooks asked to read back after each step
+        self._conditions: list[Callable[[], bool]] = []
+
+    @contextlib.contextmanager
+    def only_when(self, condition: Callable[[], bool]) -> Iterator[None]:
+        """Dispatches recorded inside run only on steps where ``condition()`` holds when the
+        step is encoded (two recorded variants of one computation, one picked per step)."""
+        self._conditions.append(condition)
+        try:
+            yield
+        finally:
+            self._conditions.pop()
 
     def dispatch(
         self,
@@ -101,8 +119,13 @@ class Graph:
         ]
         numbered = buffers.items() if isinstance(buffers, dict) else enumerate(buffers, start=2)
         for i, buf in numbered:
-            entries.append({"binding": i, "resource": {"buffer": buf, "offset": 0, "size": buf.size}})
+            if isinstance(buf, BufferRange):
+                entries.append({"binding": i, "resource": {"buffer": buf.buffer, "offset": buf.offset, "size": buf.size}})
+            else:
+                entries.append({"binding": i, "resource": {"buffer": buf, "offset": 0, "size": buf.size}})
         group = dev.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
+        for cond in self._conditions:
+            grid = _gated(grid, cond)
         item = Dispatch(pipeline, group, counter, grid, label or shader)
         self.items.append(item)
         return item

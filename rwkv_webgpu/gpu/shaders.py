@@ -1,6 +1,7 @@
 """WGSL sources and compiled pipelines.
 
-A kernel's source is ``prelude (generated) + shaders/common.wgsl + shaders/<name>.wgsl``.
+A kernel's source is ``prelude (generated) + shaders/common.wgsl + helpers + body``, the body
+being ``shaders/<name>.wgsl`` unless ``BODIES`` names another file (one body, several helpers).
 The prelude only holds ``enable`` lines and type aliases chosen from the device's
 features; kernel bodies are never rewritten. Numbers (workgroup size, head size, ...) are
 ``override`` constants given at pipeline creation and are part of the cache key.
@@ -56,21 +57,27 @@ class PipelineKey:
 # Helper files a kernel needs besides common.wgsl (kept here, not in a preprocessor).
 HELPERS: dict[str, tuple[str, ...]] = {
     "matmul": ("matmul_io",),
-    "matmul_quant": ("matmul_io",),
+    "matmul_quant": ("matmul_io", "weights_quant"),
+    "matmul_quant_tiled": ("matmul_io", "weights_quant"),
     "matmul_subgroup": ("matmul_io",),
-    "matmul_tiled": ("matmul_io",),
+    "matmul_tiled": ("matmul_io", "weights_f16"),
     "layer_norm": ("reduce",),
     "sample": ("reduce",),
     "time_mix_v5": ("reduce",),
     "time_mix_v7": ("reduce",),
+    "token_shift": ("reduce",),
 }
+
+# Kernels whose body is another kernel's file, built with their own HELPERS (the tiled GEMM reads
+# weights through weights8(): weights_f16 for matmul_tiled, weights_quant for matmul_quant_tiled).
+BODIES: dict[str, str] = {"matmul_quant_tiled": "matmul_tiled"}
 
 
 def shader_source(name: str, f16: bool = False) -> str:
     """The full WGSL text compiled for kernel ``name``."""
     parts = [prelude(f16), read_shader("common")]
     parts += [read_shader(h) for h in HELPERS.get(name, ())]
-    parts.append(read_shader(name))
+    parts.append(read_shader(BODIES.get(name, name)))
     return "\n".join(parts)
 
 

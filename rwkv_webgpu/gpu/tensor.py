@@ -36,8 +36,18 @@ def act_buffer(device: Device, rows: int, cols: int, label: str, planes: int = 1
 
 
 @dataclass(frozen=True)
-class MatrixPart:
+class BufferRange:
+    """A byte range of a storage buffer, bound in place of the whole buffer (``offset`` is a
+    multiple of 256, the largest offset alignment WebGPU lets an adapter ask for)."""
+
     buffer: Any
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class MatrixPart:
+    buffer: Any  # a buffer, or a BufferRange of a buffer shared with other matrices
     row0: int
     rows: int
 
@@ -77,6 +87,34 @@ def upload_matrix(device: Device, w: np.ndarray, label: str) -> Matrix:
         block[:, :k] = w[r0:r1]
         parts.append(MatrixPart(device.upload(block.view(np.uint32), f"{label}[{r0}:{r1}]"), r0, r1 - r0))
     return Matrix(tuple(parts), rows, k, kp)
+
+
+RANGE_ALIGN = 256
+
+
+def upload_matrices(device: Device, ws: list[np.ndarray], labels: list[str]) -> list[Matrix]:
+    """Store several matrices back to back in one buffer (each start 256-byte aligned), so one
+    dispatch can read them all (ops.matmul_group); each is still a Matrix of its own. Matrices
+    that would not fit one binding together are uploaded separately."""
+    packed, offsets, total = [], [], 0
+    for w in ws:
+        rows, k = w.shape
+        kp = (k + 7) // 8 * 8
+        block = np.zeros((rows, kp), dtype=np.float16)
+        block[:, :k] = w
+        offsets.append(total)
+        packed.append(block)
+        total += -(-block.nbytes // RANGE_ALIGN) * RANGE_ALIGN
+    if total > min(device.info.max_binding_size, device.info.max_buffer_size) or len(ws) < 2:
+        return [upload_matrix(device, w, label) for w, label in zip(ws, labels)]
+    raw = np.zeros(total, np.uint8)
+    for block, off in zip(packed, offsets):
+        raw[off : off + block.nbytes] = block.reshape(-1).view(np.uint8)
+    buffer = device.upload(raw.view(np.uint32), "+".join(labels))
+    return [
+        Matrix((MatrixPart(BufferRange(buffer, off, block.nbytes), 0, block.shape[0]),), w.shape[0], w.shape[1], block.shape[1])
+        for w, block, off in zip(ws, packed, offsets)
+    ]
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import numpy as np
 
 from ..config import ModelInfo
 from ..errors import RWKVError, StateError, TokenError
-from ..gpu import Act, Device, Graph, Matrix, QMatrix, Weight, act_buffer, upload_matrix, upload_qmatrix
+from ..gpu import Act, Device, Graph, Matrix, QMatrix, Weight, act_buffer, upload_matrices, upload_matrix, upload_qmatrix
 from ..hooks import Frame, HookRegistry
-from ..ops import add_mul, layer_norm, matmul, token_mix
+from ..ops import Product, add_mul, layer_norm, matmul, matmul_group, norm_mix, token_mix
 from ..state import State, StateSpec
 from ..weights.quant import Quant, quantize
 from .step import Buffers, Plan, StepRunner, VectorPack, share_budget
@@ -81,9 +81,10 @@ class Model:
 
     def record_norm_shift(
         self, g: Graph, buf: Buffers, state: State, vec: Any, off: dict[str, int], ln: str, shift: Any, mu: str,
-        out: Act, mixes: int, *, delta: Any = None, label: str = "",
+        out: Act, mixes: int, *, delta: Any = None, store: bool = True, label: str = "",
     ) -> None:  # fmt: skip
-        """``xn = ln(x)``; ``out[m] = xn + (prev - xn) * mu[m]``; save each slot's last ``xn`` row.
+        """``xn = ln(x)``; ``out[m] = xn + (prev - xn) * mu[m]``; save each slot's last ``xn`` row
+        (unless ``store`` is off: a later mix of the same rows saves it).
 
         ``label`` is "{layer}.att" or "{layer}.ffn"; the hook points around it are recorded here.
         """
@@ -91,10 +92,19 @@ class Model:
         layer = int(label.split(".")[0])
         if ln == "ln2":
             self.hook_point(g, buf, state, f"{layer}.att.out", buf.x, layer=layer)
-        layer_norm(g, n, buf.x, buf.xn, vec, off[ln + ".weight"], off[ln + ".bias"], eps=LN_EPS, label=f"{label}.{ln}")
-        self.hook_point(g, buf, state, f"{label}.norm", buf.xn, layer=layer)
-        token_mix(g, n, buf.cursors, buf.xn, shift, vec, off[mu], out, mixes=mixes, slots=buf.slots,
-                  plane=buf.tmax * self.info.num_emb, delta=delta, store=True, label=f"{label}.mix")  # fmt: skip
+        # decoding steps (one token per slot) run the norm and the mix as one kernel; a hook on
+        # the normed row needs them apart
+        fused = not self.hooks.active(f"{label}.norm")
+        if fused:
+            with g.only_when(lambda: buf.one_per_slot):
+                norm_mix(g, n, buf.cursors, buf.x, buf.xn, shift, vec, off[ln + ".weight"], off[ln + ".bias"], off[mu], out,
+                         mixes=mixes, slots=buf.slots, plane=buf.tmax * self.info.num_emb, eps=LN_EPS, delta=delta,
+                         store=store, label=f"{label}.{ln}_mix")  # fmt: skip
+        with g.only_when(lambda: not (fused and buf.one_per_slot)):
+            layer_norm(g, n, buf.x, buf.xn, vec, off[ln + ".weight"], off[ln + ".bias"], eps=LN_EPS, label=f"{label}.{ln}")
+            self.hook_point(g, buf, state, f"{label}.norm", buf.xn, layer=layer)
+            token_mix(g, n, buf.cursors, buf.xn, shift, vec, off[mu], out, mixes=mixes, slots=buf.slots,
+                      plane=buf.tmax * self.info.num_emb, delta=delta, store=store, label=f"{label}.mix")  # fmt: skip
 
     def record_gated_channel_mix(self, g: Graph, buf: Buffers, state: State, lw: Any, shift: Any, label: str) -> None:
         """RWKV-4..6 channel mix: ``x += sigmoid(Wr xr) * (Wv relu(Wk xk)^2)``.
@@ -105,8 +115,10 @@ class Model:
         plane = buf.tmax * self.info.num_emb
         fmix: Act = b.fmix  # type: ignore[attr-defined]
         self.record_norm_shift(g, buf, state, lw.vec, lw.off, "ln2", shift, "ffn.mu", fmix, 2, label=label)
-        matmul(g, n, fmix, lw.ffn_key, b.fk, act="relu_sq", label=f"{label}.key")  # type: ignore[attr-defined]
-        matmul(g, n, fmix.at(plane), lw.ffn_receptance, b.fr, act="sigmoid", label=f"{label}.receptance")  # type: ignore[attr-defined]
+        bb: Any = b
+        matmul_group(g, n, [Product(fmix, lw.ffn_key, bb.fk, "relu_sq", label=f"{label}.key"),
+                            Product(fmix.at(plane), lw.ffn_receptance, bb.fr, "sigmoid", label=f"{label}.receptance")],
+                     label=f"{label}.key_receptance")  # fmt: skip
         matmul(g, n, b.fk, lw.ffn_value, b.fv, label=f"{label}.value")  # type: ignore[attr-defined]
         add_mul(g, n, b.fr, b.fv, buf.x, label=f"{label}.out")  # type: ignore[attr-defined]
 
@@ -145,6 +157,23 @@ class Model:
         if w.ndim > 2:
             w = w.reshape(-1, w.shape[-1])
         return upload_matrix(self.device, w.T if transpose else w, name)
+
+    def matrices(self, ckpt: Any, names: list[tuple[str, bool]]) -> list[Matrix | QMatrix]:
+        """Like :meth:`matrix` for several ``(name, transpose)``; the f16 ones share one buffer
+        so products that read the same input can run as one dispatch (ops.matmul_group)."""
+        out: list[Matrix | QMatrix | None] = [None] * len(names)
+        plain: list[tuple[int, np.ndarray, str]] = []
+        for i, (name, transpose) in enumerate(names):
+            ready = ckpt.quantized(name) if hasattr(ckpt, "quantized") else None
+            if ready is not None or self.quantizes(name):
+                out[i] = self.matrix(ckpt, name, transpose)
+                continue
+            w = ckpt.load(name, np.float16)
+            w = w.reshape(-1, w.shape[-1]) if w.ndim > 2 else w
+            plain.append((i, w.T if transpose else w, name))
+        for (i, _, _), m in zip(plain, upload_matrices(self.device, [w for _, w, _ in plain], [n for *_, n in plain])):
+            out[i] = m
+        return out  # type: ignore[return-value]
 
     def set_quantization(self, quant: Quant, layers: Iterable[int] | None) -> None:
         """Quantize the large attention/FFN matrices of ``layers`` (all when None) at load."""

@@ -46,6 +46,7 @@ class Buffers:
         self.tmax, self.slots = tmax, slots
         self.head_rows = max(tmax, slots)
         self.tokens = Counter(dev, "count.tokens")
+        self.one_per_slot = False  # this step has at most one token per slot (set per step)
         self.out = Counter(dev, "count.out")
         self.cursors = dev.storage((2 * slots + tmax) * 4, "cursors")
         self.xin = act_buffer(dev, tmax, c, "x.embed")
@@ -90,6 +91,12 @@ class Plan:
         """What the recorded command buffer depends on: per-slot token counts and output rows."""
         return (self.cursors[: len(self.cursors) - len(self.tokens)].tobytes(), tuple(self.out_rows), self.hidden,
                 self.sample is not None)  # fmt: skip
+
+    @property
+    def one_per_slot(self) -> bool:
+        """Every slot has at most one token (a decoding step)."""
+        slots = (len(self.cursors) - len(self.tokens)) // 2
+        return bool(slots == 0 or self.cursors[1 : 2 * slots : 2].max() <= 1)
 
     @property
     def num_out(self) -> int:
@@ -199,6 +206,7 @@ class StepRunner:
         slot and wanted rows), not on token values, so it can be built while the GPU is busy."""
         g, buf = self.graph(state)
         buf.tokens.value = len(plan.tokens)
+        buf.one_per_slot = plan.one_per_slot
         buf.out.value = plan.num_out
         buf.sampled.value = plan.num_out if plan.sample is not None else 0
         enc = self.model.device.device.create_command_encoder()
@@ -212,6 +220,7 @@ class StepRunner:
         g, buf = self.graph(state)
         prof = Profiler(self.model.device)
         buf.tokens.value = len(plan.tokens)
+        buf.one_per_slot = plan.one_per_slot
         buf.out.value = plan.num_out
         enc = self.model.device.device.create_command_encoder()
         g.encode(enc, plan, profiler=prof)

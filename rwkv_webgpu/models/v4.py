@@ -43,11 +43,9 @@ def load_ffn(model: Model, ckpt: Any, i: int, pack: VectorPack, maa: bool) -> di
     # our token_mix computes x + (prev - x) * mu; V4/V5 store mix = 1 - mu, V6 stores mu
     mixes = [ckpt.load(ffn + (f"time_maa_{m}" if maa else f"time_mix_{m}")).reshape(-1) for m in "kr"]
     pack.add("ffn.mu", np.stack(mixes if maa else [1.0 - m for m in mixes]))
-    return {
-        "ffn_key": model.matrix(ckpt, ffn + "key.weight"),
-        "ffn_value": model.matrix(ckpt, ffn + "value.weight"),
-        "ffn_receptance": model.matrix(ckpt, ffn + "receptance.weight"),
-    }
+    # key and receptance read the two planes of the same token mix: one buffer, one dispatch
+    key, receptance = model.matrices(ckpt, [(ffn + "key.weight", False), (ffn + "receptance.weight", False)])
+    return {"ffn_key": key, "ffn_value": model.matrix(ckpt, ffn + "value.weight"), "ffn_receptance": receptance}
 
 
 class V4Model(Model):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..gpu import Graph, Weight, act_buffer
-from ..ops import matmul, time_mix_v5
+from ..ops import Product, matmul, matmul_group, time_mix_v5
 from ..state import State, StateSpec
 from .base import Buffers, Model, Progress, VectorPack
 from .v4 import load_ffn
@@ -65,7 +65,15 @@ class V5Model(Model):
             pack.add("u", self.per_channel(ckpt.load(att + "time_faaaa")))
         else:  # 5.0 stores the bonus in log space
             pack.add("u", np.exp(self.per_channel(ckpt.load(att + "time_first"))))
-        return {"gate": self.matrix(ckpt, att + "gate.weight") if gated else None}
+        return {}
+
+    def mix_products(self, att: str) -> list[tuple[str, str, bool]]:
+        """(field, checkpoint name, transpose) of the matrices that read the att token mix; they
+        share one buffer so decoding runs them as one dispatch."""
+        names = [(n, f"{att}{n}.weight", False) for n in ("receptance", "key", "value")]
+        if self.info.sub_version != "5.0":
+            names.append(("gate", att + "gate.weight", False))
+        return names
 
     def load_layers(self, ckpt: Any, progress: Progress | None) -> None:
         self.layers = []
@@ -77,7 +85,13 @@ class V5Model(Model):
             mats = self.load_att(ckpt, i, pack)
             for name in ("ln_x.weight", "ln_x.bias"):
                 pack.add(name, ckpt.load(att + name))
-            mats.update({n: self.matrix(ckpt, f"{att}{n}.weight") for n in ("receptance", "key", "value", "output")})
+            first = self.mix_products(att)
+            loaded = dict(zip([f for f, *_ in first], self.matrices(ckpt, [(n, t) for _, n, t in first])))
+            for field in ("receptance", "key", "value", "gate"):
+                mats[field] = loaded.pop(field, None)
+            if loaded:
+                mats["extra"] = {**mats.get("extra", {}), **loaded}
+            mats["output"] = self.matrix(ckpt, att + "output.weight")
             mats.update(load_ffn(self, ckpt, i, pack, maa=self.dynamic_decay))
             self.layers.append(V5Layer(vec=pack.upload(self.device, f"vec.{i}"), off=pack.off, **mats))
             if progress:
@@ -98,10 +112,11 @@ class V5Model(Model):
         mixes = 4 if lw.gate is not None else 3
         self.record_norm_shift(g, buf, state, lw.vec, lw.off, "ln1", state.layers[i]["att_shift"], "att.mu", bb.mix, mixes,
                                label=f"{i}.att")  # fmt: skip
-        for j, (m, plane_out) in enumerate(((lw.receptance, R), (lw.key, K), (lw.value, V))):
-            matmul(g, n, bb.mix.at(j * plane), m, bb.tm.at(plane_out * plane), label=f"{i}.att.{'rkv'[j]}")
+        products = [Product(bb.mix.at(j * plane), m, bb.tm.at(out * plane), label=f"{i}.att.{'rkv'[j]}")
+                    for j, (m, out) in enumerate(((lw.receptance, R), (lw.key, K), (lw.value, V)))]  # fmt: skip
         if lw.gate is not None:
-            matmul(g, n, bb.mix.at(3 * plane), lw.gate, bb.tm.at(G * plane), act="silu", label=f"{i}.att.g")
+            products.append(Product(bb.mix.at(3 * plane), lw.gate, bb.tm.at(G * plane), "silu", label=f"{i}.att.g"))
+        matmul_group(g, n, products, label=f"{i}.att.mix_products")
 
     def record_layer(self, g: Graph, i: int, state: State, buf: Buffers) -> None:
         lw, n, st = self.layers[i], buf.tokens, state.layers[i]

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..gpu import Act, Graph, act_buffer, upload_matrix
-from ..ops import layer_norm, matmul, token_mix
+from ..gpu import Act, Graph, act_buffer, upload_matrices
+from ..ops import Product, matmul, matmul_group, token_mix
 from ..state import State
-from .base import LN_EPS, Buffers, VectorPack
+from .base import Buffers, VectorPack
 from .v5 import G, K, R, V, V5Model, W
 
 MAA = "wkvrg"  # order of the five mix LoRA outputs in the checkpoint
@@ -36,14 +36,17 @@ class V6Model(V5Model):
         pack.add("decay", ckpt.load(att + "time_decay").reshape(-1))
         pack.add("u", self.per_channel(ckpt.load(att + "time_faaaa")))
         w2 = ckpt.load(att + "time_maa_w2", np.float16)  # (5, Dm, C)
+        # the five mix LoRA second halves read slices of one hidden buffer: one buffer, one dispatch
+        w2s = upload_matrices(self.device, [w2[j].T for j in range(len(MAA))], [f"{att}time_maa_w2[{j}]" for j in range(len(MAA))])
         extra = {
             "maa_w1": self.matrix(ckpt, att + "time_maa_w1", transpose=True),  # (5 Dm, C)
-            "decay_w1": self.matrix(ckpt, att + "time_decay_w1", transpose=True),
             "decay_w2": self.matrix(ckpt, att + "time_decay_w2", transpose=True),
+            **{f"maa_w2_{m}": w for m, w in zip(MAA, w2s)},
         }
-        for j, m in enumerate(MAA):
-            extra[f"maa_w2_{m}"] = upload_matrix(self.device, w2[j].T, f"{att}time_maa_w2[{j}]")
-        return {"gate": self.matrix(ckpt, att + "gate.weight"), "extra": extra}
+        return {"extra": extra}
+
+    def mix_products(self, att: str) -> list[tuple[str, str, bool]]:
+        return [*super().mix_products(att), ("decay_w1", att + "time_decay_w1", True)]
 
     def alloc_layer_buffers(self, buf: Buffers) -> None:
         super().alloc_layer_buffers(buf)
@@ -63,25 +66,25 @@ class V6Model(V5Model):
         dm5 = ex["maa_w1"].rows
         dm = dm5 // 5
         o = lw.off
-        layer_norm(g, n, buf.x, buf.xn, lw.vec, o["ln1.weight"], o["ln1.bias"], eps=LN_EPS, label=f"{i}.att.ln1")
-        self.hook_point(g, buf, state, f"{i}.att.norm", buf.xn, layer=i)
-        token_mix(g, n, buf.cursors, buf.xn, shift, lw.vec, o["att.maa_x"], bb.xxx,
-                  mixes=1, slots=buf.slots, plane=plane, label=f"{i}.att.maa_x")  # fmt: skip
+        # the saved row is replaced by the second mix below, which reads the same normed rows
+        self.record_norm_shift(g, buf, state, lw.vec, o, "ln1", shift, "att.maa_x", bb.xxx, 1, store=False, label=f"{i}.att")
         hid = Act(bb.hid.buffer, dm5, dm5, 0, buf.tmax)
         matmul(g, n, bb.xxx, ex["maa_w1"], hid, act="tanh", label=f"{i}.att.maa_w1")
-        for j, m in enumerate(MAA):
-            part = Act(bb.hid.buffer, dm, dm5, j * dm, buf.tmax)
-            matmul(g, n, part, ex[f"maa_w2_{m}"], bb.delta.at(j * plane), label=f"{i}.att.maa_w2.{m}")
+        deltas = [Product(Act(bb.hid.buffer, dm, dm5, j * dm, buf.tmax), ex[f"maa_w2_{m}"], bb.delta.at(j * plane),
+                          label=f"{i}.att.maa_w2.{m}") for j, m in enumerate(MAA)]  # fmt: skip
+        matmul_group(g, n, deltas, label=f"{i}.att.maa_w2")
         token_mix(g, n, buf.cursors, buf.xn, shift, lw.vec, o["att.mu"], bb.mix, mixes=5, slots=buf.slots,
                   plane=plane, delta=bb.delta.buffer, store=True, label=f"{i}.att.mix")  # fmt: skip
         mix = lambda m: bb.mix.at(MAA.index(m) * plane)
         tm = lambda m: bb.tm.at(TO_PLANE[m] * plane)
-        matmul(g, n, mix("r"), lw.receptance, tm("r"), label=f"{i}.att.r")
-        matmul(g, n, mix("k"), lw.key, tm("k"), label=f"{i}.att.k")
-        matmul(g, n, mix("v"), lw.value, tm("v"), label=f"{i}.att.v")
         assert lw.gate is not None
-        matmul(g, n, mix("g"), lw.gate, tm("g"), act="silu", label=f"{i}.att.g")
         dd = ex["decay_w1"].rows
         dhid = Act(bb.hid.buffer, dd, dd, 0, buf.tmax)
-        matmul(g, n, mix("w"), ex["decay_w1"], dhid, act="tanh", label=f"{i}.att.decay_w1")
+        matmul_group(g, n, [
+            Product(mix("r"), lw.receptance, tm("r"), label=f"{i}.att.r"),
+            Product(mix("k"), lw.key, tm("k"), label=f"{i}.att.k"),
+            Product(mix("v"), lw.value, tm("v"), label=f"{i}.att.v"),
+            Product(mix("g"), lw.gate, tm("g"), "silu", label=f"{i}.att.g"),
+            Product(mix("w"), ex["decay_w1"], dhid, "tanh", label=f"{i}.att.decay_w1"),
+        ], label=f"{i}.att.mix_products")  # fmt: skip
         matmul(g, n, dhid, ex["decay_w2"], tm("w"), label=f"{i}.att.decay_w2")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..gpu import Act, Graph, Weight, act_buffer
-from ..ops import matmul, time_mix_v7_prepare, time_mix_v7_wkv
+from ..ops import Product, matmul, matmul_group, time_mix_v7_prepare, time_mix_v7_wkv
 from ..ops.time_mix_v7 import v7_params
 from ..state import State, StateSpec
 from .base import Buffers, Model, Progress, VectorPack
@@ -73,23 +73,30 @@ class V7Model(Model):
             pack.add("v0", ckpt.load(att + "v0") if has_v else np.zeros(self.info.num_emb, np.float32))
             pack.add("ffn.x_k", ckpt.load(ffn + "x_k"))
             m = lambda name, t=False: self.matrix(ckpt, name, transpose=t)
+            # the LoRA pairs are stored (in, out) in the checkpoint: transpose to (out, in).
+            # Matrices that read the layer's token mix share one buffer, and so do the LoRA
+            # second halves, so decoding runs each set as one dispatch.
+            lora = ("w", "a", "v", "g") if has_v else ("w", "a", "g")
+            first = self.matrices(ckpt, [(att + n, False) for n in ("receptance.weight", "key.weight", "value.weight")]
+                                  + [(att + f"{x}1", True) for x in lora])  # fmt: skip
+            second = dict(zip(lora, self.matrices(ckpt, [(att + f"{x}2", True) for x in lora])))
+            ones = dict(zip(lora, first[3:]))
             self.layers.append(
                 V7Layer(
                     vec=pack.upload(self.device, f"vec.{i}"),
                     off=pack.off,
-                    receptance=m(att + "receptance.weight"),
-                    key=m(att + "key.weight"),
-                    value=m(att + "value.weight"),
+                    receptance=first[0],
+                    key=first[1],
+                    value=first[2],
                     output=m(att + "output.weight"),
-                    # the LoRA pairs are stored (in, out) in the checkpoint: transpose to (out, in)
-                    w1=m(att + "w1", True),
-                    w2=m(att + "w2", True),
-                    a1=m(att + "a1", True),
-                    a2=m(att + "a2", True),
-                    v1=m(att + "v1", True) if has_v else None,
-                    v2=m(att + "v2", True) if has_v else None,
-                    g1=m(att + "g1", True),
-                    g2=m(att + "g2", True),
+                    w1=ones["w"],
+                    w2=second["w"],
+                    a1=ones["a"],
+                    a2=second["a"],
+                    v1=ones.get("v"),
+                    v2=second.get("v"),
+                    g1=ones["g"],
+                    g2=second["g"],
                     ffn_key=m(ffn + "key.weight"),
                     ffn_value=m(ffn + "value.weight"),
                 )
@@ -103,7 +110,8 @@ class V7Model(Model):
         buf.plane = plane  # type: ignore[attr-defined]
         buf.mix = act_buffer(dev, t, c, "att.mix", planes=len(MIX))  # type: ignore[attr-defined]
         buf.tm = act_buffer(dev, t, c, "att.tm", planes=7)  # type: ignore[attr-defined]
-        hid = max(max(l.w1.rows, l.a1.rows, l.g1.rows, l.v1.rows if l.v1 else 0) for l in self.layers)
+        # the LoRA first halves' outputs side by side: [T, Dw + Da + Dv + Dg]
+        hid = max(sum(m.rows for m in (l.w1, l.a1, l.v1, l.g1) if m is not None) for l in self.layers)
         buf.hid = act_buffer(dev, t, hid, "att.lora")  # type: ignore[attr-defined]
         buf.vgate = act_buffer(dev, t, c, "att.vgate")  # type: ignore[attr-defined]
         buf.v_first = act_buffer(dev, t, c, "att.v_first")  # type: ignore[attr-defined]
@@ -120,19 +128,30 @@ class V7Model(Model):
         self.record_norm_shift(g, buf, state, lw.vec, o, "ln1", st["att_shift"], "mix", b.mix, len(MIX), label=f"{i}.att")
         mix = lambda j: b.mix.at(j * plane)
         tm = lambda j: b.tm.at(j * plane)
-        hid = lambda m: Act(b.hid.buffer, m.rows, m.rows, 0, buf.tmax)
-        matmul(g, n, mix(0), lw.receptance, tm(R), label=f"{i}.att.r")
-        matmul(g, n, mix(1), lw.w1, hid(lw.w1), act="tanh", label=f"{i}.att.w1")
-        matmul(g, n, hid(lw.w1), lw.w2, tm(W), label=f"{i}.att.w2")
-        matmul(g, n, mix(2), lw.key, tm(K), label=f"{i}.att.k")
-        matmul(g, n, mix(3), lw.value, tm(V), label=f"{i}.att.v")
-        matmul(g, n, mix(4), lw.a1, hid(lw.a1), label=f"{i}.att.a1")
-        matmul(g, n, hid(lw.a1), lw.a2, tm(A), label=f"{i}.att.a2")
+        hw = b.hid.cols
+        cols: dict[str, Act] = {}
+        for name in ("w", "a", "v", "g"):
+            one = getattr(lw, f"{name}1")
+            if one is not None:
+                cols[name] = Act(b.hid.buffer, one.rows, hw, sum(c.cols for c in cols.values()), buf.tmax)
+        first = [
+            Product(mix(0), lw.receptance, tm(R), label=f"{i}.att.r"),
+            Product(mix(1), lw.w1, cols["w"], "tanh", label=f"{i}.att.w1"),
+            Product(mix(2), lw.key, tm(K), label=f"{i}.att.k"),
+            Product(mix(3), lw.value, tm(V), label=f"{i}.att.v"),
+            Product(mix(4), lw.a1, cols["a"], label=f"{i}.att.a1"),
+            Product(mix(5), lw.g1, cols["g"], "sigmoid", label=f"{i}.att.g1"),
+        ]
+        second = [
+            Product(cols["w"], lw.w2, tm(W), label=f"{i}.att.w2"),
+            Product(cols["a"], lw.a2, tm(A), label=f"{i}.att.a2"),
+            Product(cols["g"], lw.g2, tm(G), label=f"{i}.att.g2"),
+        ]
         if lw.v1 is not None and lw.v2 is not None:
-            matmul(g, n, mix(3), lw.v1, hid(lw.v1), label=f"{i}.att.v1")
-            matmul(g, n, hid(lw.v1), lw.v2, b.vgate, label=f"{i}.att.v2")
-        matmul(g, n, mix(5), lw.g1, hid(lw.g1), act="sigmoid", label=f"{i}.att.g1")
-        matmul(g, n, hid(lw.g1), lw.g2, tm(G), label=f"{i}.att.g2")
+            first.append(Product(mix(3), lw.v1, cols["v"], label=f"{i}.att.v1"))
+            second.append(Product(cols["v"], lw.v2, b.vgate, label=f"{i}.att.v2"))
+        matmul_group(g, n, first, label=f"{i}.att.mix_products")
+        matmul_group(g, n, second, label=f"{i}.att.lora_out")
         offsets = {k: o[k] for k in ("w0", "a0", "v0", "k_k", "k_a", "r_k")}
         offsets.update(lnw=o["ln_x.weight"], lnb=o["ln_x.bias"])
         params = v7_params(c=c, h=self.info.num_head, plane=plane, slots=buf.slots, layer0=i == 0, offsets=offsets, eps=GN_EPS)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import ShapeError
-from ..gpu import Act, Counter, Graph, Matrix, QMatrix, ceil_div, pack_params
+from ..gpu import Act, BufferRange, Counter, Graph, Matrix, QMatrix, ceil_div, pack_params
+from ..gpu.tensor import MatrixPart
 from ..gpu.recorder import Grid
 
 PARAMS = np.dtype(
@@ -31,6 +34,7 @@ def matmul(
     act: str = "none",
     accumulate: bool = False,
     kernel: str | None = None,
+    min_tokens: int = 0,
     label: str = "matmul",
 ) -> None:
     """Record ``y[t, :R] (+)= act(W @ x[t, :K])`` for the counter's T rows.
@@ -39,7 +43,8 @@ def matmul(
     recorded; each step runs the one that suits its token count (the other gets an empty grid):
     a GEMV-style kernel for decoding, a tiled one for prompts. On CPU adapters a barrier-free
     row-per-invocation kernel serves every step. ``kernel`` ("gemv", "tiled", "rowwise") forces
-    one kernel for every token count (tests use it to check each on any adapter).
+    one kernel for every token count (tests use it to check each on any adapter). Steps with
+    fewer than ``min_tokens`` tokens skip the product (:func:`matmul_group` covers those).
     """
     if x.cols != w.k:
         raise ShapeError(f"{label}: input has {x.cols} columns, weight expects [R={w.rows}, K={w.k}]")
@@ -48,7 +53,7 @@ def matmul(
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}")
     if isinstance(w, QMatrix):
-        _matmul_quant(graph, counter, x, w, y, act, accumulate, label)
+        _matmul_quant(graph, counter, x, w, y, act, accumulate, label, kernel)
         return
     for part in w.parts:
         params = pack_params(
@@ -66,6 +71,8 @@ def matmul(
         )
 
         for name, grid in _choose(graph, part.rows, kernel):
+            if min_tokens:
+                grid = _from_tokens(grid, min_tokens)
             entry = "rowwise" if name == "rowwise" else "main"
             shader = {"gemv": "matmul", "rowwise": "matmul"}.get(name, f"matmul_{name}")
             consts = {"WG": 64, "ROWS": ROWS, "RTOK": RTOK} if shader == "matmul" else {}
@@ -75,6 +82,10 @@ def matmul(
 
 
 KERNELS = ("gemv", "subgroup", "rowwise", "tiled")
+
+
+def _from_tokens(grid: Grid, min_tokens: int) -> Grid:
+    return lambda n: grid(n) if n >= min_tokens else (0, 0, 0)
 
 
 def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
@@ -116,20 +127,146 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
 
 
 QUANT_CODE = {"int8": 0, "nf4": 1, "sf4": 2}
+QUANT_KERNELS = ("gemv", "tiled")
+NO_GRID = (0, 0, 0)
 
 
 def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, act: str, accumulate: bool,
-                  label: str) -> None:  # fmt: skip
-    """Quantized weights: one GEMV-style kernel (matmul_quant.wgsl) for every step size."""
+                  label: str, kernel: str | None = None) -> None:  # fmt: skip
+    """Quantized weights: the GEMV-style kernel (matmul_quant.wgsl) for decoding, the tiled one
+    (matmul_tiled.wgsl on weights_quant.wgsl, kernel "matmul_quant_tiled") for prompts."""
+    quant = QUANT_CODE[w.quant.value]
     for part in w.parts:
         params = pack_params(
             PARAMS, k=w.k, kv=w.kp // 8, rows=part.rows, row0=part.row0, x_off=x.offset, x_stride=x.stride,
             y_off=y.offset, y_stride=y.stride, act=ACTIVATIONS[act], accumulate=int(accumulate),
         )  # fmt: skip
-        def grid(n: int, rows: int = part.rows) -> tuple[int, int, int]:
-            return (ceil_div(rows, ROWS), ceil_div(n, TOK), 1)
+        buffers = [part.codes, x.buffer, y.buffer, part.scales]  # bindings 2 to 5
+        for name, grid in _choose_quant(graph, part.rows, kernel):
+            if name == "gemv":
+                graph.dispatch("matmul_quant", counter, params, buffers, grid, label=f"{label}.{w.quant.value}",
+                               WG=64, ROWS=ROWS, QUANT=quant)  # fmt: skip
+            else:
+                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid,
+                               label=f"{label}.{w.quant.value}.tiled", QUANT=quant)  # fmt: skip
 
-        graph.dispatch(
-            "matmul_quant", counter, params, [part.codes, x.buffer, y.buffer, part.scales], grid,
-            label=f"{label}.{w.quant.value}", WG=64, ROWS=ROWS, QUANT=QUANT_CODE[w.quant.value],
-        )  # fmt: skip
+
+def _choose_quant(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
+    """As :func:`_choose`, for quantized weights: the tiled kernel on the steps where f16 weights
+    would tile, the GEMV-style one on the others; only the GEMV-style one on CPU adapters.
+    ``kernel`` ("gemv", "tiled") forces one for every step."""
+
+    def gemv(n: int) -> tuple[int, int, int]:
+        return (ceil_div(rows, ROWS), ceil_div(n, TOK), 1)
+
+    def tiled(n: int) -> tuple[int, int, int]:
+        return (ceil_div(rows, TILE), ceil_div(n, TILE), 1)
+
+    if kernel is not None:
+        if kernel not in QUANT_KERNELS:
+            raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
+                             f"choose from {QUANT_KERNELS}")  # fmt: skip
+        return [(kernel, gemv if kernel == "gemv" else tiled)]
+    if graph.device.info.adapter_type.lower() == "cpu":
+        return [("gemv", gemv)]
+    # the f16 tile rule (TILED_FROM, TILED_MIN_TILES): its "tiled" grid is empty on steps too small
+    tiles = dict(_choose(graph, rows, None))["tiled"]
+    return [
+        ("gemv", lambda n: gemv(n) if tiles(n) == NO_GRID else NO_GRID),
+        ("tiled", lambda n: tiled(n) if tiles(n) != NO_GRID else NO_GRID),
+    ]
+
+
+SEGMENT = np.dtype(
+    [(n, "<u4") for n in ("row0", "rows", "k", "kv", "w_off", "x_off", "x_stride", "y_sel", "y_off", "y_stride", "act", "accumulate")]
+)
+GROUP_PARAMS = np.dtype([(n, "<u4") for n in ("segments", "rows", "_pad0", "_pad1")])
+
+
+@dataclass(frozen=True)
+class Product:
+    """One ``y (+)= act(W x)`` of a :func:`matmul_group`."""
+
+    x: Act
+    w: Matrix | QMatrix
+    y: Act
+    act: str = "none"
+    accumulate: bool = False
+    label: str = "matmul"
+
+
+def matmul_group(
+    graph: Graph, counter: Counter, products: list[Product], *, kernel: str | None = None, label: str = "group"
+) -> None:
+    """Record several independent products that can run at once, as one dispatch for decoding.
+
+    Products whose f16 weights share one buffer (``upload_matrices``), read the same input
+    buffer and write at most two output buffers are computed together by matmul_group.wgsl
+    for steps below the subgroup/tiled sizes (every step on CPU adapters); larger steps and
+    the other products run through :func:`matmul` as usual. The result is the same as
+    calling :func:`matmul` for each product (the same sums in the same order). ``kernel``
+    ("gemv" or "rowwise") forces one group kernel for every step (tests).
+    """
+    if kernel not in (None, "gemv", "rowwise"):
+        raise ValueError(f"unknown group kernel {kernel!r}; choose 'gemv' or 'rowwise'")
+    grouped, rest = _groupable(products)
+    for pr in rest:
+        matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
+    if not grouped:
+        return
+    cpu = graph.device.info.adapter_type.lower() == "cpu"
+    rowwise, alone = (kernel == "rowwise", kernel is None and not cpu) if kernel else (cpu, not cpu)
+    outputs: list = []
+    segs = np.zeros(len(grouped), SEGMENT)
+    row = 0
+    for i, pr in enumerate(grouped):
+        if pr.x.cols != pr.w.k or pr.y.cols < pr.w.rows:
+            raise ShapeError(f"{pr.label}: input [T, {pr.x.cols}] / output [T, {pr.y.cols}] do not fit weight [R={pr.w.rows}, K={pr.w.k}]")
+        if pr.y.buffer not in outputs:
+            outputs.append(pr.y.buffer)
+        part = pr.w.parts[0]
+        assert isinstance(part, MatrixPart) and isinstance(part.buffer, BufferRange)  # _groupable checked
+        segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, part.buffer.offset // 16, pr.x.offset, pr.x.stride,
+                   outputs.index(pr.y.buffer), pr.y.offset, pr.y.stride, ACTIVATIONS[pr.act], int(pr.accumulate))  # fmt: skip
+        row += ceil_div(pr.w.rows, ROWS) * ROWS
+        if alone:
+            matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate,
+                   min_tokens=SUBGROUP_FROM, label=pr.label)  # fmt: skip
+    rows = int(segs[-1]["row0"] + segs[-1]["rows"])
+    params = pack_params(GROUP_PARAMS, segments=len(grouped), rows=rows, _pad0=0, _pad1=0)
+    weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
+    table = graph.device.upload(segs, f"{label}.segments")
+    y1 = outputs[1] if len(outputs) > 1 else graph.device.storage(4, f"{label}.unused")
+    buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
+    if rowwise:
+        graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
+                       entry="rowwise", label=label, WG=64, RTOK=RTOK)  # fmt: skip
+    else:
+        limit = SUBGROUP_FROM if alone else 1 << 30
+        grid = lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1) if n < limit else (0, 0, 0)
+        graph.dispatch("matmul_group", counter, params, buffers, grid, label=label, WG=64, ROWS=ROWS)
+
+
+def _groupable(products: list[Product]) -> tuple[list[Product], list[Product]]:
+    """Split ``products`` into those one group dispatch can compute and the others."""
+    grouped: list[Product] = []
+    rest: list[Product] = []
+    outputs: set = set()
+    for pr in products:
+        part = pr.w.parts[0] if isinstance(pr.w, Matrix) and len(pr.w.parts) == 1 else None
+        fits = (
+            part is not None
+            and isinstance(part.buffer, BufferRange)
+            and (not grouped or part.buffer.buffer is grouped[0].w.parts[0].buffer.buffer)  # type: ignore[union-attr]
+            and (not grouped or pr.x.buffer is grouped[0].x.buffer)
+            and (pr.y.buffer in outputs or len(outputs) < 2)
+            and pr.y.buffer is not pr.x.buffer
+        )
+        if fits:
+            grouped.append(pr)
+            outputs.add(pr.y.buffer)
+        else:
+            rest.append(pr)
+    if len(grouped) < 2:
+        return [], products
+    return grouped, rest

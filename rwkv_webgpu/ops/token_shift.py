@@ -9,7 +9,10 @@ import numpy as np
 from ..errors import ShapeError
 from ..gpu import Act, Counter, Graph, ceil_div, pack_params
 
-PARAMS = np.dtype([(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "store", "with_delta")])
+PARAMS = np.dtype(
+    [(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "store", "with_delta", "ln_w_off", "ln_b_off")]
+    + [("eps", "<f4"), ("_pad", "<u4")]
+)
 WG = 64
 
 
@@ -37,8 +40,9 @@ def token_mix(
     saved row (read before written: one invocation walks one channel of one slot).
     """
     params = pack_params(
-        PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store), with_delta=int(delta is not None)
-    )
+        PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store),
+        with_delta=int(delta is not None), ln_w_off=0, ln_b_off=0, eps=0.0, _pad=0,
+    )  # fmt: skip
     if out.offset:
         raise ValueError("token_mix writes from the start of its output buffer")
     if x.stride != x.cols or out.stride != x.cols:
@@ -56,3 +60,42 @@ def token_mix(
         WG=WG,
     )
 
+
+
+def norm_mix(
+    graph: Graph,
+    counter: Counter,
+    cursors: Any,
+    x: Act,
+    xn: Act,
+    shift: Any,
+    vec: Any,
+    ln_w_off: int,
+    ln_b_off: int,
+    mu_off: int,
+    out: Act,
+    *,
+    mixes: int,
+    slots: int,
+    plane: int,
+    eps: float,
+    delta: Any = None,
+    store: bool = False,
+    label: str = "norm_mix",
+) -> None:
+    """``xn = layer_norm(x)`` then :func:`token_mix` of ``xn``, in one dispatch, for steps where
+    every slot has at most one token (the caller records it under ``Graph.only_when``).
+
+    Shapes: x, xn [T, C] packed; the rest as :func:`token_mix`. The results equal layer_norm
+    followed by token_mix bit for bit (the same sums in the same order).
+    """
+    c = x.cols
+    if x.stride != c or xn.stride != c or xn.offset or out.offset or out.stride != c:
+        raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={c}) and outputs start at 0")
+    params = pack_params(
+        PARAMS, c=c, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store),
+        with_delta=int(delta is not None), ln_w_off=ln_w_off, ln_b_off=ln_b_off, eps=eps, _pad=0,
+    )  # fmt: skip
+    buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: out.buffer, 7: vec if delta is None else delta, 8: xn.buffer}
+    wg = 256 if c >= 1024 else 64  # as layer_norm, so the sums match
+    graph.dispatch("token_shift", counter, params, buffers, lambda n: (n, 1, 1), entry="norm_mix", label=label, WG=wg)

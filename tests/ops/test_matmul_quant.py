@@ -7,6 +7,33 @@ from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_qmatrix
 from rwkv_webgpu.ops import matmul
 from rwkv_webgpu.weights.quant import Quant, quantize
 
+ACTS = {"none": lambda y: y, "tanh": np.tanh, "sigmoid": lambda y: 1 / (1 + np.exp(-y)),
+        "relu_sq": lambda y: np.maximum(y, 0) ** 2, "silu": lambda y: y / (1 + np.exp(-y))}  # fmt: skip
+
+
+def run_quant(device, quant, w, x, y0, act, kernel=None, steps=None):
+    """y0 (+)= act(x @ W^T) with W quantized, through one recorded graph run for each step size in
+    ``steps`` (default: all T rows); returns the dequantized W and y after each run."""
+    t, k = x.shape
+    qm = quantize(w, quant)
+    g, cnt = Graph(device), Counter(device, "n")
+    xa, ya = act_buffer(device, t, k, "x"), act_buffer(device, t, w.shape[0], "y")
+    device.write(xa.buffer, x)
+    wm = upload_qmatrix(device, qm, "w")
+    matmul(g, cnt, xa, wm, ya, act=act, accumulate=y0 is not None, kernel=kernel)
+    outs = []
+    for n in steps or [t]:
+        if y0 is not None:
+            device.write(ya.buffer, y0)
+        cnt.set(n)
+        g.run()
+        outs.append(device.read(ya.buffer)[: n * w.shape[0]].reshape(n, w.shape[0]))
+    return qm.dequantize(), outs
+
+
+def oracle(wq, x, act):
+    return ACTS[act](x.astype(np.float64) @ wq.astype(np.float64).T)
+
 
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
 @pytest.mark.parametrize("t,k,r", [(1, 64, 4), (1, 130, 7), (3, 256, 33), (6, 200, 65)])
@@ -26,6 +53,64 @@ def test_quant_matmul_matches_dequantized_numpy(device, quant, t, k, r):
     got = device.read(ya.buffer)[: t * r].reshape(t, r)
     want = y0 + 1 / (1 + np.exp(-(x.astype(np.float64) @ qm.dequantize().astype(np.float64).T)))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled"])
+@pytest.mark.parametrize("t", [1, 5, 70])
+@pytest.mark.parametrize("k", [72, 130, 200])
+@pytest.mark.parametrize("r", [7, 65, 130])
+def test_every_quant_matmul_kernel(device, kernel, quant, t, k, r):
+    """Each quantized kernel on every adapter, at sizes off every tile and block edge."""
+    rng = np.random.default_rng(t * 1000 + k + r)
+    w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    y0 = rng.standard_normal((t, r)).astype(np.float32)
+    wq, (got,) = run_quant(device, quant, w, x, y0, "tanh", kernel=kernel)
+    np.testing.assert_allclose(got, y0 + oracle(wq, x, "tanh"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
+@pytest.mark.parametrize("act", list(ACTS))
+def test_quant_tiled_activations(device, quant, act):
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((65, 130)).astype(np.float32) / np.sqrt(130)
+    x = rng.standard_normal((70, 130)).astype(np.float32)
+    wq, (got,) = run_quant(device, quant, w, x, None, act, kernel="tiled")
+    np.testing.assert_allclose(got, oracle(wq, x, act), rtol=1e-5, atol=1e-5)
+
+
+def test_quant_kernel_choice(device, monkeypatch):
+    """GPUs: the GEMV-style kernel for decoding and small steps, the tiled one for steps with
+    enough 64 x 64 tiles, switched per step in one recorded graph; CPUs: the GEMV-style only."""
+    import dataclasses
+
+    from rwkv_webgpu.ops.matmul import TILED_FROM, TILED_MIN_TILES, _choose_quant
+
+    g = Graph(device)
+    assert [name for name, _ in _choose_quant(g, 4096, None)] == (
+        ["gemv"] if device.info.adapter_type.lower() == "cpu" else ["gemv", "tiled"]
+    )
+    gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
+    monkeypatch.setattr(device, "info", gpu)
+    rows = 64 * TILED_MIN_TILES  # one token tile is enough
+    grids = dict(_choose_quant(g, rows, None))
+    assert grids["gemv"](1) != (0, 0, 0) and grids["tiled"](1) == (0, 0, 0)
+    assert grids["gemv"](TILED_FROM) == (0, 0, 0)
+    assert grids["tiled"](TILED_FROM) == (TILED_MIN_TILES, 1, 1)
+    assert dict(_choose_quant(g, 64, None))["tiled"](TILED_FROM) == (0, 0, 0)  # too few tiles
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((rows, 40)).astype(np.float32)
+    x = rng.standard_normal((TILED_FROM + 3, 40)).astype(np.float32)
+    wq, outs = run_quant(device, Quant.NF4, w, x, None, "none", steps=[TILED_FROM + 3, 3])
+    for got in outs:
+        np.testing.assert_allclose(got, oracle(wq, x[: len(got)], "none"), rtol=1e-5, atol=1e-5)
+
+
+def test_quant_matmul_rejects_f16_only_kernels(device):
+    with pytest.raises(ValueError, match="quantized"):
+        run_quant(device, Quant.INT8, np.ones((4, 8), np.float32), np.ones((1, 8), np.float32), None, "none",
+                  kernel="rowwise")  # fmt: skip
 
 
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])

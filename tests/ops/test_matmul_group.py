@@ -1,0 +1,123 @@
+"""matmul_group: several products in one dispatch equal the same products one by one."""
+
+import numpy as np
+import pytest
+
+from rwkv_webgpu.errors import ShapeError
+from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_matrices, upload_matrix
+from rwkv_webgpu.gpu.tensor import BufferRange
+from rwkv_webgpu.ops import Product, matmul, matmul_group
+
+from test_matmul import oracle
+
+# (rows, K, input plane, output buffer, activation, accumulate): odd sizes, mixed K, two outputs
+SPECS = [(7, 40, 0, 0, "none", False), (33, 40, 1, 0, "tanh", True), (5, 40, 2, 1, "sigmoid", False),
+         (65, 13, 3, 1, "relu_sq", False), (4, 13, 3, 0, "silu", True)]  # fmt: skip
+
+
+def build(device, t, rng, specs=SPECS):
+    kmax = max(s[1] for s in specs)
+    x = rng.standard_normal((4, t, kmax)).astype(np.float32)
+    xa = act_buffer(device, t, kmax, "x", planes=4)
+    device.write(xa.buffer, x)
+    ws = [rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k) for r, k, *_ in specs]
+    mats = upload_matrices(device, ws, [f"w{i}" for i in range(len(ws))])
+    width = sum(s[0] for s in specs)
+    outs = [act_buffer(device, t, width, f"y{j}") for j in range(2)]
+    y0 = [rng.standard_normal((t, width)).astype(np.float32) for _ in range(2)]
+    products, col = [], 0
+    for (r, k, plane, o, act, acc), m in zip(specs, mats):
+        xv = xa.at(plane * t * kmax, k)
+        xv = type(xv)(xv.buffer, k, kmax, xv.offset, t)
+        products.append(Product(xv, m, outs[o].at(col, width), act, acc, f"p{col}"))
+        col += r
+    return x, ws, outs, y0, products
+
+
+def expected(x, ws, y0, t, specs=SPECS):
+    want = [y.astype(np.float64).copy() for y in y0]
+    col = 0
+    for (r, k, plane, o, act, acc), w in zip(specs, ws):
+        v = oracle(w, x[plane][:, :k], act)
+        want[o][:, col : col + r] = (want[o][:, col : col + r] if acc else 0) + v
+        col += r
+    return want
+
+
+def run(device, products, outs, y0, t, kernel=None):
+    g, cnt = Graph(device), Counter(device, "n")
+    for buf, y in zip(outs, y0):
+        device.write(buf.buffer, y)
+    matmul_group(g, cnt, products, kernel=kernel)
+    cnt.set(t)
+    g.run()
+    width = outs[0].cols
+    return [device.read(b.buffer)[: t * width].reshape(t, width) for b in outs], g
+
+
+@pytest.mark.parametrize("kernel", [None, "gemv", "rowwise"])
+@pytest.mark.parametrize("t", [1, 3, 17, 70])
+def test_group_matches_numpy(device, kernel, t):
+    rng = np.random.default_rng(t)
+    x, ws, outs, y0, products = build(device, t, rng)
+    got, _ = run(device, products, outs, y0, t, kernel)
+    for g, w in zip(got, expected(x, ws, y0, t)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [1, 5])
+def test_group_equals_products_one_by_one(device, t):
+    """The group's sums are the single matmul's sums in the same order: bit-identical."""
+    rng = np.random.default_rng(10 + t)
+    x, ws, outs, y0, products = build(device, t, rng)
+    got, g = run(device, products, outs, y0, t)
+    single = Graph(device)
+    cnt = Counter(device, "n")
+    for buf, y in zip(outs, y0):
+        device.write(buf.buffer, y)
+    for pr in products:
+        matmul(single, cnt, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate)
+    cnt.set(t)
+    single.run()
+    width = outs[0].cols
+    for buf, want in zip(outs, got):
+        np.testing.assert_array_equal(device.read(buf.buffer)[: t * width].reshape(t, width), want)
+
+
+def test_matrices_share_one_aligned_buffer(device):
+    ws = [np.ones((3, 5), np.float32), np.ones((9, 17), np.float32), np.ones((2, 8), np.float32)]
+    mats = upload_matrices(device, ws, ["a", "b", "c"])
+    ranges = [m.parts[0].buffer for m in mats]
+    assert all(isinstance(r, BufferRange) for r in ranges)
+    assert len({id(r.buffer) for r in ranges}) == 1
+    assert all(r.offset % 256 == 0 for r in ranges)
+    assert [m.kp for m in mats] == [8, 24, 8]
+
+
+def test_ungroupable_products_fall_back(device):
+    """Weights in separate buffers (or a third output buffer) still compute, one dispatch each."""
+    rng = np.random.default_rng(3)
+    t = 2
+    x = rng.standard_normal((t, 16)).astype(np.float32)
+    xa = act_buffer(device, t, 16, "x")
+    device.write(xa.buffer, x)
+    ws = [rng.standard_normal((r, 16)).astype(np.float32) for r in (3, 4)]
+    ys = [act_buffer(device, t, r, f"y{r}") for r in (3, 4)]
+    products = [Product(xa, upload_matrix(device, w, "w"), y) for w, y in zip(ws, ys)]
+    g, cnt = Graph(device), Counter(device, "n")
+    matmul_group(g, cnt, products)
+    cnt.set(t)
+    g.run()
+    for w, y in zip(ws, ys):
+        got = device.read(y.buffer)[: t * w.shape[0]].reshape(t, -1)
+        np.testing.assert_allclose(got, oracle(w, x, "none"), rtol=1e-5, atol=1e-5)
+
+
+def test_group_checks_shapes(device):
+    rng = np.random.default_rng(4)
+    _, _, outs, _, products = build(device, 1, rng)
+    bad = Product(products[0].x.at(0, 12), products[0].w, products[0].y)
+    with pytest.raises(ShapeError, match="do not fit"):
+        matmul_group(Graph(device), Counter(device, "n"), [bad, *products[1:]])
+    with pytest.raises(ValueError, match="unknown group kernel"):
+        matmul_group(Graph(device), Counter(device, "n"), products, kernel="tiled")
