@@ -24,6 +24,7 @@ TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel ...
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
 NARROW = 16  # rows per workgroup of the narrow tiled kernel (64 tokens each) ...
 NARROW_FROM = 32  # ... used from this many tokens when wide tiles would leave the GPU idle
+WIDE_GEMV = False  # decoding GEMV with four loads in flight per lane (matmul.wgsl `wide`)
 
 
 def matmul(
@@ -75,17 +76,17 @@ def matmul(
         for name, grid in _choose(graph, part.rows, kernel):
             if min_tokens:
                 grid = _from_tokens(grid, min_tokens)
-            entry = "rowwise" if name == "rowwise" else "main"
-            shader = {"gemv": "matmul", "rowwise": "matmul", "narrow": "matmul_tiled"}.get(name, f"matmul_{name}")
+            entry = name if name in ("rowwise", "wide") else "main"
+            shader = {"gemv": "matmul", "wide": "matmul", "rowwise": "matmul", "narrow": "matmul_tiled"}.get(name, f"matmul_{name}")
             consts: dict[str, float] = {"WG": 64, "ROWS": ROWS, "RTOK": RTOK} if shader == "matmul" else {}
             if shader == "matmul_tiled":
                 consts["RQ"] = NARROW // 4 if name == "narrow" else TILE // 4
-            suffix = "" if name in ("gemv", "subgroup", "rowwise") else f".{name}"
+            suffix = "" if name in ("gemv", "wide", "subgroup", "rowwise") else f".{name}"
             graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
                            label=label + suffix, **consts)  # fmt: skip
 
 
-KERNELS = ("gemv", "subgroup", "rowwise", "tiled", "narrow")
+KERNELS = ("gemv", "wide", "subgroup", "rowwise", "tiled", "narrow")
 
 
 def _from_tokens(grid: Grid, min_tokens: int) -> Grid:
@@ -101,6 +102,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
     """
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
+        "wide": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
@@ -129,7 +131,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
         return n >= NARROW_FROM and not tiles(n)
 
     return [
-        ("gemv", lambda n: few(n) if n < SUBGROUP_FROM else (0, 0, 0)),
+        ("wide" if WIDE_GEMV else "gemv", lambda n: few(n) if n < SUBGROUP_FROM else (0, 0, 0)),
         (mid, lambda n: some(n) if n >= SUBGROUP_FROM and not tiles(n) and not narrows(n) else (0, 0, 0)),
         ("tiled", lambda n: many(n) if tiles(n) else (0, 0, 0)),
         ("narrow", lambda n: narrow(n) if narrows(n) else (0, 0, 0)),
