@@ -1,11 +1,11 @@
 // time_mix_v7.wgsl: the RWKV-7 time-mix core, for tokens of several slots packed in order.
-// tm is [7, plane] f32 holding planes r, w, k, v, kk, a, g, each [T, C] (C = H * N).
+// tm is [7, plane] f32 holding planes r, w, k, v, kk, a, g, each [T, C] (C = H * N); y is [T, C].
 // `prepare` (grid (H, T)): turns the raw projections into the kernel inputs, in place:
 //     w = exp(-e^-0.5 * sigmoid(w0 + w)), a = sigmoid(a0 + a), kk = normalize_head(k * k_k),
 //     k = k * (1 + (a - 1) * k_a), v = v + (v_first - v) * sigmoid(v0 + vgate) (layer 0 saves v_first).
-// `wkv` (grid (H, B)): per slot and head, for each token in order
-//     S = S * w[j] - (S kk) (kk * a)[j] + v k[j];  o = S r;  then per head
-//     y = (group_norm(o) * ln_x + (sum r * k * r_k) * v) * g.
+// `wkv` (grid (H * ceil(N / ROWS), B), WKV_WG invocations): per slot and head, for each token
+//     S = S * w[j] - (S kk) (kk * a)[j] + v k[j];  y = o = S r  (raw; ROWS state rows per workgroup).
+// `norm` (grid (H, T)), in place: y = (group_norm(o) * ln_x + (sum r * k * r_k) * v) * g.
 // State S is [B, H, N, N] f32 (row = value index, column = key index).
 struct Params {
     c: u32,
@@ -42,15 +42,7 @@ const KK: u32 = 4u;
 const A: u32 = 5u;
 const G: u32 = 6u;
 const MAX_N: u32 = 64u;
-override N_HEAD: u32 = 64u;   // head size, a constant so loops over it unroll
-
-var<workgroup> s_r: array<f32, MAX_N>;
-var<workgroup> s_w: array<f32, MAX_N>;
-var<workgroup> s_k: array<f32, MAX_N>;
-var<workgroup> s_kk: array<f32, MAX_N>;
-var<workgroup> s_ab: array<f32, MAX_N>;
-var<workgroup> s_rk: array<f32, MAX_N>;
-var<workgroup> span: vec2<u32>;
+override N_HEAD: u32 = 64u;   // head size
 
 @compute @workgroup_size(WG)
 fn prepare(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -82,59 +74,187 @@ fn prepare(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
     }
 }
 
-@compute @workgroup_size(WG)
-fn wkv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let h = wid.x;
-    let s = wid.y;
-    let i = lid.x;
+// wkv: LANES invocations share a state row; lane l owns column groups l and l + LANES (4 columns
+// each, held as vec4s s0, s1). One token costs one barrier (to sum S kk over the row). r, w, k, kk,
+// kk * a of TB tokens are staged at once in s_tok [5, TB, N4] (zero beyond column N), each
+// invocation loading one column group of one token for the next block while the current one runs:
+// TB + 2 barriers per TB tokens.
+const LANES: u32 = 8u;
+const ROWS: u32 = 16u;
+const TB: u32 = 8u;
+const N4: u32 = MAX_N / 4u;
+const WKV_WG: u32 = ROWS * LANES;   // = TB * N4 = TB * ROWS: one staged item per invocation
+const SR: u32 = 0u;                 // planes of s_tok
+const SW: u32 = 1u;
+const SK: u32 = 2u;
+const SKK: u32 = 3u;
+const SAB: u32 = 4u;
+
+var<workgroup> s_tok: array<vec4<f32>, 5u * TB * N4>;
+var<workgroup> s_v: array<f32, TB * ROWS>;          // [TB, ROWS] v of this workgroup's rows
+var<workgroup> s_sa: array<vec4<f32>, WKV_WG / 2u>;  // partial S kk per invocation [2 (parity of b), ROWS, LANES]
+var<workgroup> s_o: array<vec4<f32>, TB * WKV_WG / 4u>;  // partial S r per invocation [TB, ROWS, LANES]
+var<workgroup> span: vec2<u32>;                    // 15.5 KiB of workgroup memory in all
+
+// One invocation's share of a block of tokens: one column group of one token, and one v.
+struct Staged {
+    r: vec4<f32>,
+    w: vec4<f32>,
+    k: vec4<f32>,
+    kk: vec4<f32>,
+    ab: vec4<f32>,
+    v: f32,
+}
+
+fn cols(j0: u32) -> vec4<u32> {
+    return min(vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(N_HEAD - 1u));
+}
+
+fn in_head(j0: u32) -> vec4<bool> {
+    return vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(N_HEAD);
+}
+
+// Plane `pl` of tm, columns j0..j0+3 of the head whose column 0 is element i. Indices are clamped
+// so that every load is in bounds without a branch (the loads issue together); zero beyond N.
+fn tm4(pl: u32, i: u32, j0: u32) -> vec4<f32> {
+    let j = cols(j0) + pl * p.plane + i;
+    return select(vec4<f32>(0.0), vec4<f32>(tm[j.x], tm[j.y], tm[j.z], tm[j.w]), in_head(j0));
+}
+
+// Tokens t.. of a block (clamped to the slot's last token `last`) of the head at column hc: this
+// invocation's column group of token tid / N4, and v of row row0 + tid % ROWS of token tid / ROWS
+// (a padding row beyond N reads row N - 1; its results are never stored).
+fn fetch(tid: u32, t: u32, last: u32, hc: u32, row0: u32) -> Staged {
+    let i = min(t + tid / N4, last) * p.c + hc;
+    let j0 = tid % N4 * 4u;
+    var x: Staged;
+    x.r = tm4(R, i, j0);
+    x.w = tm4(W, i, j0);
+    x.k = tm4(K, i, j0);
+    x.kk = tm4(KK, i, j0);
+    x.ab = x.kk * tm4(A, i, j0);
+    x.v = tm[V * p.plane + min(t + tid / ROWS, last) * p.c + hc + min(row0 + tid % ROWS, N_HEAD - 1u)];
+    return x;
+}
+
+fn commit(tid: u32, x: Staged) {
+    s_tok[SR * TB * N4 + tid] = x.r;
+    s_tok[SW * TB * N4 + tid] = x.w;
+    s_tok[SK * TB * N4 + tid] = x.k;
+    s_tok[SKK * TB * N4 + tid] = x.kk;
+    s_tok[SAB * TB * N4 + tid] = x.ab;
+    s_v[tid] = x.v;
+}
+
+// Staged vector `pl`, token b of the block, column group g.
+fn tok(pl: u32, b: u32, g: u32) -> vec4<f32> {
+    return s_tok[(pl * TB + b) * N4 + g];
+}
+
+// The sum of a row's LANES = 8 partials, stored as two vec4s.
+fn row_sum(a: vec4<f32>, b: vec4<f32>) -> f32 {
+    return dot(a + b, vec4<f32>(1.0));
+}
+
+// Columns j0..j0+3 of the state row starting at element base (zero beyond N).
+fn load_state(base: u32, j0: u32) -> vec4<f32> {
+    let j = cols(j0) + base;
+    return select(vec4<f32>(0.0), vec4<f32>(state[j.x], state[j.y], state[j.z], state[j.w]), in_head(j0));
+}
+
+fn store_state(base: u32, j0: u32, x: vec4<f32>) {
+    if j0 + 3u < N_HEAD {
+        state[base + j0] = x.x;
+        state[base + j0 + 1u] = x.y;
+        state[base + j0 + 2u] = x.z;
+        state[base + j0 + 3u] = x.w;
+    } else {
+        for (var e = 0u; e < 4u; e++) {
+            if j0 + e < N_HEAD { state[base + j0 + e] = x[e]; }
+        }
+    }
+}
+
+@compute @workgroup_size(WKV_WG)
+fn wkv(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let n = N_HEAD;
-    let live = i < n;
+    let splits = (n + ROWS - 1u) / ROWS;
+    let h = wid.x / splits;
+    let row0 = wid.x % splits * ROWS;
+    let s = wid.y;
+    let lr = tid / LANES;
+    let lane = tid % LANES;
+    let g1 = lane + LANES;
     if count.n == 0u { return; }
-    if lid.x == 0u {
+    // The state loads do not wait for the slot's span: both are in flight together.
+    let live = row0 + lr < n;   // a padding row works on a copy of row N - 1 and is not stored
+    let sbase = ((s * p.h + h) * n + min(row0 + lr, n - 1u)) * n;
+    var s0 = load_state(sbase, 4u * lane);
+    var s1 = load_state(sbase, 4u * g1);
+    if tid == 0u {
         span = vec2<u32>(cursors[2u * s], cursors[2u * s + 1u]);
     }
     let sp = workgroupUniformLoad(&span);
-    var st: array<f32, MAX_N>;
-    let sbase = ((s * p.h + h) * n + i) * n;
-    if live {
-        for (var j = 0u; j < n; j++) { st[j] = state[sbase + j]; }
-        s_rk[i] = vec[p.r_k_off + h * n + i];
-    }
-    let c = h * n + i;
-    for (var tt = 0u; tt < sp.y; tt++) {
-        let e = (sp.x + tt) * p.c + c;
-        var v = 0.0;
-        if live {
-            s_r[i] = tm[R * p.plane + e];
-            s_w[i] = tm[W * p.plane + e];
-            s_k[i] = tm[K * p.plane + e];
-            let kk = tm[KK * p.plane + e];
-            s_kk[i] = kk;
-            s_ab[i] = kk * tm[A * p.plane + e];
-            v = tm[V * p.plane + e];
+    if sp.y == 0u { return; }
+    let hc = h * n;
+    let last = sp.x + sp.y - 1u;
+    var next = fetch(tid, sp.x, last, hc, row0);
+    for (var t0 = 0u; t0 < sp.y; t0 += TB) {
+        let nb = min(TB, sp.y - t0);
+        commit(tid, next);
+        workgroupBarrier();
+        if t0 + TB < sp.y {
+            next = fetch(tid, sp.x + t0 + TB, last, hc, row0);
+        }
+        for (var b = 0u; b < nb; b++) {
+            let v = s_v[b * ROWS + lr];
+            let sa4 = s0 * tok(SKK, b, lane) + s1 * tok(SKK, b, g1);
+            let par = b % 2u * WKV_WG / 4u;
+            s_sa[par + tid / 4u][tid % 4u] = sa4.x + sa4.y + sa4.z + sa4.w;
+            workgroupBarrier();
+            let sa = row_sum(s_sa[par + 2u * lr], s_sa[par + 2u * lr + 1u]);
+            s0 = s0 * tok(SW, b, lane) - sa * tok(SAB, b, lane) + v * tok(SK, b, lane);
+            s1 = s1 * tok(SW, b, g1) - sa * tok(SAB, b, g1) + v * tok(SK, b, g1);
+            let o4 = s0 * tok(SR, b, lane) + s1 * tok(SR, b, g1);
+            s_o[(b * WKV_WG + tid) / 4u][tid % 4u] = o4.x + o4.y + o4.z + o4.w;
         }
         workgroupBarrier();
-        var o = 0.0;
-        var bonus = 0.0;
-        if live {
-            var sa = 0.0;
-            for (var j = 0u; j < n; j++) { sa += st[j] * s_kk[j]; }
-            for (var j = 0u; j < n; j++) {
-                let x = st[j] * s_w[j] - sa * s_ab[j] + v * s_k[j];
-                st[j] = x;
-                o += x * s_r[j];
-                bonus += s_r[j] * s_k[j] * s_rk[j];
-            }
-        }
-        let mean = reduce_sum(i, o) / f32(n);
-        let d = select(0.0, o - mean, live);
-        let inv = inverseSqrt(reduce_sum(i, d * d) / f32(n) + p.eps);
-        if live {
-            let gn = d * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];
-            y[e] = (gn + bonus * v) * tm[G * p.plane + e];
+        // Flush: invocation tid sums the partials of row tid % ROWS for token tid / ROWS.
+        let ob = tid / ROWS;
+        let orow = tid % ROWS;
+        if ob < nb && row0 + orow < n {
+            let q = (ob * ROWS + orow) * 2u;
+            y[(sp.x + t0 + ob) * p.c + hc + row0 + orow] = row_sum(s_o[q], s_o[q + 1u]);
         }
     }
     if live {
-        for (var j = 0u; j < n; j++) { state[sbase + j] = st[j]; }
+        store_state(sbase, 4u * lane, s0);
+        store_state(sbase, 4u * g1, s1);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let h = wid.x;
+    let t = wid.y;
+    if t >= count.n { return; }
+    let n = p.n;
+    let i = lid.x;
+    let live = i < n;
+    let c = h * n + i;
+    let e = t * p.c + c;
+    var o = 0.0;
+    var rkr = 0.0;
+    if live {
+        o = y[e];
+        rkr = tm[R * p.plane + e] * tm[K * p.plane + e] * vec[p.r_k_off + c];
+    }
+    let bonus = reduce_sum(i, rkr);
+    let mean = reduce_sum(i, o) / f32(n);
+    let d = select(0.0, o - mean, live);
+    let inv = inverseSqrt(reduce_sum(i, d * d) / f32(n) + p.eps);
+    if live {
+        let gn = d * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];
+        y[e] = (gn + bonus * tm[V * p.plane + e]) * tm[G * p.plane + e];
     }
 }

@@ -7,12 +7,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShapeError
-from ..gpu import Counter, Graph, pack_params
+from ..gpu import Counter, Graph, ceil_div, pack_params
 
 _FIELDS = ("c", "h", "n", "plane", "slots", "dynamic_decay", "gated", "decay_off", "u_off", "lnw_off", "lnb_off")
 PARAMS = np.dtype([(f, "<u4") for f in _FIELDS] + [("eps", "<f4")])
 MAX_HEAD = 64
 WG = 64
+ROWS = 16  # state rows per wkv workgroup (the shader's ROWS)
 
 
 def time_mix_v5(
@@ -23,7 +24,9 @@ def time_mix_v5(
     """Record the WKV over tm planes (r, w, k, v, g) [5, plane]; state [B, H, N, N]; y [T, C].
 
     ``offsets`` gives decay, u, lnw, lnb in ``vec``. With ``dynamic_decay`` the w plane holds
-    the per-token decay LoRA output added to vec's time_decay (RWKV-6). Grid (H, B).
+    the per-token decay LoRA output added to vec's time_decay (RWKV-6). Two dispatches: the
+    recurrence writes the raw o into y (grid (H * ceil(N / ROWS), B)), then the group norm and
+    gate rewrite y in place (grid (H, T)).
     """
     n = c // heads if heads > 0 else 0
     if heads <= 0 or n * heads != c:
@@ -35,6 +38,11 @@ def time_mix_v5(
         decay_off=offsets["decay"], u_off=offsets["u"], lnw_off=offsets["lnw"], lnb_off=offsets["lnb"], eps=eps,
     )  # fmt: skip
     graph.dispatch(
-        "time_mix_v5", counter, params, [cursors, tm, vec, state, y],
-        lambda k: (heads, slots if k else 0, 1), label=label, WG=WG, N_HEAD=n,
+        "time_mix_v5", counter, params, {2: cursors, 3: tm, 4: vec, 5: state, 6: y},
+        lambda k: (heads * ceil_div(n, ROWS), slots if k else 0, 1),
+        entry="wkv", label=label, N_HEAD=n,
+    )  # fmt: skip
+    graph.dispatch(
+        "time_mix_v5", counter, params, {3: tm, 4: vec, 6: y},
+        lambda k: (heads, k, 1), entry="norm", label=f"{label}.norm", WG=WG,
     )  # fmt: skip

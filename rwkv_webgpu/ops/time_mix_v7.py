@@ -1,4 +1,5 @@
-"""RWKV-7 time mix: `prepare` shapes the projections, `wkv` runs the state recurrence per head."""
+"""RWKV-7 time mix: `prepare` shapes the projections, `wkv` runs the state recurrence per head
+(rows split over workgroups), `norm` applies the group norm, bonus and gate."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShapeError
-from ..gpu import Counter, Graph, pack_params
+from ..gpu import Counter, Graph, ceil_div, pack_params
 
 _FIELDS = (
     "c", "h", "n", "plane", "slots", "layer0", "w0_off", "a0_off", "v0_off",
@@ -16,6 +17,7 @@ _FIELDS = (
 PARAMS = np.dtype([(n, "<u4") for n in _FIELDS] + [("eps", "<f4"), ("_pad", "<u4")])
 MAX_HEAD = 64
 WG = 64
+ROWS = 16  # state rows per wkv workgroup (the shader's ROWS)
 
 
 def v7_params(*, c: int, h: int, plane: int, slots: int, layer0: bool, offsets: dict[str, int], eps: float) -> np.ndarray:
@@ -59,15 +61,26 @@ def time_mix_v7_wkv(
     graph: Graph, counter: Counter, params: np.ndarray, cursors: Any, tm: Any, vec: Any, state: Any, y: Any,
     *, heads: int, slots: int,
 ) -> None:  # fmt: skip
-    """Record the recurrence + group norm + bonus + gate; y [T, C]. Grid (H, B)."""
+    """Record the recurrence (raw o into y; grid (H * ceil(N / ROWS), B)), then group norm + bonus +
+    gate in place (grid (H, T)); y [T, C]."""
+    n = int(params["n"][0])
     graph.dispatch(
         "time_mix_v7",
         counter,
         params,
-        {2: cursors, 3: tm, 6: vec, 7: state, 8: y},
-        lambda n: (heads, slots if n else 0, 1),
+        {2: cursors, 3: tm, 7: state, 8: y},
+        lambda k: (heads * ceil_div(n, ROWS), slots if k else 0, 1),
         entry="wkv",
         label="v7.wkv",
+        N_HEAD=n,
+    )
+    graph.dispatch(
+        "time_mix_v7",
+        counter,
+        params,
+        {3: tm, 6: vec, 8: y},
+        lambda k: (heads, k, 1),
+        entry="norm",
+        label="v7.norm",
         WG=WG,
-        N_HEAD=int(params["n"][0]),
     )

@@ -136,6 +136,19 @@ def test_long_sequence(device, dynamic):
     check(device, 2, 64, [17, 0, 9], dynamic, True, seed=5 + dynamic)
 
 
+# Head sizes leaving padding rows in the last workgroup of 16 rows (24, 40) or a partial group of
+# 4 columns (6; 1 above); a slot spanning several staged blocks of 8 tokens, slots of every size.
+ODD_LENS = [70, 0, 13, 1, 8, 9]
+
+
+@pytest.mark.parametrize("n", [6, 24, 40])
+@pytest.mark.parametrize(
+    "dynamic,gated", [(False, False), (True, True)], ids=["static", "dynamic-gated"]
+)
+def test_odd_head_sizes_and_uneven_slots(device, n, dynamic, gated):
+    check(device, 2, n, ODD_LENS, dynamic, gated, seed=300 + n + dynamic)
+
+
 def test_state_layout(device):
     """One token, r = e_j, u = 0, k = 0: o = S[:, j] (row = value i, column = key j);
     the state then decays by w_j along columns."""

@@ -209,6 +209,13 @@ def test_wkv_long_sequence(device):
     check_wkv(device, 2, 64, [17, 0, 9], False, seed=5)
 
 
+# Head sizes leaving padding rows in the last workgroup of 16 rows (24, 40) or a partial group of
+# 4 columns (6; 1 above); a slot spanning several staged blocks of 8 tokens, slots of every size.
+@pytest.mark.parametrize("n", [6, 24, 40])
+def test_wkv_odd_head_sizes_and_uneven_slots(device, n):
+    check_wkv(device, 2, n, [70, 0, 13, 1, 8, 9], False, seed=400 + n)
+
+
 def test_wkv_matches_prepared_inputs(device):
     """wkv alone on inputs already in kernel form (w in (0.545, 1), unit kk, a in (0, 1))."""
     heads, n, lens = 2, 32, [3, 0, 4]
