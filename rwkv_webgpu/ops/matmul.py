@@ -22,8 +22,6 @@ RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array h
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel ...
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
-NARROW = 16  # rows per workgroup of the narrow tiled kernel (64 tokens each) ...
-NARROW_FROM = 32  # ... used from this many tokens when wide tiles would leave the GPU idle
 WIDE_GEMV = False  # decoding GEMV with four loads in flight per lane (matmul.wgsl `wide`)
 
 
@@ -77,16 +75,14 @@ def matmul(
             if min_tokens:
                 grid = _from_tokens(grid, min_tokens)
             entry = name if name in ("rowwise", "wide") else "main"
-            shader = {"gemv": "matmul", "wide": "matmul", "rowwise": "matmul", "narrow": "matmul_tiled"}.get(name, f"matmul_{name}")
-            consts: dict[str, float] = {"WG": 64, "ROWS": ROWS, "RTOK": RTOK} if shader == "matmul" else {}
-            if shader == "matmul_tiled":
-                consts["RQ"] = NARROW // 4 if name == "narrow" else TILE // 4
+            shader = {"gemv": "matmul", "wide": "matmul", "rowwise": "matmul"}.get(name, f"matmul_{name}")
+            consts = {"WG": 64, "ROWS": ROWS, "RTOK": RTOK} if shader == "matmul" else {}
             suffix = "" if name in ("gemv", "wide", "subgroup", "rowwise") else f".{name}"
             graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
                            label=label + suffix, **consts)  # fmt: skip
 
 
-KERNELS = ("gemv", "wide", "subgroup", "rowwise", "tiled", "narrow")
+KERNELS = ("gemv", "wide", "subgroup", "rowwise", "tiled")
 
 
 def _from_tokens(grid: Grid, min_tokens: int) -> Grid:
@@ -106,7 +102,6 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
-        "narrow": lambda n: (ceil_div(rows, NARROW), ceil_div(n, TILE), 1),
     }
     if kernel is not None:
         if kernel not in grids:
@@ -118,28 +113,23 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
     if info.adapter_type.lower() == "cpu":
         return [("rowwise", grids["rowwise"])]
     # Thresholds from the H100 (docs/performance.md): the 64-lane GEMV is fastest for decoding,
-    # the 8-lane subgroup one for a few dozen tokens, tiles above that: 64 x 64 tiles when they
-    # fill the GPU, else 16-row x 64-token ones (batched decoding: each weight read once per step).
+    # the 8-lane subgroup one for a few dozen tokens (batched decoding), tiles above that.
     mid = "subgroup" if info.subgroup else "gemv"
-    few, some, many, narrow = grids["gemv"], grids[mid], grids["tiled"], grids["narrow"]
+    few, some, many = grids["gemv"], grids[mid], grids["tiled"]
 
     def tiles(n: int) -> bool:
         # the tiled kernel only pays off with enough 64 x 64 tiles to fill the GPU
         return n >= TILED_FROM and ceil_div(rows, TILE) * ceil_div(n, TILE) >= TILED_MIN_TILES
 
-    def narrows(n: int) -> bool:
-        return n >= NARROW_FROM and not tiles(n)
-
     return [
         ("wide" if WIDE_GEMV else "gemv", lambda n: few(n) if n < SUBGROUP_FROM else (0, 0, 0)),
-        (mid, lambda n: some(n) if n >= SUBGROUP_FROM and not tiles(n) and not narrows(n) else (0, 0, 0)),
+        (mid, lambda n: some(n) if n >= SUBGROUP_FROM and not tiles(n) else (0, 0, 0)),
         ("tiled", lambda n: many(n) if tiles(n) else (0, 0, 0)),
-        ("narrow", lambda n: narrow(n) if narrows(n) else (0, 0, 0)),
     ]
 
 
 QUANT_CODE = {"int8": 0, "nf4": 1, "sf4": 2}
-QUANT_KERNELS = ("gemv", "tiled", "narrow")
+QUANT_KERNELS = ("gemv", "tiled")
 NO_GRID = (0, 0, 0)
 
 
@@ -159,32 +149,33 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
                 graph.dispatch("matmul_quant", counter, params, buffers, grid, label=f"{label}.{w.quant.value}",
                                WG=64, ROWS=ROWS, QUANT=quant)  # fmt: skip
             else:
-                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid, label=f"{label}.{w.quant.value}.{name}",
-                               QUANT=quant, RQ=(NARROW if name == "narrow" else TILE) // 4)  # fmt: skip
+                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid,
+                               label=f"{label}.{w.quant.value}.tiled", QUANT=quant)  # fmt: skip
 
 
 def _choose_quant(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
-    """As :func:`_choose`, for quantized weights: the tiled kernels (wide or narrow) on the steps
-    where f16 weights would use them, the GEMV-style one on the others; only the GEMV-style one
-    on CPU adapters. ``kernel`` ("gemv", "tiled", "narrow") forces one for every step."""
+    """As :func:`_choose`, for quantized weights: the tiled kernel on the steps where f16 weights
+    would tile, the GEMV-style one on the others; only the GEMV-style one on CPU adapters.
+    ``kernel`` ("gemv", "tiled") forces one for every step."""
 
     def gemv(n: int) -> tuple[int, int, int]:
         return (ceil_div(rows, ROWS), ceil_div(n, TOK), 1)
+
+    def tiled(n: int) -> tuple[int, int, int]:
+        return (ceil_div(rows, TILE), ceil_div(n, TILE), 1)
 
     if kernel is not None:
         if kernel not in QUANT_KERNELS:
             raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
                              f"choose from {QUANT_KERNELS}")  # fmt: skip
-        return [(kernel, gemv if kernel == "gemv" else dict(_choose(graph, rows, kernel))[kernel])]
+        return [(kernel, gemv if kernel == "gemv" else tiled)]
     if graph.device.info.adapter_type.lower() == "cpu":
         return [("gemv", gemv)]
-    # the f16 rule (TILED_FROM, TILED_MIN_TILES, NARROW_FROM): its tiled grids are empty on steps too small
-    f16 = dict(_choose(graph, rows, None))
-    tiled, narrow = f16["tiled"], f16["narrow"]
+    # the f16 tile rule (TILED_FROM, TILED_MIN_TILES): its "tiled" grid is empty on steps too small
+    tiles = dict(_choose(graph, rows, None))["tiled"]
     return [
-        ("gemv", lambda n: gemv(n) if tiled(n) == NO_GRID and narrow(n) == NO_GRID else NO_GRID),
-        ("tiled", tiled),
-        ("narrow", narrow),
+        ("gemv", lambda n: gemv(n) if tiles(n) == NO_GRID else NO_GRID),
+        ("tiled", lambda n: tiled(n) if tiles(n) != NO_GRID else NO_GRID),
     ]
 
 

@@ -56,7 +56,7 @@ def test_quant_matmul_matches_dequantized_numpy(device, quant, t, k, r):
 
 
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "narrow"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled"])
 @pytest.mark.parametrize("t", [1, 5, 70])
 @pytest.mark.parametrize("k", [72, 130, 200])
 @pytest.mark.parametrize("r", [7, 65, 130])
@@ -82,15 +82,14 @@ def test_quant_tiled_activations(device, quant, act):
 
 def test_quant_kernel_choice(device, monkeypatch):
     """GPUs: the GEMV-style kernel for decoding and small steps, the tiled one for steps with
-    enough 64 x 64 tiles, the narrow tiled one for batched steps on small matrices, switched per
-    step in one recorded graph; CPUs: the GEMV-style only."""
+    enough 64 x 64 tiles, switched per step in one recorded graph; CPUs: the GEMV-style only."""
     import dataclasses
 
     from rwkv_webgpu.ops.matmul import TILED_FROM, TILED_MIN_TILES, _choose_quant
 
     g = Graph(device)
     assert [name for name, _ in _choose_quant(g, 4096, None)] == (
-        ["gemv"] if device.info.adapter_type.lower() == "cpu" else ["gemv", "tiled", "narrow"]
+        ["gemv"] if device.info.adapter_type.lower() == "cpu" else ["gemv", "tiled"]
     )
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
     monkeypatch.setattr(device, "info", gpu)
@@ -99,9 +98,7 @@ def test_quant_kernel_choice(device, monkeypatch):
     assert grids["gemv"](1) != (0, 0, 0) and grids["tiled"](1) == (0, 0, 0)
     assert grids["gemv"](TILED_FROM) == (0, 0, 0)
     assert grids["tiled"](TILED_FROM) == (TILED_MIN_TILES, 1, 1)
-    small = dict(_choose_quant(g, 64, None))
-    assert small["tiled"](TILED_FROM) == (0, 0, 0)  # too few wide tiles: narrow ones
-    assert small["narrow"](TILED_FROM) == (4, 1, 1) and small["gemv"](TILED_FROM) == (0, 0, 0)
+    assert dict(_choose_quant(g, 64, None))["tiled"](TILED_FROM) == (0, 0, 0)  # too few tiles
     rng = np.random.default_rng(4)
     w = rng.standard_normal((rows, 40)).astype(np.float32)
     x = rng.standard_normal((TILED_FROM + 3, 40)).astype(np.float32)
