@@ -50,8 +50,6 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
 
     if args.tiled_from:
         matmul_op.TILED_MIN_TILES = args.tiled_from  # experiment: how many tiles make the tiled kernel worth it
-    if args.wide_gemv:
-        matmul_op.WIDE_GEMV = args.wide_gemv == "on"  # experiment: the decoding GEMV with four loads in flight
 
     out: dict = {"engine": "rwkv-webgpu"}
     t0 = time.perf_counter()
@@ -216,8 +214,6 @@ def driver(args: argparse.Namespace) -> None:
                 cmd += ["--quant", *args.quant]
             if args.tiled_from:
                 cmd += ["--tiled-from", str(args.tiled_from)]
-            if args.wide_gemv:
-                cmd += ["--wide-gemv", args.wide_gemv]
             if args.profile:
                 cmd.append("--profile")
             if args.adapter:
@@ -244,7 +240,6 @@ def main() -> None:
     ap.add_argument("--peer", action="store_true", help="also run web-rwkv-py 0.2.3 (V4-V6)")
     ap.add_argument("--quant", nargs="*", default=[], help="also measure these quantizations (int8 nf4 sf4)")
     ap.add_argument("--tiled-from", type=int, default=0, help="experiment: the tiled matmul needs at least this many 64x64 tiles")
-    ap.add_argument("--wide-gemv", choices=["on", "off"], help="experiment: decoding GEMV with four loads in flight per lane")
     ap.add_argument("--profile", action="store_true", help="per-kernel GPU time (timestamp queries)")
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--workdir", default="/tmp")
@@ -259,3 +254,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+

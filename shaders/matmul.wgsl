@@ -50,51 +50,6 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     }
 }
 
-// `wide`: as `main`, but each lane issues four weight loads before using them (lanes stride by
-// 4 WG words), so more memory requests are in flight per invocation: for the large matrices of
-// a decoding step, which are bound by memory latency, not by arithmetic.
-@compute @workgroup_size(WG, ROWS)
-fn wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let r = wid.x * ROWS + lid.y;
-    let t0 = wid.y * TOK;
-    let n = count.n;
-    var acc = vec4<f32>(0.0);
-    if r < p.rows {
-        let base = r * p.kv;
-        for (var i0 = lid.x; i0 < p.kv; i0 += 4u * WG) {
-            var q: array<vec4<u32>, 4>;
-            for (var u = 0u; u < 4u; u++) {
-                let i = i0 + u * WG;
-                q[u] = select(vec4<u32>(0u), w[base + min(i, p.kv - 1u)], i < p.kv);
-            }
-            for (var u = 0u; u < 4u; u++) {
-                let i = i0 + u * WG;
-                let lo = vec4<f32>(unpack2x16float(q[u].x), unpack2x16float(q[u].y));
-                let hi = vec4<f32>(unpack2x16float(q[u].z), unpack2x16float(q[u].w));
-                for (var j = 0u; j < TOK; j++) {
-                    if t0 + j < n && i < p.kv {
-                        let v = x8(t0 + j, i * 8u);
-                        acc[j] += dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
-                    }
-                }
-            }
-        }
-    }
-    let slot = lid.y * WG + lid.x;
-    partial[slot] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid.x < s {
-            partial[slot] += partial[slot + s];
-        }
-        workgroupBarrier();
-    }
-    if lid.x == 0u && r < p.rows {
-        let sum = partial[slot];
-        for (var j = 0u; j < TOK; j++) { store_out(t0 + j, r, sum[j]); }
-    }
-}
-
 // `rowwise`: one invocation per row and up to RTOK tokens, no workgroup memory and no barriers.
 // For CPU adapters (lavapipe), where barriers are expensive and caches make the row-strided
 // reads cheap. Grid: (ceil(R / WG), ceil(T / RTOK)) with a workgroup of WG x 1.

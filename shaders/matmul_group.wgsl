@@ -51,7 +51,11 @@ fn segment_of(row: u32) -> Segment {
 fn x8g(g: Segment, t: u32, kb: u32) -> array<f32, 8> {
     var v: array<f32, 8>;
     let base = g.x_off + t * g.x_stride + kb;
-    for (var e = 0u; e < 8u; e++) { v[e] = select(0.0, x[base + e], kb + e < g.k); }
+    if kb + 8u <= g.k {
+        for (var e = 0u; e < 8u; e++) { v[e] = x[base + e]; }
+    } else {
+        for (var e = 0u; e < 8u; e++) { v[e] = select(0.0, x[base + e], kb + e < g.k); }
+    }
     return v;
 }
 

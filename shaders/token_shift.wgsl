@@ -7,9 +7,9 @@
 //             slot has at most one token (decoding), so prev is always the saved row.
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
 // vec f32 (mu at mu_off, [mixes, C]; ln weight/bias at ln_w_off/ln_b_off), out [mixes, out_plane, C]
-// f32, delta like out, xn [T, C] f32. Grid: `mix` (ceil(C / WG), B): an invocation walks one channel
-// of one slot's tokens, so reading and replacing the saved row cannot race; `norm_mix` (T): a
-// workgroup per token (one per slot), the same sums as layer_norm.wgsl.
+// f32, delta like out, xn [T, C] f32. Grid: `mix` (ceil(C / WG), T): an invocation per channel and
+// token; the one of a slot's first token both reads and replaces the saved row, so they cannot race; `norm_mix`
+// (ceil(C / WG), T): each workgroup repeats layer_norm.wgsl's sums over the row, then owns WG channels.
 struct Params {
     c: u32,
     slots: u32,
@@ -36,52 +36,55 @@ struct Params {
 @compute @workgroup_size(WG)
 fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
-    let s = gid.y;
-    if c >= p.c || s >= p.slots || count.n == 0u { return; }
+    let t = gid.y;
+    if c >= p.c || t >= count.n { return; }
+    let s = cursors[2u * p.slots + t];
     let start = cursors[2u * s];
-    let len = cursors[2u * s + 1u];
-    if len == 0u { return; }
-    var prev = shift[s * p.c + c];
-    for (var t = start; t < start + len; t++) {
-        let cur = x[p.x_off + t * p.c + c];
-        let d = prev - cur;
-        for (var m = 0u; m < p.mixes; m++) {
-            let e = m * p.out_plane + t * p.c + c;
-            var mu = vec[p.mu_off + m * p.c + c];
-            if p.with_delta != 0u { mu += delta[e]; }
-            out[e] = cur + d * mu;
+    let cur = x[p.x_off + t * p.c + c];
+    var prev: f32;
+    if t == start {
+        prev = shift[s * p.c + c];
+        // the slot's first token owns its saved row: read above, replaced here by the last row
+        if p.store != 0u {
+            shift[s * p.c + c] = x[p.x_off + (start + cursors[2u * s + 1u] - 1u) * p.c + c];
         }
-        prev = cur;
+    } else {
+        prev = x[p.x_off + (t - 1u) * p.c + c];
     }
-    if p.store != 0u {
-        shift[s * p.c + c] = prev;
+    let d = prev - cur;
+    for (var m = 0u; m < p.mixes; m++) {
+        let e = m * p.out_plane + t * p.c + c;
+        var mu = vec[p.mu_off + m * p.c + c];
+        if p.with_delta != 0u { mu += delta[e]; }
+        out[e] = cur + d * mu;
     }
 }
 
 @compute @workgroup_size(WG)
 fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let t = wid.x;
+    let t = wid.y;
     if t >= count.n { return; }
     let s = cursors[2u * p.slots + t];
     let xb = p.x_off + t * p.c;
+    // every workgroup of the row sums the whole row (as layer_norm.wgsl), then mixes its WG channels
     var sum = 0.0;
     for (var i = lid.x; i < p.c; i += WG) { sum += x[xb + i]; }
     let mean = reduce_sum(lid.x, sum) / f32(p.c);
     var q = 0.0;
     for (var i = lid.x; i < p.c; i += WG) { let d = x[xb + i] - mean; q += d * d; }
     let inv = inverseSqrt(reduce_sum(lid.x, q) / f32(p.c) + p.eps);
-    for (var c = lid.x; c < p.c; c += WG) {
-        let cur = (x[xb + c] - mean) * inv * vec[p.ln_w_off + c] + vec[p.ln_b_off + c];
-        xn[t * p.c + c] = cur;
-        let d = shift[s * p.c + c] - cur;
-        for (var m = 0u; m < p.mixes; m++) {
-            let e = m * p.out_plane + t * p.c + c;
-            var mu = vec[p.mu_off + m * p.c + c];
-            if p.with_delta != 0u { mu += delta[e]; }
-            out[e] = cur + d * mu;
-        }
-        if p.store != 0u {
-            shift[s * p.c + c] = cur;
-        }
+    let c = wid.x * WG + lid.x;
+    if c >= p.c { return; }
+    let cur = (x[xb + c] - mean) * inv * vec[p.ln_w_off + c] + vec[p.ln_b_off + c];
+    xn[t * p.c + c] = cur;
+    let d = shift[s * p.c + c] - cur;
+    for (var m = 0u; m < p.mixes; m++) {
+        let e = m * p.out_plane + t * p.c + c;
+        var mu = vec[p.mu_off + m * p.c + c];
+        if p.with_delta != 0u { mu += delta[e]; }
+        out[e] = cur + d * mu;
+    }
+    if p.store != 0u {
+        shift[s * p.c + c] = cur;
     }
 }

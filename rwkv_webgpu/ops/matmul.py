@@ -22,7 +22,6 @@ RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array h
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel ...
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
-WIDE_GEMV = False  # decoding GEMV with four loads in flight per lane (matmul.wgsl `wide`)
 
 
 def matmul(
@@ -74,15 +73,15 @@ def matmul(
         for name, grid in _choose(graph, part.rows, kernel):
             if min_tokens:
                 grid = _from_tokens(grid, min_tokens)
-            entry = name if name in ("rowwise", "wide") else "main"
-            shader = {"gemv": "matmul", "wide": "matmul", "rowwise": "matmul"}.get(name, f"matmul_{name}")
+            entry = "rowwise" if name == "rowwise" else "main"
+            shader = {"gemv": "matmul", "rowwise": "matmul"}.get(name, f"matmul_{name}")
             consts = {"WG": 64, "ROWS": ROWS, "RTOK": RTOK} if shader == "matmul" else {}
-            suffix = "" if name in ("gemv", "wide", "subgroup", "rowwise") else f".{name}"
+            suffix = "" if name in ("gemv", "subgroup", "rowwise") else f".{name}"
             graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
                            label=label + suffix, **consts)  # fmt: skip
 
 
-KERNELS = ("gemv", "wide", "subgroup", "rowwise", "tiled")
+KERNELS = ("gemv", "subgroup", "rowwise", "tiled")
 
 
 def _from_tokens(grid: Grid, min_tokens: int) -> Grid:
@@ -98,7 +97,6 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
     """
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
-        "wide": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
@@ -122,7 +120,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
         return n >= TILED_FROM and ceil_div(rows, TILE) * ceil_div(n, TILE) >= TILED_MIN_TILES
 
     return [
-        ("wide" if WIDE_GEMV else "gemv", lambda n: few(n) if n < SUBGROUP_FROM else (0, 0, 0)),
+        ("gemv", lambda n: few(n) if n < SUBGROUP_FROM else (0, 0, 0)),
         (mid, lambda n: some(n) if n >= SUBGROUP_FROM and not tiles(n) else (0, 0, 0)),
         ("tiled", lambda n: many(n) if tiles(n) else (0, 0, 0)),
     ]

@@ -37,7 +37,7 @@ def token_mix(
 
     Shapes: x [T, C]; shift [B, C]; mu [mixes, C] at ``mu_off`` of vec; out and the optional
     delta buffer [mixes, plane/C, C]. With ``store`` each slot's last row of x then becomes its
-    saved row (read before written: one invocation walks one channel of one slot).
+    saved row (the invocation of the slot's first token reads the old row and writes the new one).
     """
     params = pack_params(
         PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store),
@@ -54,7 +54,7 @@ def token_mix(
         counter,
         params,
         buffers,
-        lambda n: (ceil_div(x.cols, WG), slots if n else 0, 1),
+        lambda n: (ceil_div(x.cols, WG), n, 1),
         entry="mix",
         label=label,
         WG=WG,
@@ -98,4 +98,5 @@ def norm_mix(
     )  # fmt: skip
     buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: out.buffer, 7: vec if delta is None else delta, 8: xn.buffer}
     wg = 256 if c >= 1024 else 64  # as layer_norm, so the sums match
-    graph.dispatch("token_shift", counter, params, buffers, lambda n: (n, 1, 1), entry="norm_mix", label=label, WG=wg)
+    graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, wg), n, 1), entry="norm_mix", label=label,
+                   WG=wg)  # fmt: skip
