@@ -62,8 +62,21 @@ fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = count.n;
     if r >= p.rows || t0 >= n { return; }
     let tn = min(RTOK, n - t0);
-    var acc: array<f32, 16>;
     let base = r * p.kv;
+    if tn == 1u {
+        // decoding: one accumulator in a register (the array below lives in memory on lavapipe)
+        var a = 0.0;
+        for (var i = 0u; i < p.kv; i++) {
+            let q = w[base + i];
+            let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+            let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+            let v = x8(t0, i * 8u);
+            a += dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
+        }
+        store_out(t0, r, a);
+        return;
+    }
+    var acc: array<f32, 16>;
     for (var i = 0u; i < p.kv; i++) {
         let q = w[base + i];
         let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));

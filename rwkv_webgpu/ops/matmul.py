@@ -93,7 +93,8 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
 
     Real GPUs: the GEMV-style kernel below SUBGROUP_FROM tokens, the subgroup-shuffle one (where
     the adapter has subgroups) up to TILED_FROM, the tiled kernel above. CPU adapters: the
-    barrier-free row-per-invocation kernel for every step (barriers cost most there).
+    barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers cost most there),
+    the tiled kernel above.
     """
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
@@ -109,7 +110,12 @@ def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid
         return [(kernel, grids[kernel])]
     info = graph.device.info
     if info.adapter_type.lower() == "cpu":
-        return [("rowwise", grids["rowwise"])]
+        # lavapipe: the row-wise kernel costs the same per token at any step size (each token
+        # re-reads the rows), tiles win from a few dozen tokens (2x on a 128-token chunk)
+        return [
+            ("rowwise", lambda n: grids["rowwise"](n) if n < TILED_FROM else (0, 0, 0)),
+            ("tiled", lambda n: grids["tiled"](n) if n >= TILED_FROM else (0, 0, 0)),
+        ]
     # Thresholds from the H100 (docs/performance.md): the 64-lane GEMV is fastest for decoding,
     # the 8-lane subgroup one for a few dozen tokens (batched decoding), tiles above that.
     mid = "subgroup" if info.subgroup else "gemv"
@@ -153,7 +159,7 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
 
 def _choose_quant(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
     """As :func:`_choose`, for quantized weights: the tiled kernel on the steps where f16 weights
-    would tile, the GEMV-style one on the others; only the GEMV-style one on CPU adapters.
+    would tile (CPU adapters included), the GEMV-style one on the others.
     ``kernel`` ("gemv", "tiled") forces one for every step."""
 
     def gemv(n: int) -> tuple[int, int, int]:
@@ -167,8 +173,6 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str
             raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
                              f"choose from {QUANT_KERNELS}")  # fmt: skip
         return [(kernel, gemv if kernel == "gemv" else tiled)]
-    if graph.device.info.adapter_type.lower() == "cpu":
-        return [("gemv", gemv)]
     # the f16 tile rule (TILED_FROM, TILED_MIN_TILES): its "tiled" grid is empty on steps too small
     tiles = dict(_choose(graph, rows, None))["tiled"]
     return [
@@ -202,7 +206,7 @@ def matmul_group(
 
     Products whose f16 weights share one buffer (``upload_matrices``), read the same input
     buffer and write at most two output buffers are computed together by matmul_group.wgsl
-    for steps below the subgroup/tiled sizes (every step on CPU adapters); larger steps and
+    for steps below the subgroup sizes (CPU adapters: below the tiled sizes); larger steps and
     the other products run through :func:`matmul` as usual. The result is the same as
     calling :func:`matmul` for each product (the same sums in the same order). ``kernel``
     ("gemv" or "rowwise") forces one group kernel for every step (tests).
@@ -215,7 +219,9 @@ def matmul_group(
     if not grouped:
         return
     cpu = graph.device.info.adapter_type.lower() == "cpu"
-    rowwise, alone = (kernel == "rowwise", kernel is None and not cpu) if kernel else (cpu, not cpu)
+    rowwise, alone = (kernel == "rowwise", False) if kernel else (cpu, True)
+    # steps from `limit` tokens run the products one by one (subgroup/tiled kernels)
+    limit = (TILED_FROM if cpu else SUBGROUP_FROM) if alone else 1 << 30
     outputs: list = []
     segs = np.zeros(len(grouped), SEGMENT)
     row = 0
@@ -231,7 +237,7 @@ def matmul_group(
         row += ceil_div(pr.w.rows, ROWS) * ROWS
         if alone:
             matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate,
-                   min_tokens=SUBGROUP_FROM, label=pr.label)  # fmt: skip
+                   min_tokens=limit, label=pr.label)  # fmt: skip
     rows = int(segs[-1]["row0"] + segs[-1]["rows"])
     params = pack_params(GROUP_PARAMS, segments=len(grouped), rows=rows, _pad0=0, _pad1=0)
     weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
@@ -239,10 +245,9 @@ def matmul_group(
     y1 = outputs[1] if len(outputs) > 1 else graph.device.storage(4, f"{label}.unused")
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
     if rowwise:
-        graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
-                       entry="rowwise", label=label, WG=64, RTOK=RTOK)  # fmt: skip
+        grid = lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1) if n < limit else (0, 0, 0)
+        graph.dispatch("matmul_group", counter, params, buffers, grid, entry="rowwise", label=label, WG=64, RTOK=RTOK)
     else:
-        limit = SUBGROUP_FROM if alone else 1 << 30
         grid = lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1) if n < limit else (0, 0, 0)
         graph.dispatch("matmul_group", counter, params, buffers, grid, label=label, WG=64, ROWS=ROWS)
 

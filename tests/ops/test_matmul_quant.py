@@ -82,15 +82,13 @@ def test_quant_tiled_activations(device, quant, act):
 
 def test_quant_kernel_choice(device, monkeypatch):
     """GPUs: the GEMV-style kernel for decoding and small steps, the tiled one for steps with
-    enough 64 x 64 tiles, switched per step in one recorded graph; CPUs: the GEMV-style only."""
+    enough 64 x 64 tiles (CPUs: from TILED_FROM tokens), switched per step in one recorded graph."""
     import dataclasses
 
     from rwkv_webgpu.ops.matmul import TILED_FROM, TILED_MIN_TILES, _choose_quant
 
     g = Graph(device)
-    assert [name for name, _ in _choose_quant(g, 4096, None)] == (
-        ["gemv"] if device.info.adapter_type.lower() == "cpu" else ["gemv", "tiled"]
-    )
+    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["gemv", "tiled"]
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
     monkeypatch.setattr(device, "info", gpu)
     rows = 64 * TILED_MIN_TILES  # one token tile is enough
