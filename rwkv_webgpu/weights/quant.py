@@ -11,6 +11,8 @@ Layouts, for a matrix ``[R, K]`` padded to ``KP`` columns (a multiple of the blo
 from __future__ import annotations
 
 import enum
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,13 +96,22 @@ def quantize(w: np.ndarray, quant: Quant) -> QuantizedMatrix:
     book = CODEBOOKS[quant]
     absmax = np.abs(blocks).max(-1)
     absmax = np.where(absmax > 0, absmax, 1.0).astype(np.float32)
-    # nearest codebook entry; in row chunks to bound memory
-    order = np.argsort(book)
+    # nearest codebook entry: the rank among the midpoints of the sorted codes (counting the
+    # midpoints below a value is searchsorted's answer, 2x faster for 15 of them); in row chunks
+    # on every core (numpy releases the GIL) to bound memory and time
+    order = np.argsort(book).astype(np.uint8)
     mids = (book[order][1:] + book[order][:-1]) / 2
     idx = np.empty((rows, kp), np.uint8)
-    for r0 in range(0, rows, 4096):
-        part = (blocks[r0 : r0 + 4096] / absmax[r0 : r0 + 4096, :, None]).reshape(-1, kp)
-        idx[r0 : r0 + 4096] = order[np.searchsorted(mids, part)]
+
+    def nearest(r0: int) -> None:
+        part = blocks[r0 : r0 + 1024] / absmax[r0 : r0 + 1024, :, None]
+        rank = np.zeros(part.shape, np.uint8)
+        for m in mids:
+            rank += part > m
+        idx[r0 : r0 + 1024] = order[rank].reshape(-1, kp)
+
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        list(pool.map(nearest, range(0, rows, 1024)))
     packed = (idx[:, 0::2] | (idx[:, 1::2] << 4)).astype(np.uint8)
     scales = absmax
     return QuantizedMatrix(quant, rows, k, kp, np.ascontiguousarray(packed).view(np.uint32), scales)
