@@ -87,7 +87,8 @@ def norm_mix(
     every slot has at most one token (the caller records it under ``Graph.only_when``).
 
     Shapes: x, xn [T, C] packed; the rest as :func:`token_mix`. The results equal layer_norm
-    followed by token_mix bit for bit (the same sums in the same order).
+    followed by token_mix (the same sums in the same order; a GPU compiler may fuse the
+    multiply-adds differently, so equal within f32 rounding).
     """
     c = x.cols
     if x.stride != c or xn.stride != c or xn.offset or out.offset or out.stride != c:
