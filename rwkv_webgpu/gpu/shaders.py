@@ -63,8 +63,8 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "matmul_tiled": ("matmul_io", "weights_f16"),
     "layer_norm": ("reduce",),
     "sample": ("reduce",),
-    "time_mix_v5": ("reduce",),
-    "time_mix_v7": ("reduce",),
+    "time_mix_v5": ("reduce", "wkv_common"),
+    "time_mix_v7": ("reduce", "wkv_common"),
     "token_shift": ("reduce",),
 }
 
