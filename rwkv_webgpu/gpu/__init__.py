@@ -2,7 +2,17 @@
 
 from .device import AdapterInfo, Device, get_device, list_adapters
 from .recorder import Counter, Graph, ceil_div, pack_params
-from .tensor import Act, BufferRange, Matrix, QMatrix, Weight, act_buffer, upload_matrices, upload_matrix, upload_qmatrix
+from .tensor import (
+    Act,
+    BufferRange,
+    Matrix,
+    QMatrix,
+    Weight,
+    act_buffer,
+    upload_matrices,
+    upload_matrix,
+    upload_qmatrix,
+)
 
 __all__ = [
     "Act",

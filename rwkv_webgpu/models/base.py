@@ -15,23 +15,28 @@ import numpy as np
 
 from ..config import ModelInfo
 from ..errors import RWKVError, StateError, TokenError
-from ..gpu import Act, Device, Graph, Matrix, QMatrix, Weight, act_buffer, upload_matrices, upload_matrix, upload_qmatrix
+from ..gpu import (
+    Act,
+    Device,
+    Graph,
+    Matrix,
+    QMatrix,
+    Weight,
+    act_buffer,
+    upload_matrices,
+    upload_matrix,
+    upload_qmatrix,
+)
 from ..hooks import Frame, HookRegistry
 from ..ops import Product, add_mul, layer_norm, matmul, matmul_group, norm_mix, token_mix
 from ..state import State, StateSpec
-from ..weights.quant import Quant, quantize
+from ..weights.quant import Quant, quantize, quantized_here
 from .step import Buffers, Plan, StepRunner, VectorPack, share_budget
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 LN_EPS = 1e-5
-# the matrices quantization applies to (the embedding, head and small LoRA matrices stay f16)
-QUANTIZABLE = frozenset(
-    f"{block}.{name}.weight"
-    for block, names in (("att", ("receptance", "key", "value", "output", "gate")), ("ffn", ("key", "value", "receptance")))
-    for name in names
-)
 
 
 class Model:
@@ -181,10 +186,7 @@ class Model:
         self.quant_layers = set(range(self.info.num_layer)) if layers is None else set(layers)
 
     def quantizes(self, name: str) -> bool:
-        parts = name.split(".", 2)
-        if self.quant is Quant.NONE or len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
-            return False
-        return int(parts[1]) in self.quant_layers and parts[2] in QUANTIZABLE
+        return quantized_here(name, self.quant, self.quant_layers)
 
     def load_time_state(self, ckpt: Any, source: str = "") -> None:
         """Use ``blocks.{i}.att.time_state`` tensors (state tuning) as every new slot's start.

@@ -8,8 +8,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..gpu import Act, BufferRange, Counter, Graph, Matrix, QMatrix, ceil_div, pack_params
-from ..gpu.tensor import MatrixPart
 from ..gpu.recorder import Grid
+from ..gpu.tensor import MatrixPart
 
 PARAMS = np.dtype(
     [(n, "<u4") for n in ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate")]

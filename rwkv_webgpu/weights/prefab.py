@@ -17,23 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
-from .quant import Quant, QuantizedMatrix, quantize
+from .quant import Quant, QuantizedMatrix, quantize, quantized_here
 from .safetensors_io import TensorSpec, tag_of, write_safetensors
 
 FORMAT = "rwkv-webgpu-prefab"
-QUANTIZABLE = frozenset(
-    f"{block}.{name}.weight"
-    for block, names in (("att", ("receptance", "key", "value", "output", "gate")), ("ffn", ("key", "value", "receptance")))
-    for name in names
-)
-
-
-def quantized_here(name: str, quant: Quant, layers: set[int]) -> bool:
-    """Whether ``name`` is one of the large attention/FFN matrices of a layer in ``layers``."""
-    parts = name.split(".", 2)
-    if quant is Quant.NONE or len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
-        return False
-    return int(parts[1]) in layers and parts[2] in QUANTIZABLE
 
 
 def save_prefab(ckpt: Any, path: str | os.PathLike[str], *, quant: Quant = Quant.NONE,

@@ -38,6 +38,23 @@ class Quant(enum.Enum):
             raise ValueError(f"unknown quantization {value!r}; choose from {[q.value for q in cls]}") from None
 
 
+# The matrices quantization applies to: each layer's large attention/FFN ones (the embedding,
+# head and small LoRA matrices stay f16).
+QUANTIZABLE = frozenset(
+    f"{block}.{name}.weight"
+    for block, names in (("att", ("receptance", "key", "value", "output", "gate")), ("ffn", ("key", "value", "receptance")))
+    for name in names
+)
+
+
+def quantized_here(name: str, quant: Quant, layers: set[int]) -> bool:
+    """Whether ``name`` is one of the large attention/FFN matrices of a layer in ``layers``."""
+    parts = name.split(".", 2)
+    if quant is Quant.NONE or len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+        return False
+    return int(parts[1]) in layers and parts[2] in QUANTIZABLE
+
+
 INT8_BLOCK = 128
 Q4_BLOCK = 64
 # NF4: the 16 quantiles of a unit normal, scaled to [-1, 1] (as in QLoRA).
