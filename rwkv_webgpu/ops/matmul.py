@@ -34,24 +34,17 @@ def matmul(
     act: str = "none",
     accumulate: bool = False,
     kernel: str | None = None,
-    min_tokens: int = 0,
     label: str = "matmul",
 ) -> None:
     """Record ``y[t, :R] (+)= act(W @ x[t, :K])`` for the counter's T rows.
 
     Shapes: x [T, K], W [R, K] (f16, split in row blocks), y [T, >= R]. Both kernels are
     recorded; each step runs the one that suits its token count (the other gets an empty grid):
-    a GEMV-style kernel for decoding, a tiled one for prompts. On CPU adapters a barrier-free
-    row-per-invocation kernel serves every step. ``kernel`` ("gemv", "tiled", "rowwise") forces
-    one kernel for every token count (tests use it to check each on any adapter). Steps with
-    fewer than ``min_tokens`` tokens skip the product (:func:`matmul_group` covers those).
+    a GEMV-style kernel for decoding, a tiled one for prompts (CPU adapters: a barrier-free
+    row-per-invocation kernel below the tiled sizes). ``kernel`` ("gemv", "subgroup", "rowwise",
+    "tiled") forces one kernel for every token count (tests use it to check each on any adapter).
     """
-    if x.cols != w.k:
-        raise ShapeError(f"{label}: input has {x.cols} columns, weight expects [R={w.rows}, K={w.k}]")
-    if y.cols < w.rows:
-        raise ShapeError(f"{label}: output has {y.cols} columns, weight gives R={w.rows}")
-    if act not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {act!r}")
+    _check(x, w, y, act, label)
     if isinstance(w, QMatrix):
         _matmul_quant(graph, counter, x, w, y, act, accumulate, label, kernel)
         return
@@ -71,8 +64,6 @@ def matmul(
         )
 
         for name, grid in _choose(graph, part.rows, kernel):
-            if min_tokens:
-                grid = _from_tokens(grid, min_tokens)
             entry = "rowwise" if name == "rowwise" else "main"
             shader = {"gemv": "matmul", "rowwise": "matmul"}.get(name, f"matmul_{name}")
             consts = {"WG": 64, "ROWS": ROWS, "RTOK": RTOK} if shader == "matmul" else {}
@@ -84,8 +75,13 @@ def matmul(
 KERNELS = ("gemv", "subgroup", "rowwise", "tiled")
 
 
-def _from_tokens(grid: Grid, min_tokens: int) -> Grid:
-    return lambda n: grid(n) if n >= min_tokens else (0, 0, 0)
+def _check(x: Act, w: Matrix | QMatrix, y: Act, act: str, label: str) -> None:
+    if x.cols != w.k:
+        raise ShapeError(f"{label}: input [T, {x.cols}] and weight [R={w.rows}, K={w.k}] do not fit (K differs)")
+    if y.cols < w.rows:
+        raise ShapeError(f"{label}: output [T, {y.cols}] and weight [R={w.rows}, K={w.k}] do not fit (fewer than R columns)")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}")
 
 
 def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
@@ -161,23 +157,17 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str
     """As :func:`_choose`, for quantized weights: the tiled kernel on the steps where f16 weights
     would tile (CPU adapters included), the GEMV-style one on the others.
     ``kernel`` ("gemv", "tiled") forces one for every step."""
-
-    def gemv(n: int) -> tuple[int, int, int]:
-        return (ceil_div(rows, ROWS), ceil_div(n, TOK), 1)
-
-    def tiled(n: int) -> tuple[int, int, int]:
-        return (ceil_div(rows, TILE), ceil_div(n, TILE), 1)
-
     if kernel is not None:
         if kernel not in QUANT_KERNELS:
             raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
                              f"choose from {QUANT_KERNELS}")  # fmt: skip
-        return [(kernel, gemv if kernel == "gemv" else tiled)]
-    # the f16 tile rule (TILED_FROM, TILED_MIN_TILES): its "tiled" grid is empty on steps too small
+        return _choose(graph, rows, kernel)
+    # the f16 rule (TILED_FROM, TILED_MIN_TILES): its "tiled" grid is empty on steps too small
     tiles = dict(_choose(graph, rows, None))["tiled"]
+    gemv = _choose(graph, rows, "gemv")[0][1]
     return [
         ("gemv", lambda n: gemv(n) if tiles(n) == NO_GRID else NO_GRID),
-        ("tiled", lambda n: tiled(n) if tiles(n) != NO_GRID else NO_GRID),
+        ("tiled", tiles),
     ]
 
 
@@ -226,8 +216,7 @@ def matmul_group(
     segs = np.zeros(len(grouped), SEGMENT)
     row = 0
     for i, pr in enumerate(grouped):
-        if pr.x.cols != pr.w.k or pr.y.cols < pr.w.rows:
-            raise ShapeError(f"{pr.label}: input [T, {pr.x.cols}] / output [T, {pr.y.cols}] do not fit weight [R={pr.w.rows}, K={pr.w.k}]")
+        _check(pr.x, pr.w, pr.y, pr.act, pr.label)
         if pr.y.buffer not in outputs:
             outputs.append(pr.y.buffer)
         part = pr.w.parts[0]
@@ -236,20 +225,21 @@ def matmul_group(
                    outputs.index(pr.y.buffer), pr.y.offset, pr.y.stride, ACTIVATIONS[pr.act], int(pr.accumulate))  # fmt: skip
         row += ceil_div(pr.w.rows, ROWS) * ROWS
         if alone:
-            matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate,
-                   min_tokens=limit, label=pr.label)  # fmt: skip
+            with graph.only_when(lambda: counter.value >= limit):
+                matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
     rows = int(segs[-1]["row0"] + segs[-1]["rows"])
     params = pack_params(GROUP_PARAMS, segments=len(grouped), rows=rows, _pad0=0, _pad1=0)
     weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
     table = graph.device.upload(segs, f"{label}.segments")
     y1 = outputs[1] if len(outputs) > 1 else graph.device.storage(4, f"{label}.unused")
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
-    if rowwise:
-        grid = lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1) if n < limit else (0, 0, 0)
-        graph.dispatch("matmul_group", counter, params, buffers, grid, entry="rowwise", label=label, WG=64, RTOK=RTOK)
-    else:
-        grid = lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1) if n < limit else (0, 0, 0)
-        graph.dispatch("matmul_group", counter, params, buffers, grid, label=label, WG=64, ROWS=ROWS)
+    with graph.only_when(lambda: counter.value < limit):
+        if rowwise:
+            graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
+                           entry="rowwise", label=label, WG=64, RTOK=RTOK)  # fmt: skip
+        else:
+            graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
+                           label=label, WG=64, ROWS=ROWS)  # fmt: skip
 
 
 def _groupable(products: list[Product]) -> tuple[list[Product], list[Product]]:
