@@ -94,27 +94,24 @@ RANGE_ALIGN = 256
 
 def upload_matrices(device: Device, ws: list[np.ndarray], labels: list[str]) -> list[Matrix]:
     """Store several matrices back to back in one buffer (each start 256-byte aligned), so one
-    dispatch can read them all (ops.matmul_group); each is still a Matrix of its own. Matrices
-    that would not fit one binding together are uploaded separately."""
-    packed, offsets, total = [], [], 0
-    for w in ws:
-        rows, k = w.shape
-        kp = (k + 7) // 8 * 8
-        block = np.zeros((rows, kp), dtype=np.float16)
-        block[:, :k] = w
+    dispatch can read them all (ops.matmul_group); each is still a Matrix of its own. A single
+    matrix, or matrices that would not fit one binding together, are uploaded separately."""
+    kps = [(w.shape[1] + 7) // 8 * 8 for w in ws]
+    offsets, total = [], 0
+    for w, kp in zip(ws, kps):
         offsets.append(total)
-        packed.append(block)
-        total += -(-block.nbytes // RANGE_ALIGN) * RANGE_ALIGN
-    if total > min(device.info.max_binding_size, device.info.max_buffer_size) or len(ws) < 2:
+        total += -(-(w.shape[0] * kp * 2) // RANGE_ALIGN) * RANGE_ALIGN
+    if len(ws) < 2 or total > min(device.info.max_binding_size, device.info.max_buffer_size):
         return [upload_matrix(device, w, label) for w, label in zip(ws, labels)]
     raw = np.zeros(total, np.uint8)
-    for block, off in zip(packed, offsets):
-        raw[off : off + block.nbytes] = block.reshape(-1).view(np.uint8)
+    mats = []
+    for w, kp, off in zip(ws, kps, offsets):
+        rows, k = w.shape
+        block = raw[off : off + rows * kp * 2].view(np.float16).reshape(rows, kp)
+        block[:, :k] = w
+        mats.append((rows, k, kp, off))
     buffer = device.upload(raw.view(np.uint32), "+".join(labels))
-    return [
-        Matrix((MatrixPart(BufferRange(buffer, off, block.nbytes), 0, block.shape[0]),), w.shape[0], w.shape[1], block.shape[1])
-        for w, block, off in zip(ws, packed, offsets)
-    ]
+    return [Matrix((MatrixPart(BufferRange(buffer, off, rows * kp * 2), 0, rows),), rows, k, kp) for rows, k, kp, off in mats]
 
 
 @dataclass(frozen=True)

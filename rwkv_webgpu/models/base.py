@@ -24,7 +24,6 @@ from ..gpu import (
     Weight,
     act_buffer,
     upload_matrices,
-    upload_matrix,
     upload_qmatrix,
 )
 from ..hooks import Frame, HookRegistry
@@ -152,30 +151,24 @@ class Model:
     def matrix(self, ckpt: Any, name: str, transpose: bool = False) -> Matrix | QMatrix:
         """Upload a weight matrix as f16, or quantized when ``quant`` selects it (or when a prefab
         file holds it quantized already)."""
-        ready = ckpt.quantized(name) if hasattr(ckpt, "quantized") else None
-        if ready is not None:
-            return upload_qmatrix(self.device, ready, name)
-        if self.quantizes(name):
-            w = ckpt.load(name, np.float32)
-            return upload_qmatrix(self.device, quantize(w.T if transpose else w, self.quant), name)
-        w = ckpt.load(name, np.float16)
-        if w.ndim > 2:
-            w = w.reshape(-1, w.shape[-1])
-        return upload_matrix(self.device, w.T if transpose else w, name)
+        return self.matrices(ckpt, [(name, transpose)])[0]
 
     def matrices(self, ckpt: Any, names: list[tuple[str, bool]]) -> list[Matrix | QMatrix]:
-        """Like :meth:`matrix` for several ``(name, transpose)``; the f16 ones share one buffer
-        so products that read the same input can run as one dispatch (ops.matmul_group)."""
+        """:meth:`matrix` for several ``(name, transpose)``; the f16 ones share one buffer so
+        products that read the same input can run as one dispatch (ops.matmul_group)."""
         out: list[Matrix | QMatrix | None] = [None] * len(names)
         plain: list[tuple[int, np.ndarray, str]] = []
         for i, (name, transpose) in enumerate(names):
             ready = ckpt.quantized(name) if hasattr(ckpt, "quantized") else None
-            if ready is not None or self.quantizes(name):
-                out[i] = self.matrix(ckpt, name, transpose)
-                continue
-            w = ckpt.load(name, np.float16)
-            w = w.reshape(-1, w.shape[-1]) if w.ndim > 2 else w
-            plain.append((i, w.T if transpose else w, name))
+            if ready is not None:
+                out[i] = upload_qmatrix(self.device, ready, name)
+            elif self.quantizes(name):
+                w = ckpt.load(name, np.float32)
+                out[i] = upload_qmatrix(self.device, quantize(w.T if transpose else w, self.quant), name)
+            else:
+                w = ckpt.load(name, np.float16)
+                w = w.reshape(-1, w.shape[-1]) if w.ndim > 2 else w
+                plain.append((i, w.T if transpose else w, name))
         for (i, _, _), m in zip(plain, upload_matrices(self.device, [w for _, w, _ in plain], [n for *_, n in plain])):
             out[i] = m
         return out  # type: ignore[return-value]
