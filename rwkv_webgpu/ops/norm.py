@@ -14,6 +14,12 @@ PARAMS = np.dtype(
 )
 
 
+def norm_workgroup(size: int) -> int:
+    """Invocations that share one row's sums: one workgroup per (group, token), a wide one so a
+    single long row is not latency-bound. Kernels that repeat these sums use the same size."""
+    return 256 if size >= 1024 else 64
+
+
 def layer_norm(
     graph: Graph,
     counter: Counter,
@@ -37,8 +43,7 @@ def layer_norm(
         raise ShapeError(f"{label}: {x.cols} columns do not split into groups of {size}")
     if y.cols != x.cols:
         raise ShapeError(f"{label}: output has {y.cols} columns, input {x.cols}")
-    # one workgroup per (group, token): a wide one keeps a single row from being latency-bound
-    wg = 256 if size >= 1024 else 64
+    wg = norm_workgroup(size)
     params = pack_params(
         PARAMS,
         size=size,

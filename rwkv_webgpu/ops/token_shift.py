@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..gpu import Act, Counter, Graph, ceil_div, pack_params
+from .norm import norm_workgroup
 
 PARAMS = np.dtype(
     [(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "store", "with_delta", "ln_w_off", "ln_b_off")]
@@ -39,10 +40,7 @@ def token_mix(
     delta buffer [mixes, plane/C, C]. With ``store`` each slot's last row of x then becomes its
     saved row (the invocation of the slot's first token reads the old row and writes the new one).
     """
-    params = pack_params(
-        PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store),
-        with_delta=int(delta is not None), ln_w_off=0, ln_b_off=0, eps=0.0, _pad=0,
-    )  # fmt: skip
+    params = _params(x, slots, mixes, mu_off, plane, store, delta)
     if out.offset:
         raise ValueError("token_mix writes from the start of its output buffer")
     if x.stride != x.cols or out.stride != x.cols:
@@ -60,6 +58,13 @@ def token_mix(
         WG=WG,
     )
 
+
+def _params(x: Act, slots: int, mixes: int, mu_off: int, plane: int, store: bool, delta: Any,
+            ln_w_off: int = 0, ln_b_off: int = 0, eps: float = 0.0) -> np.ndarray:  # fmt: skip
+    return pack_params(
+        PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store),
+        with_delta=int(delta is not None), ln_w_off=ln_w_off, ln_b_off=ln_b_off, eps=eps, _pad=0,
+    )  # fmt: skip
 
 
 def norm_mix(
@@ -93,11 +98,8 @@ def norm_mix(
     c = x.cols
     if x.stride != c or xn.stride != c or xn.offset or out.offset or out.stride != c:
         raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={c}) and outputs start at 0")
-    params = pack_params(
-        PARAMS, c=c, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store),
-        with_delta=int(delta is not None), ln_w_off=ln_w_off, ln_b_off=ln_b_off, eps=eps, _pad=0,
-    )  # fmt: skip
+    params = _params(x, slots, mixes, mu_off, plane, store, delta, ln_w_off, ln_b_off, eps)
     buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: out.buffer, 7: vec if delta is None else delta, 8: xn.buffer}
-    wg = 256 if c >= 1024 else 64  # as layer_norm, so the sums match
+    wg = norm_workgroup(c)  # as layer_norm, so the sums match
     graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, wg), n, 1), entry="norm_mix", label=label,
                    WG=wg)  # fmt: skip
