@@ -31,3 +31,10 @@ fn activate(x: f32, act: u32) -> f32 {
         default: { return x; }
     }
 }
+
+// sum_e W[e] x[e] over 8 f16 weights packed in a vec4<u32> (low half of each u32 first).
+fn dot8(q: vec4<u32>, v: array<f32, 8>) -> f32 {
+    let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+    let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+    return dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
+}

@@ -66,25 +66,14 @@ fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>) {
     if tn == 1u {
         // decoding: one accumulator in a register (the array below lives in memory on lavapipe)
         var a = 0.0;
-        for (var i = 0u; i < p.kv; i++) {
-            let q = w[base + i];
-            let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-            let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-            let v = x8(t0, i * 8u);
-            a += dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
-        }
+        for (var i = 0u; i < p.kv; i++) { a += dot8(w[base + i], x8(t0, i * 8u)); }
         store_out(t0, r, a);
         return;
     }
     var acc: array<f32, 16>;
     for (var i = 0u; i < p.kv; i++) {
         let q = w[base + i];
-        let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-        let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-        for (var j = 0u; j < tn; j++) {
-            let v = x8(t0 + j, i * 8u);
-            acc[j] += dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
-        }
+        for (var j = 0u; j < tn; j++) { acc[j] += dot8(q, x8(t0 + j, i * 8u)); }
     }
     for (var j = 0u; j < tn; j++) { store_out(t0 + j, r, acc[j]); }
 }

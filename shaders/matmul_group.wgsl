@@ -59,12 +59,6 @@ fn x8g(g: Segment, t: u32, kb: u32) -> array<f32, 8> {
     return v;
 }
 
-fn dot8(q: vec4<u32>, v: array<f32, 8>) -> f32 {
-    let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-    let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-    return dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
-}
-
 fn store_group(g: Segment, t: u32, r: u32, v: f32) {
     if r >= g.rows || t >= count.n { return; }
     let idx = g.y_off + t * g.y_stride + r;
