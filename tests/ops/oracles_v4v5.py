@@ -122,18 +122,19 @@ def add_mul(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _OFFICIAL: dict = {}
 
 
-def official_rwkv(monkeypatch):
-    """The official ``rwkv/model.py`` (RWKV-4..6 code paths, no JIT, no CUDA), loaded privately:
-    its flags are import-time environment variables. Skips when torch or rwkv is missing."""
+def official_rwkv(monkeypatch, v7: bool = False):
+    """The official ``rwkv/model.py`` (RWKV-4..6 code paths, or RWKV-7 with ``v7``; no JIT, no
+    CUDA), loaded privately: its flags are import-time environment variables. Skips when torch
+    or rwkv is missing."""
     import importlib.util
     import warnings
 
     import pytest
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch's own torch.jit.script notices
         torch = pytest.importorskip("torch")
-        if "mod" not in _OFFICIAL:
+        if v7 not in _OFFICIAL:
             spec = importlib.util.find_spec("rwkv")
             origin = (
                 spec
@@ -142,12 +143,12 @@ def official_rwkv(monkeypatch):
             )
             if not origin:
                 pytest.skip("the official rwkv package is not installed")
-            for key, val in (("RWKV_V7_ON", "0"), ("RWKV_JIT_ON", "0"), ("RWKV_CUDA_ON", "0")):
+            for key, val in (("RWKV_V7_ON", str(int(v7))), ("RWKV_JIT_ON", "0"), ("RWKV_CUDA_ON", "0")):
                 monkeypatch.setenv(key, val)
             loc = importlib.util.spec_from_file_location(
-                "_official_rwkv_model_v4v6", f"{origin}/model.py"
+                f"_official_rwkv_model_{'v7' if v7 else 'v4v6'}", f"{origin}/model.py"
             )
             mod = importlib.util.module_from_spec(loc)
             loc.loader.exec_module(mod)
-            _OFFICIAL["mod"] = mod
-    return torch, _OFFICIAL["mod"]
+            _OFFICIAL[v7] = mod
+    return torch, _OFFICIAL[v7]

@@ -2,6 +2,7 @@
 
 import numpy as np
 import oracles
+import oracles_v4v5 as ov
 import pytest
 
 from rwkv_webgpu.gpu import Counter, Graph
@@ -254,41 +255,11 @@ def test_head_size_limit():
         )
 
 
-_OFFICIAL: dict = {}
-
-
-def _official_tmix_seq(monkeypatch):
-    """The official non-CUDA ``RWKV_x070_TMix_seq``, loaded privately (its flags are import-time env vars)."""
-    import importlib.util
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch's own torch.jit.script notices
-        torch = pytest.importorskip("torch")
-        if "fn" not in _OFFICIAL:
-            spec = importlib.util.find_spec("rwkv")
-            origin = (
-                spec
-                and spec.submodule_search_locations
-                and next(iter(spec.submodule_search_locations))
-            )
-            if not origin:
-                pytest.skip("the official rwkv package is not installed")
-            for k, v in (("RWKV_V7_ON", "1"), ("RWKV_JIT_ON", "0"), ("RWKV_CUDA_ON", "0")):
-                monkeypatch.setenv(k, v)
-            loc = importlib.util.spec_from_file_location(
-                "_official_rwkv_model", f"{origin}/model.py"
-            )
-            mod = importlib.util.module_from_spec(loc)
-            loc.loader.exec_module(mod)
-            _OFFICIAL["fn"] = mod.RWKV_x070_TMix_seq
-    return torch, _OFFICIAL["fn"]
-
-
 @pytest.mark.parametrize("layer0", [True, False])
 def test_oracle_matches_official_rwkv(monkeypatch, layer0):
     """Guards the numpy oracle itself: same numbers as the official code (float32) on a random layer."""
-    torch, tmix = _official_tmix_seq(monkeypatch)
+    torch, official = ov.official_rwkv(monkeypatch, v7=True)
+    tmix = official.RWKV_x070_TMix_seq
     rng = np.random.default_rng(17 + layer0)
     H, N, T, D = 3, 16, 5, 8
     C = H * N
