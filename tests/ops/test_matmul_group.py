@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from test_matmul import oracle
 
 from rwkv_webgpu.errors import ShapeError
 from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_matrices, upload_matrix
 from rwkv_webgpu.gpu.tensor import BufferRange
 from rwkv_webgpu.ops import Product, matmul, matmul_group
-
-from test_matmul import oracle
 
 # (rows, K, input plane, output buffer, activation, accumulate): odd sizes, mixed K, two outputs
 SPECS = [(7, 40, 0, 0, "none", False), (33, 40, 1, 0, "tanh", True), (5, 40, 2, 1, "sigmoid", False),
@@ -69,8 +68,8 @@ def test_group_matches_numpy(device, kernel, t):
 def test_group_equals_products_one_by_one(device, t):
     """The group's sums are the single matmul's sums in the same order: bit-identical."""
     rng = np.random.default_rng(10 + t)
-    x, ws, outs, y0, products = build(device, t, rng)
-    got, g = run(device, products, outs, y0, t)
+    _, _, outs, y0, products = build(device, t, rng)
+    got, _ = run(device, products, outs, y0, t)
     single = Graph(device)
     cnt = Counter(device, "n")
     for buf, y in zip(outs, y0):
@@ -115,7 +114,7 @@ def test_ungroupable_products_fall_back(device):
 
 def test_group_checks_shapes(device):
     rng = np.random.default_rng(4)
-    _, _, outs, _, products = build(device, 1, rng)
+    *_, products = build(device, 1, rng)
     bad = Product(products[0].x.at(0, 12), products[0].w, products[0].y)
     with pytest.raises(ShapeError, match="do not fit"):
         matmul_group(Graph(device), Counter(device, "n"), [bad, *products[1:]])
