@@ -63,3 +63,119 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         store_out(tb + j, r + 3u, acc3[j]);
     }
 }
+
+// `big`: the same product in 128-row x 128-token tiles for large prompts: 16-wide K slices
+// (workgroup memory 16 KiB), each invocation an 8 x 8 block (rows 4ty.. and 64 + 4ty..,
+// tokens 4tx.. and 64 + 4tx..) in named registers (drivers may spill indexed arrays to
+// memory); the next slice is read into registers while this one is summed.
+// Grid: (ceil(R / 128), ceil(T / 128)).
+const BT: u32 = 128u;  // rows and tokens per workgroup
+const BK: u32 = 16u;   // K slice staged per iteration
+const BQ: u32 = 32u;   // BT / 4
+
+var<workgroup> wb: array<vec4<f32>, 512>;   // [BK][BQ]: four consecutive rows
+var<workgroup> xb: array<vec4<f32>, 512>;   // [BK][BQ]: four consecutive tokens
+
+// 8 values along K from index kb: W[r, kb ..] or x[t, kb ..], zero outside the matrix / the step.
+struct Eight { lo: vec4<f32>, hi: vec4<f32> }
+
+fn stage_w(r: u32, kb: u32, kp: u32) -> Eight {
+    if r >= p.rows || kb >= kp {
+        return Eight(vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let v = weights8(r, kb / 8u);
+    return Eight(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+}
+
+fn stage_x(t: u32, kb: u32, n: u32) -> Eight {
+    if t >= n {
+        return Eight(vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let v = x8(t, kb);
+    return Eight(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+}
+
+// Column c (0..3) of the 8 K rows from k of a [BK][BQ] workgroup array, for slot q.
+fn put_w(k: u32, q: u32, c: u32, v: Eight) {
+    wb[k * BQ + q][c] = v.lo.x;
+    wb[(k + 1u) * BQ + q][c] = v.lo.y;
+    wb[(k + 2u) * BQ + q][c] = v.lo.z;
+    wb[(k + 3u) * BQ + q][c] = v.lo.w;
+    wb[(k + 4u) * BQ + q][c] = v.hi.x;
+    wb[(k + 5u) * BQ + q][c] = v.hi.y;
+    wb[(k + 6u) * BQ + q][c] = v.hi.z;
+    wb[(k + 7u) * BQ + q][c] = v.hi.w;
+}
+
+fn put_x(k: u32, q: u32, c: u32, v: Eight) {
+    xb[k * BQ + q][c] = v.lo.x;
+    xb[(k + 1u) * BQ + q][c] = v.lo.y;
+    xb[(k + 2u) * BQ + q][c] = v.lo.z;
+    xb[(k + 3u) * BQ + q][c] = v.lo.w;
+    xb[(k + 4u) * BQ + q][c] = v.hi.x;
+    xb[(k + 5u) * BQ + q][c] = v.hi.y;
+    xb[(k + 6u) * BQ + q][c] = v.hi.z;
+    xb[(k + 7u) * BQ + q][c] = v.hi.w;
+}
+
+fn store4(tb: u32, r: u32, v: vec4<f32>) {
+    store_out(tb, r, v.x);
+    store_out(tb + 1u, r, v.y);
+    store_out(tb + 2u, r, v.z);
+    store_out(tb + 3u, r, v.w);
+}
+
+@compute @workgroup_size(16, 16)
+fn big(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+       @builtin(local_invocation_index) tid: u32) {
+    let n = count.n;
+    let r0 = wid.x * BT;
+    let t0 = wid.y * BT;
+    // staging: invocation tid brings 8 consecutive K values of row (and token) tid / 2
+    let l = tid / 2u;
+    let lk = (tid % 2u) * 8u;
+    let kp = p.kv * 8u;
+    // c<i><h>: rows 4ty + i (i < 4) or 64 + 4ty + i - 4, tokens 4tx + 64h .. + 3
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0); var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0); var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
+    var wv = stage_w(r0 + l, lk, kp);
+    var xv = stage_x(t0 + l, lk, n);
+    for (var k0 = 0u; k0 < kp; k0 += BK) {
+        put_w(lk, l / 4u, l % 4u, wv);
+        put_x(lk, l / 4u, l % 4u, xv);
+        workgroupBarrier();
+        if k0 + BK < kp {
+            wv = stage_w(r0 + l, k0 + BK + lk, kp);
+            xv = stage_x(t0 + l, k0 + BK + lk, n);
+        }
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = wb[kk * BQ + lid.y];
+            let a1 = wb[kk * BQ + 16u + lid.y];
+            let b0 = xb[kk * BQ + lid.x];
+            let b1 = xb[kk * BQ + 16u + lid.x];
+            c00 += a0.x * b0; c01 += a0.x * b1;
+            c10 += a0.y * b0; c11 += a0.y * b1;
+            c20 += a0.z * b0; c21 += a0.z * b1;
+            c30 += a0.w * b0; c31 += a0.w * b1;
+            c40 += a1.x * b0; c41 += a1.x * b1;
+            c50 += a1.y * b0; c51 += a1.y * b1;
+            c60 += a1.z * b0; c61 += a1.z * b1;
+            c70 += a1.w * b0; c71 += a1.w * b1;
+        }
+        workgroupBarrier();
+    }
+    let ra = r0 + lid.y * 4u;
+    let rb = ra + 64u;
+    let ta = t0 + lid.x * 4u;
+    let tb = ta + 64u;
+    store4(ta, ra, c00); store4(tb, ra, c01);
+    store4(ta, ra + 1u, c10); store4(tb, ra + 1u, c11);
+    store4(ta, ra + 2u, c20); store4(tb, ra + 2u, c21);
+    store4(ta, ra + 3u, c30); store4(tb, ra + 3u, c31);
+    store4(ta, rb, c40); store4(tb, rb, c41);
+    store4(ta, rb + 1u, c50); store4(tb, rb + 1u, c51);
+    store4(ta, rb + 2u, c60); store4(tb, rb + 2u, c61);
+    store4(ta, rb + 3u, c70); store4(tb, rb + 3u, c71);
+}

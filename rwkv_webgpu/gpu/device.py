@@ -7,6 +7,7 @@ adapter filter down explicitly).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,7 @@ class AdapterInfo:
     max_binding_size: int
     max_buffer_size: int
     max_storage_buffers: int
+    subgroup_size: int = 0  # subgroup size measured at start-up (0: no subgroups)
 
     def describe(self) -> str:
         extras = [f for f, on in (("shader-f16", self.shader_f16), ("subgroup", self.subgroup)) if on]
@@ -130,7 +132,25 @@ class Device:
 
         self.pipelines = PipelineCache(self)
         self.allocated_bytes = 0  # every buffer this device created (never freed explicitly)
+        if self.info.subgroup:
+            self.info = dataclasses.replace(self.info, subgroup_size=self._subgroup_size())
         log.info("WebGPU device: %s", self.info.describe())
+
+    def _subgroup_size(self) -> int:
+        """What the adapter reports in a compute shader (wgpu's adapter info only has defaults)."""
+        out = self.storage(16, "subgroup_size")
+        pipe = self.pipelines.get("subgroup_size")
+        group = self.device.create_bind_group(
+            layout=pipe.get_bind_group_layout(0), entries=[{"binding": 1, "resource": {"buffer": out, "offset": 0, "size": 16}}]
+        )
+        enc = self.device.create_command_encoder()
+        cp = enc.begin_compute_pass()
+        cp.set_pipeline(pipe)
+        cp.set_bind_group(0, group)
+        cp.dispatch_workgroups(1, 1, 1)
+        cp.end()
+        self.queue.submit([enc.finish()])
+        return int(self.read(out, np.uint32)[0])
 
     # -- buffers -----------------------------------------------------------------------------
     def create_buffer(self, size: int, usage: int, label: str = "") -> Any:

@@ -60,6 +60,8 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "matmul_quant": ("matmul_io", "weights_quant"),
     "matmul_quant_tiled": ("matmul_io", "weights_quant"),
     "matmul_subgroup": ("matmul_io",),
+    "matmul_group": ("matmul_group_io",),
+    "matmul_group_subgroup": ("matmul_group_io",),
     "matmul_tiled": ("matmul_io", "weights_f16"),
     "layer_norm": ("reduce",),
     "sample": ("reduce",),

@@ -18,7 +18,13 @@ ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "silu": 4}
 ROWS = 4  # rows per workgroup (matmul.wgsl)
 TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
 TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
+NO_GRID = (0, 0, 0)
+BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
+DECODE_UNTIL = 8  # steps below this many tokens use the one-token subgroup kernel (if any) ...
+DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
+DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
+# adapters with subgroups under 32 invocations, where the compiler may pick smaller ones)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel ...
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
@@ -63,16 +69,31 @@ def matmul(
             accumulate=int(accumulate),
         )
 
-        for name, grid in _choose(graph, part.rows, kernel):
-            entry = "rowwise" if name == "rowwise" else "main"
-            shader = {"gemv": "matmul", "rowwise": "matmul"}.get(name, f"matmul_{name}")
-            consts = {"WG": 64, "ROWS": ROWS, "RTOK": RTOK} if shader == "matmul" else {}
-            suffix = "" if name in ("gemv", "subgroup", "rowwise") else f".{name}"
+        for name, grid in _choose(graph, part.rows, kernel, w.k):
+            if name == "decode":
+                shader, entry, consts = "matmul_subgroup", "main", {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "TOK": 1}
+            else:
+                shader, entry, consts = _KERNEL_SOURCES[name]
+            suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise") else f".{name}"
             graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
                            label=label + suffix, **consts)  # fmt: skip
 
 
-KERNELS = ("gemv", "subgroup", "rowwise", "tiled")
+# kernel name -> (shader, entry point, override constants)
+_KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
+    "gemv": ("matmul", "main", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
+    "rowwise": ("matmul", "rowwise", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
+    "subgroup": ("matmul_subgroup", "main", {"LANES": 8, "WGS": 64, "TOK": TOK}),
+    "tiled": ("matmul_tiled", "main", {}),
+    "big": ("matmul_tiled", "big", {}),
+}
+KERNELS = ("gemv", "subgroup", "decode", "rowwise", "tiled", "big")
+
+
+def decode_lanes(graph: Graph) -> int:
+    """Invocations per row in the one-token subgroup kernels: 16 where subgroups have 32 or more
+    invocations (NVIDIA, AMD, Apple), else 8 (what the other subgroup kernel assumes too)."""
+    return 16 if graph.device.info.subgroup_size >= 32 else 8
 
 
 def _check(x: Act, w: Matrix | QMatrix, y: Act, act: str, label: str) -> None:
@@ -84,58 +105,75 @@ def _check(x: Act, w: Matrix | QMatrix, y: Act, act: str, label: str) -> None:
         raise ValueError(f"unknown activation {act!r}")
 
 
-def _choose(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
-    """The kernels to record for a matrix part and the grid of each (an empty grid skips it).
+def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tuple[str, Grid]]:
+    """The kernels to record for a matrix part of K ``k`` and the grid of each (an empty grid
+    skips it).
 
-    Real GPUs: the GEMV-style kernel below SUBGROUP_FROM tokens, the subgroup-shuffle one (where
-    the adapter has subgroups) up to TILED_FROM, the tiled kernel above. CPU adapters: the
-    barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers cost most there),
-    the tiled kernel above.
+    Real GPUs: below DECODE_UNTIL tokens the one-token subgroup kernel (K up to DECODE_MAX_K,
+    adapters with subgroups) or else the GEMV-style kernel, which serves up to SUBGROUP_FROM;
+    then the subgroup-shuffle kernel (where the adapter has subgroups) up to TILED_FROM, then
+    tiles: 128 x 128 where there are enough of them to fill the GPU, else 64 x 64. CPU adapters:
+    the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers cost most
+    there), 64 x 64 tiles up to BIG and 128 x 128 tiles from there.
     """
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
+        "decode": lambda n: (ceil_div(rows, DECODE_WGS // decode_lanes(graph)), n, 1),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
+        "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
     }
     if kernel is not None:
         if kernel not in grids:
             raise ValueError(f"unknown matmul kernel {kernel!r}; choose from {KERNELS}")
-        if kernel == "subgroup" and not graph.device.info.subgroup:
-            raise ValueError("the subgroup matmul needs an adapter with the 'subgroup' feature")
+        if kernel in ("subgroup", "decode") and not graph.device.info.subgroup:
+            raise ValueError(f"the {kernel} matmul needs an adapter with the 'subgroup' feature")
         return [(kernel, grids[kernel])]
     info = graph.device.info
     if info.adapter_type.lower() == "cpu":
         # lavapipe: the row-wise kernel costs the same per token at any step size (each token
         # re-reads the rows), tiles win from a few dozen tokens (2x on a 128-token chunk)
         return [
-            ("rowwise", lambda n: grids["rowwise"](n) if n < TILED_FROM else (0, 0, 0)),
-            ("tiled", lambda n: grids["tiled"](n) if n >= TILED_FROM else (0, 0, 0)),
+            ("rowwise", lambda n: grids["rowwise"](n) if n < TILED_FROM else NO_GRID),
+            ("tiled", lambda n: grids["tiled"](n) if TILED_FROM <= n < BIG else NO_GRID),
+            ("big", lambda n: grids["big"](n) if n >= BIG else NO_GRID),
         ]
-    # Thresholds from the H100 (docs/performance.md): the 64-lane GEMV is fastest for decoding,
-    # the 8-lane subgroup one for a few dozen tokens (batched decoding), tiles above that.
+
+    # Thresholds from the H100 (docs/performance.md, benchmarks/bench_kernels.py).
+    def enough(n: int, tile: int) -> bool:
+        # tiles only pay off when there are enough of them to fill the GPU
+        return n >= TILED_FROM and ceil_div(rows, tile) * ceil_div(n, tile) >= TILED_MIN_TILES
+
+    def big(n: int) -> bool:
+        return enough(n, BIG)
+
+    def tiled(n: int) -> bool:
+        return enough(n, TILE) and not big(n)
+
+    decode = info.subgroup and k <= DECODE_MAX_K
+    first = DECODE_UNTIL if decode else 0
     mid = "subgroup" if info.subgroup else "gemv"
-    few, some, many = grids["gemv"], grids[mid], grids["tiled"]
-
-    def tiles(n: int) -> bool:
-        # the tiled kernel only pays off with enough 64 x 64 tiles to fill the GPU
-        return n >= TILED_FROM and ceil_div(rows, TILE) * ceil_div(n, TILE) >= TILED_MIN_TILES
-
-    return [
-        ("gemv", lambda n: few(n) if n < SUBGROUP_FROM else (0, 0, 0)),
-        (mid, lambda n: some(n) if n >= SUBGROUP_FROM and not tiles(n) else (0, 0, 0)),
-        ("tiled", lambda n: many(n) if tiles(n) else (0, 0, 0)),
-    ]
+    chosen: list[tuple[str, Grid]] = []
+    if decode:
+        chosen.append(("decode", lambda n: grids["decode"](n) if n < first else NO_GRID))
+    chosen.append(("gemv", lambda n: grids["gemv"](n) if first <= n < SUBGROUP_FROM else NO_GRID))
+    if mid != "gemv":
+        chosen.append((mid, lambda n: grids[mid](n) if n >= SUBGROUP_FROM and not enough(n, TILE) else NO_GRID))
+    else:
+        chosen[-1] = ("gemv", lambda n: grids["gemv"](n) if first <= n and not enough(n, TILE) else NO_GRID)
+    chosen.append(("tiled", lambda n: grids["tiled"](n) if tiled(n) else NO_GRID))
+    chosen.append(("big", lambda n: grids["big"](n) if big(n) else NO_GRID))
+    return chosen
 
 
 QUANT_CODE = {"int8": 0, "nf4": 1, "sf4": 2}
-QUANT_KERNELS = ("gemv", "tiled")
-NO_GRID = (0, 0, 0)
+QUANT_KERNELS = ("gemv", "tiled", "big")
 
 
 def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, act: str, accumulate: bool,
                   label: str, kernel: str | None = None) -> None:  # fmt: skip
-    """Quantized weights: the GEMV-style kernel (matmul_quant.wgsl) for decoding, the tiled one
+    """Quantized weights: the GEMV-style kernel (matmul_quant.wgsl) for decoding, the tiled ones
     (matmul_tiled.wgsl on weights_quant.wgsl, kernel "matmul_quant_tiled") for prompts."""
     quant = QUANT_CODE[w.quant.value]
     for part in w.parts:
@@ -149,25 +187,27 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
                 graph.dispatch("matmul_quant", counter, params, buffers, grid, label=f"{label}.{w.quant.value}",
                                WG=64, ROWS=ROWS, QUANT=quant)  # fmt: skip
             else:
-                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid,
-                               label=f"{label}.{w.quant.value}.tiled", QUANT=quant)  # fmt: skip
+                entry = _KERNEL_SOURCES[name][1]
+                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid, entry=entry,
+                               label=f"{label}.{w.quant.value}.{name}", QUANT=quant)  # fmt: skip
 
 
 def _choose_quant(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
-    """As :func:`_choose`, for quantized weights: the tiled kernel on the steps where f16 weights
+    """As :func:`_choose`, for quantized weights: the tiled kernels on the steps where f16 weights
     would tile (CPU adapters included), the GEMV-style one on the others.
-    ``kernel`` ("gemv", "tiled") forces one for every step."""
+    ``kernel`` ("gemv", "tiled", "big") forces one for every step."""
     if kernel is not None:
         if kernel not in QUANT_KERNELS:
             raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
                              f"choose from {QUANT_KERNELS}")  # fmt: skip
         return _choose(graph, rows, kernel)
-    # the f16 rule (TILED_FROM, TILED_MIN_TILES): its "tiled" grid is empty on steps too small
-    tiles = dict(_choose(graph, rows, None))["tiled"]
+    # the f16 rule (TILED_FROM, TILED_MIN_TILES): its tiled grids are empty on steps too small
+    f16 = dict(_choose(graph, rows, None))
+    tiles = [(name, f16[name]) for name in ("tiled", "big")]
     gemv = _choose(graph, rows, "gemv")[0][1]
     return [
-        ("gemv", lambda n: gemv(n) if tiles(n) == NO_GRID else NO_GRID),
-        ("tiled", tiles),
+        ("gemv", lambda n: gemv(n) if all(g(n) == NO_GRID for _, g in tiles) else NO_GRID),
+        *tiles,
     ]
 
 
@@ -201,17 +241,22 @@ def matmul_group(
     calling :func:`matmul` for each product (the same sums in the same order). ``kernel``
     ("gemv" or "rowwise") forces one group kernel for every step (tests).
     """
-    if kernel not in (None, "gemv", "rowwise"):
-        raise ValueError(f"unknown group kernel {kernel!r}; choose 'gemv' or 'rowwise'")
+    if kernel not in (None, "gemv", "rowwise", "decode"):
+        raise ValueError(f"unknown group kernel {kernel!r}; choose 'gemv', 'rowwise' or 'decode'")
     grouped, rest = _groupable(products)
     for pr in rest:
         matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
     if not grouped:
         return
-    cpu = graph.device.info.adapter_type.lower() == "cpu"
-    rowwise, alone = (kernel == "rowwise", False) if kernel else (cpu, True)
-    # steps from `limit` tokens run the products one by one (subgroup/tiled kernels)
-    limit = (TILED_FROM if cpu else SUBGROUP_FROM) if alone else 1 << 30
+    info = graph.device.info
+    cpu = info.adapter_type.lower() == "cpu"
+    if kernel == "decode" and not info.subgroup:
+        raise ValueError("the decode group kernel needs an adapter with the 'subgroup' feature")
+    # steps from `limit` tokens run the products one by one (subgroup/tiled kernels); on GPUs with
+    # subgroups, steps under DECODE_UNTIL tokens use the one-token subgroup entry
+    limit = (TILED_FROM if cpu else SUBGROUP_FROM) if kernel is None else 1 << 30
+    short = all(pr.w.k <= DECODE_MAX_K for pr in grouped)
+    first = {None: DECODE_UNTIL if info.subgroup and short and not cpu else 0, "decode": limit}.get(kernel, 0)
     outputs: list = []
     segs = np.zeros(len(grouped), SEGMENT)
     row = 0
@@ -224,7 +269,7 @@ def matmul_group(
         segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, part.buffer.offset // 16, pr.x.offset, pr.x.stride,
                    outputs.index(pr.y.buffer), pr.y.offset, pr.y.stride, ACTIVATIONS[pr.act], int(pr.accumulate))  # fmt: skip
         row += ceil_div(pr.w.rows, ROWS) * ROWS
-        if alone:
+        if kernel is None:
             with graph.only_when(lambda: counter.value >= limit):
                 matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
     rows = int(segs[-1]["row0"] + segs[-1]["rows"])
@@ -233,8 +278,14 @@ def matmul_group(
     table = graph.device.upload(segs, f"{label}.segments")
     y1 = outputs[1] if len(outputs) > 1 else graph.device.storage(4, f"{label}.unused")
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
-    with graph.only_when(lambda: counter.value < limit):
-        if rowwise:
+    if first:
+        with graph.only_when(lambda: counter.value < first):
+            lanes = decode_lanes(graph)
+            graph.dispatch("matmul_group_subgroup", counter, params, buffers,
+                           lambda n: (ceil_div(rows, DECODE_WGS // lanes), n, 1), label=label,
+                           LANES=lanes, WGS=DECODE_WGS)  # fmt: skip
+    with graph.only_when(lambda: first <= counter.value < limit):
+        if kernel == "rowwise" or (kernel is None and cpu):
             graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
                            entry="rowwise", label=label, WG=64, RTOK=RTOK)  # fmt: skip
         else:

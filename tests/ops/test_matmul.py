@@ -43,11 +43,11 @@ def test_matmul_matches_numpy(device, t, k, r, act):
     np.testing.assert_allclose(y, oracle(w, x, act), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "subgroup"])
-@pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129)])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "subgroup", "decode", "big"])
+@pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129), (131, 264, 257)])
 def test_every_matmul_kernel(device, kernel, t, k, r):
     """Each kernel variant on every adapter, whatever that adapter would pick by itself."""
-    if kernel == "subgroup" and not device.info.subgroup:
+    if kernel in ("subgroup", "decode") and not device.info.subgroup:
         pytest.skip("adapter without subgroups")
     rng = np.random.default_rng(t + k + r)
     w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)

@@ -54,9 +54,11 @@ def run(device, products, outs, y0, t, kernel=None):
     return [device.read(b.buffer)[: t * width].reshape(t, width) for b in outs], g
 
 
-@pytest.mark.parametrize("kernel", [None, "gemv", "rowwise"])
+@pytest.mark.parametrize("kernel", [None, "gemv", "rowwise", "decode"])
 @pytest.mark.parametrize("t", [1, 3, 17, 70])
 def test_group_matches_numpy(device, kernel, t):
+    if kernel == "decode" and not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
     rng = np.random.default_rng(t)
     x, ws, outs, y0, products = build(device, t, rng)
     got, _ = run(device, products, outs, y0, t, kernel)
@@ -64,7 +66,7 @@ def test_group_matches_numpy(device, kernel, t):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("t", [1, 5])
+@pytest.mark.parametrize("t", [1, 5, 9])
 def test_group_equals_products_one_by_one(device, t):
     """The group's sums are the single matmul's sums in the same order: bit-identical."""
     rng = np.random.default_rng(10 + t)
@@ -120,3 +122,6 @@ def test_group_checks_shapes(device):
         matmul_group(Graph(device), Counter(device, "n"), [bad, *products[1:]])
     with pytest.raises(ValueError, match="unknown group kernel"):
         matmul_group(Graph(device), Counter(device, "n"), products, kernel="tiled")
+    if not device.info.subgroup:
+        with pytest.raises(ValueError, match="subgroup"):
+            matmul_group(Graph(device), Counter(device, "n"), products, kernel="decode")

@@ -56,7 +56,7 @@ def test_quant_matmul_matches_dequantized_numpy(device, quant, t, k, r):
 
 
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
-@pytest.mark.parametrize("kernel", ["gemv", "tiled"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "big"])
 @pytest.mark.parametrize("t", [1, 5, 70])
 @pytest.mark.parametrize("k", [72, 130, 200])
 @pytest.mark.parametrize("r", [7, 65, 130])
@@ -88,7 +88,7 @@ def test_quant_kernel_choice(device, monkeypatch):
     from rwkv_webgpu.ops.matmul import TILED_FROM, TILED_MIN_TILES, _choose_quant
 
     g = Graph(device)
-    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["gemv", "tiled"]
+    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["gemv", "tiled", "big"]
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
     monkeypatch.setattr(device, "info", gpu)
     rows = 64 * TILED_MIN_TILES  # one token tile is enough
@@ -97,6 +97,10 @@ def test_quant_kernel_choice(device, monkeypatch):
     assert grids["gemv"](TILED_FROM) == (0, 0, 0)
     assert grids["tiled"](TILED_FROM) == (TILED_MIN_TILES, 1, 1)
     assert dict(_choose_quant(g, 64, None))["tiled"](TILED_FROM) == (0, 0, 0)  # too few tiles
+    # 128 x 128 tiles take over where there are enough of them
+    assert grids["big"](TILED_FROM) == (0, 0, 0)
+    assert grids["tiled"](128 * TILED_MIN_TILES) == (0, 0, 0)
+    assert grids["big"](128 * TILED_MIN_TILES) == (TILED_MIN_TILES // 2, TILED_MIN_TILES, 1)
     rng = np.random.default_rng(4)
     w = rng.standard_normal((rows, 40)).astype(np.float32)
     x = rng.standard_normal((TILED_FROM + 3, 40)).astype(np.float32)

@@ -1,0 +1,142 @@
+"""Matmul kernel variants on the matrix shapes of real models: time per dispatch, weight GB/s and
+TFLOP/s. Each variant is dispatched REP times in one compute pass (as a step chains kernels),
+timed by GPU timestamps around the pass (median of 5, after 0.2 s of warm-up so clocks are
+up; wall time of the best submission on adapters without timestamps). For choosing kernels and thresholds in ops/matmul.py.
+
+    python benchmarks/bench_kernels.py --json out.json [--adapter NAME] [--only gemv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rwkv_webgpu.gpu import (
+    Counter,
+    Graph,
+    act_buffer,
+    ceil_div,
+    get_device,
+    pack_params,
+    upload_matrix,
+)
+from rwkv_webgpu.gpu.recorder import Profiler
+from rwkv_webgpu.ops.matmul import PARAMS
+
+# (name, shader, entry, constants, grid(rows, tokens))
+Variant = tuple[str, str, str, dict, Callable[[int, int], tuple[int, int, int]]]
+
+
+def _gemv(wg: int, rows: int) -> Variant:
+    return (f"gemv{wg}x{rows}", "matmul", "main", {"WG": wg, "ROWS": rows, "RTOK": 16},
+            lambda r, t: (ceil_div(r, rows), ceil_div(t, 4), 1))  # fmt: skip
+
+
+def _subgroup(lanes: int, wgs: int, tok: int) -> Variant:
+    return (f"sg{lanes}w{wgs}t{tok}", "matmul_subgroup", "main", {"LANES": lanes, "WGS": wgs, "TOK": tok},
+            lambda r, t: (ceil_div(r, wgs // lanes), ceil_div(t, tok), 1))  # fmt: skip
+
+
+TILED: Variant = ("tiled64", "matmul_tiled", "main", {}, lambda r, t: (ceil_div(r, 64), ceil_div(t, 64), 1))
+BIG: Variant = ("big128", "matmul_tiled", "big", {}, lambda r, t: (ceil_div(r, 128), ceil_div(t, 128), 1))
+
+SHAPES = [(2048, 2048), (8192, 2048), (2048, 8192), (65536, 2048)]  # [R, K] of V6/V7 1.5B matrices
+
+
+def groups(subgroup: bool) -> dict[str, tuple[list[int], list[Variant]]]:
+    decode = [_gemv(64, 4), _gemv(32, 8), _gemv(128, 2)]
+    if subgroup:
+        decode += [_subgroup(8, 64, 4), _subgroup(8, 64, 1), _subgroup(16, 128, 1), _subgroup(32, 256, 1),
+                   _subgroup(32, 256, 4), _subgroup(16, 256, 4)]  # fmt: skip
+    batch = [_gemv(64, 4), TILED, BIG] + ([_subgroup(8, 64, 4), _subgroup(32, 256, 4)] if subgroup else [])
+    return {
+        "gemv": ([1, 4], decode),
+        "batch": ([16, 32, 64], batch),
+        "prefill": ([512, 1024], [TILED, BIG]),
+    }
+
+
+def time_variant(dev, variant: Variant, r: int, k: int, t: int, rep: int) -> float:
+    """Seconds per dispatch of ``variant`` for W [r, k] and T = t tokens."""
+    name, shader, entry, consts, grid = variant
+    rng = np.random.default_rng(0)
+    w = upload_matrix(dev, (rng.standard_normal((r, k), np.float32) / np.sqrt(k)), "w")
+    if len(w.parts) != 1:
+        raise SystemExit(f"{r}x{k} needs {len(w.parts)} bindings on this adapter; pick a smaller shape")
+    xa = act_buffer(dev, t, k, "x")
+    ya = act_buffer(dev, t, r, "y")
+    dev.write(xa.buffer, rng.standard_normal((t, k), np.float32))
+    cnt = Counter(dev, "n")
+    cnt.set(t)
+    g = Graph(dev)
+    params = pack_params(PARAMS, k=k, kv=w.kp // 8, rows=r, row0=0, x_off=0, x_stride=xa.stride, y_off=0,
+                         y_stride=ya.stride, act=0, accumulate=0)  # fmt: skip
+    for _ in range(rep):
+        g.dispatch(shader, cnt, params, [w.parts[0].buffer, xa.buffer, ya.buffer], lambda n: grid(r, n),
+                   entry=entry, label=name, **consts)  # fmt: skip
+    if not dev.info.timestamp_query:
+        best = float("inf")
+        for i in range(6):
+            t0 = time.perf_counter()
+            g.run()
+            dev.read(ya.buffer, np.float32, 0, 16)
+            if i:
+                best = min(best, time.perf_counter() - t0)
+        return best / rep
+    # GPU time of the whole pass (timestamps), after ~0.2 s of the same work so clocks are up
+    end = time.perf_counter() + 0.2
+    while time.perf_counter() < end:
+        g.run()
+        dev.read(ya.buffer, np.float32, 0, 16)
+    prof = Profiler(dev, 8)
+    times = []
+    for _ in range(5):
+        enc = dev.device.create_command_encoder()
+        cp = enc.begin_compute_pass(timestamp_writes=prof.writes(name))
+        for item in g.items:
+            cp.set_pipeline(item.pipeline)
+            cp.set_bind_group(0, item.bind_group)
+            cp.dispatch_workgroups(*item.grid(t))
+        cp.end()
+        prof.finish(enc)
+        dev.queue.submit([enc.finish()])
+        times.append(prof.read()[0][1] * 1e-6)
+    return float(np.median(times)) / rep
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--adapter", default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--only", nargs="*", default=None, help="groups to run: gemv batch prefill")
+    ap.add_argument("--shapes", nargs="*", default=None, help="RxK, e.g. 2048x2048")
+    args = ap.parse_args()
+    dev = get_device(args.adapter)
+    shapes = [tuple(map(int, s.split("x"))) for s in args.shapes] if args.shapes else SHAPES
+    out: dict = {"adapter": dev.info.describe(), "date": time.strftime("%Y-%m-%d"), "results": []}
+    for group, (tokens, variants) in groups(dev.info.subgroup).items():
+        if args.only and group not in args.only:
+            continue
+        for r, k in shapes:
+            for t in tokens:
+                for v in variants:
+                    rep = 50 if t < 64 else 10
+                    s = time_variant(dev, v, r, k, t, rep)
+                    row = {"group": group, "kernel": v[0], "R": r, "K": k, "T": t, "us": round(s * 1e6, 2),
+                           "weight_gb_s": round(r * k * 2 / s / 1e9, 1), "tflop_s": round(2 * r * k * t / s / 1e12, 2)}  # fmt: skip
+                    out["results"].append(row)
+                    print(json.dumps(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
