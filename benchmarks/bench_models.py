@@ -235,7 +235,7 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", default=["v6-small", "v7-small"])
     ap.add_argument("--prompt", type=int, default=1024)
     ap.add_argument("--decode", type=int, default=128)
-    ap.add_argument("--chunks", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--chunks", type=int, nargs="+", default=[128, 512, 1024])
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 32, 64])
     ap.add_argument("--peer", action="store_true", help="also run web-rwkv-py 0.2.3 (V4-V6)")
     ap.add_argument("--quant", nargs="*", default=[], help="also measure these quantizations (int8 nf4 sf4)")
