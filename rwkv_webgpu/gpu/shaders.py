@@ -59,6 +59,7 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "matmul": ("matmul_io",),
     "matmul_quant": ("matmul_io", "weights_quant"),
     "matmul_quant_tiled": ("matmul_io", "weights_quant"),
+    "matmul_quant_subgroup": ("matmul_io", "weights_quant"),
     "matmul_subgroup": ("matmul_io",),
     "matmul_group": ("matmul_group_io",),
     "matmul_group_subgroup": ("matmul_group_io",),

@@ -168,7 +168,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
 
 
 QUANT_CODE = {"int8": 0, "nf4": 1, "sf4": 2}
-QUANT_KERNELS = ("gemv", "tiled", "big")
+QUANT_KERNELS = ("gemv", "decode", "tiled")
 
 
 def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, act: str, accumulate: bool,
@@ -182,32 +182,43 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
             y_off=y.offset, y_stride=y.stride, act=ACTIVATIONS[act], accumulate=int(accumulate),
         )  # fmt: skip
         buffers = [part.codes, x.buffer, y.buffer, part.scales]  # bindings 2 to 5
-        for name, grid in _choose_quant(graph, part.rows, kernel):
+        for name, grid in _choose_quant(graph, part.rows, kernel, w.k):
             if name == "gemv":
                 graph.dispatch("matmul_quant", counter, params, buffers, grid, label=f"{label}.{w.quant.value}",
                                WG=64, ROWS=ROWS, QUANT=quant)  # fmt: skip
+            elif name == "decode":
+                graph.dispatch("matmul_quant_subgroup", counter, params, buffers, grid,
+                               label=f"{label}.{w.quant.value}.decode", QUANT=quant, LANES=decode_lanes(graph),
+                               WGS=DECODE_WGS)  # fmt: skip
             else:
-                entry = _KERNEL_SOURCES[name][1]
-                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid, entry=entry,
-                               label=f"{label}.{w.quant.value}.{name}", QUANT=quant)  # fmt: skip
+                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid,
+                               label=f"{label}.{w.quant.value}.tiled", QUANT=quant)  # fmt: skip
 
 
-def _choose_quant(graph: Graph, rows: int, kernel: str | None) -> list[tuple[str, Grid]]:
-    """As :func:`_choose`, for quantized weights: the tiled kernels on the steps where f16 weights
-    would tile (CPU adapters included), the GEMV-style one on the others.
-    ``kernel`` ("gemv", "tiled", "big") forces one for every step."""
+def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tuple[str, Grid]]:
+    """As :func:`_choose`, for quantized weights: the one-token subgroup kernel and the GEMV-style
+    one where f16 weights would use them, the 64 x 64 tiled kernel on the steps where f16 weights
+    would tile (CPU adapters included; the 128 x 128 tiles were slower with quantized weights on
+    the H100). ``kernel`` ("gemv", "decode", "tiled") forces one for every step."""
     if kernel is not None:
         if kernel not in QUANT_KERNELS:
             raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
                              f"choose from {QUANT_KERNELS}")  # fmt: skip
-        return _choose(graph, rows, kernel)
-    # the f16 rule (TILED_FROM, TILED_MIN_TILES): its tiled grids are empty on steps too small
-    f16 = dict(_choose(graph, rows, None))
-    tiles = [(name, f16[name]) for name in ("tiled", "big")]
+        return _choose(graph, rows, kernel, k)
+    f16 = dict(_choose(graph, rows, None, k))
+    tiled = _choose(graph, rows, "tiled")[0][1]
     gemv = _choose(graph, rows, "gemv")[0][1]
-    return [
-        ("gemv", lambda n: gemv(n) if all(g(n) == NO_GRID for _, g in tiles) else NO_GRID),
-        *tiles,
+
+    def tiles(n: int) -> bool:
+        return any(f16[name](n) != NO_GRID for name in ("tiled", "big") if name in f16)
+
+    chosen: list[tuple[str, Grid]] = []
+    decode = f16.get("decode")
+    if decode is not None:
+        chosen.append(("decode", decode))
+    return chosen + [
+        ("gemv", lambda n: gemv(n) if not tiles(n) and (decode is None or decode(n) == NO_GRID) else NO_GRID),
+        ("tiled", lambda n: tiled(n) if tiles(n) else NO_GRID),
     ]
 
 

@@ -56,12 +56,14 @@ def test_quant_matmul_matches_dequantized_numpy(device, quant, t, k, r):
 
 
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "big"])
+@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled"])
 @pytest.mark.parametrize("t", [1, 5, 70])
 @pytest.mark.parametrize("k", [72, 130, 200])
 @pytest.mark.parametrize("r", [7, 65, 130])
 def test_every_quant_matmul_kernel(device, kernel, quant, t, k, r):
     """Each quantized kernel on every adapter, at sizes off every tile and block edge."""
+    if kernel == "decode" and not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
     rng = np.random.default_rng(t * 1000 + k + r)
     w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
     x = rng.standard_normal((t, k)).astype(np.float32)
@@ -85,22 +87,23 @@ def test_quant_kernel_choice(device, monkeypatch):
     enough 64 x 64 tiles (CPUs: from TILED_FROM tokens), switched per step in one recorded graph."""
     import dataclasses
 
-    from rwkv_webgpu.ops.matmul import TILED_FROM, TILED_MIN_TILES, _choose_quant
+    from rwkv_webgpu.ops.matmul import DECODE_UNTIL, TILED_FROM, TILED_MIN_TILES, _choose_quant
 
     g = Graph(device)
-    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["gemv", "tiled", "big"]
+    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["gemv", "tiled"]
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
     monkeypatch.setattr(device, "info", gpu)
     rows = 64 * TILED_MIN_TILES  # one token tile is enough
     grids = dict(_choose_quant(g, rows, None))
-    assert grids["gemv"](1) != (0, 0, 0) and grids["tiled"](1) == (0, 0, 0)
+    assert grids["tiled"](1) == (0, 0, 0)
     assert grids["gemv"](TILED_FROM) == (0, 0, 0)
     assert grids["tiled"](TILED_FROM) == (TILED_MIN_TILES, 1, 1)
     assert dict(_choose_quant(g, 64, None))["tiled"](TILED_FROM) == (0, 0, 0)  # too few tiles
-    # 128 x 128 tiles take over where there are enough of them
-    assert grids["big"](TILED_FROM) == (0, 0, 0)
-    assert grids["tiled"](128 * TILED_MIN_TILES) == (0, 0, 0)
-    assert grids["big"](128 * TILED_MIN_TILES) == (TILED_MIN_TILES // 2, TILED_MIN_TILES, 1)
+    # 64 x 64 tiles also where f16 weights would take 128 x 128 ones
+    assert grids["tiled"](128 * TILED_MIN_TILES) == (TILED_MIN_TILES, 2 * TILED_MIN_TILES, 1)
+    if device.info.subgroup:  # one-token subgroup kernel below DECODE_UNTIL tokens
+        assert grids["decode"](1) != (0, 0, 0) and grids["gemv"](1) == (0, 0, 0)
+        assert grids["decode"](DECODE_UNTIL) == (0, 0, 0) and grids["gemv"](DECODE_UNTIL) != (0, 0, 0)
     rng = np.random.default_rng(4)
     w = rng.standard_normal((rows, 40)).astype(np.float32)
     x = rng.standard_normal((TILED_FROM + 3, 40)).astype(np.float32)
