@@ -90,7 +90,8 @@ def test_quant_kernel_choice(device, monkeypatch):
     from rwkv_webgpu.ops.matmul import DECODE_UNTIL, TILED_FROM, TILED_MIN_TILES, _choose_quant
 
     g = Graph(device)
-    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["gemv", "tiled"]
+    decode = device.info.subgroup and device.info.adapter_type.lower() != "cpu"
+    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["decode"] * decode + ["gemv", "tiled"]
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
     monkeypatch.setattr(device, "info", gpu)
     rows = 64 * TILED_MIN_TILES  # one token tile is enough
