@@ -11,12 +11,12 @@ const Q: u32 = 16u;      // TILE / 4: vec4 groups per K step
 var<workgroup> ws: array<vec4<f32>, 512>;   // [TK][Q]: four consecutive rows
 var<workgroup> xs: array<vec4<f32>, 512>;   // [TK][Q]: four consecutive tokens
 
-@compute @workgroup_size(16, 16)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(local_invocation_index) tid: u32) {
+// The 4 x 4 block of invocation (lid.x, lid.y) of the 64 x 64 tile at rows r0.., tokens t0..,
+// summed over K in [kb0, kb1) (multiples of TK, or kb1 = KP): acc[i][j] = row 4ly + i, token 4lx + j.
+struct Block { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32> }
+
+fn tile64(lid: vec3<u32>, tid: u32, r0: u32, t0: u32, kb0: u32, kb1: u32) -> Block {
     let n = count.n;
-    let r0 = wid.x * TILE;
-    let t0 = wid.y * TILE;
     // staging: invocation tid brings 8 consecutive K values of row (and token) tid / 4
     let l = tid / 4u;
     let lk = (tid % 4u) * 8u;
@@ -27,10 +27,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < kp; k0 += TK) {
+    for (var k0 = kb0; k0 < kb1; k0 += TK) {
         let kb = k0 + lk;
         var wv: array<f32, 8>;
-        if r0 + l < p.rows && kb < kp {
+        if r0 + l < p.rows && kb < kb1 {
             wv = weights8(r0 + l, kb / 8u);
         }
         let t = t0 + l;
@@ -38,7 +38,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var e = 0u; e < 8u; e++) {
             ws[(lk + e) * Q + lq][lc] = wv[e];
             var v = 0.0;
-            if t < n && kb + e < p.k {
+            if t < n && kb + e < p.k && kb < kb1 {
                 v = x[xb + e];
             }
             xs[(lk + e) * Q + lq][lc] = v;
@@ -54,14 +54,63 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
         workgroupBarrier();
     }
-    let r = r0 + lid.y * 4u;
-    let tb = t0 + lid.x * 4u;
+    return Block(acc0, acc1, acc2, acc3);
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let acc = tile64(lid, tid, wid.x * TILE, wid.y * TILE, 0u, p.kv * 8u);
+    let r = wid.x * TILE + lid.y * 4u;
+    let tb = wid.y * TILE + lid.x * 4u;
     for (var j = 0u; j < 4u; j++) {
-        store_out(tb + j, r, acc0[j]);
-        store_out(tb + j, r + 1u, acc1[j]);
-        store_out(tb + j, r + 2u, acc2[j]);
-        store_out(tb + j, r + 3u, acc3[j]);
+        store_out(tb + j, r, acc.a0[j]);
+        store_out(tb + j, r + 1u, acc.a1[j]);
+        store_out(tb + j, r + 2u, acc.a2[j]);
+        store_out(tb + j, r + 3u, acc.a3[j]);
     }
+}
+
+// `split`: the 64 x 64 tiles with K cut in SPLIT parts (grid z), for steps with too few tiles to
+// fill the GPU: part z writes its raw sums to y as partials [SPLIT, T, R] (y_off, y_stride, act
+// and accumulate unused) and `reduce` adds them up. Grid: (ceil(R / 64), ceil(T / 64), SPLIT).
+override SPLIT: u32 = 4u;
+
+@compute @workgroup_size(16, 16)
+fn split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+         @builtin(local_invocation_index) tid: u32) {
+    let kp = p.kv * 8u;
+    let part = (kp + SPLIT * TK - 1u) / (SPLIT * TK) * TK;  // K per part, a multiple of TK
+    let kb0 = min(wid.z * part, kp);
+    let acc = tile64(lid, tid, wid.x * TILE, wid.y * TILE, kb0, min(kb0 + part, kp));
+    let n = count.n;
+    let r = wid.x * TILE + lid.y * 4u;
+    let tb = wid.y * TILE + lid.x * 4u;
+    for (var j = 0u; j < 4u; j++) {
+        let t = tb + j;
+        if t < n {
+            let base = (wid.z * n + t) * p.rows;
+            if r < p.rows { y[base + r] = acc.a0[j]; }
+            if r + 1u < p.rows { y[base + r + 1u] = acc.a1[j]; }
+            if r + 2u < p.rows { y[base + r + 2u] = acc.a2[j]; }
+            if r + 3u < p.rows { y[base + r + 3u] = acc.a3[j]; }
+        }
+    }
+}
+
+// `reduce`: y[t, row0 + r] (+)= act(sum_z partial[z, t, r]), the partials of `split` bound as x.
+// Grid: (ceil(R / 64), T).
+@compute @workgroup_size(64)
+fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    let t = gid.y;
+    let n = count.n;
+    if r >= p.rows || t >= n { return; }
+    var s = 0.0;
+    for (var z = 0u; z < SPLIT; z++) {
+        s += x[(z * n + t) * p.rows + r];
+    }
+    store_out(t, r, s);
 }
 
 // `big`: the same product in 128-row x 128-token tiles for large prompts: 16-wide K slices

@@ -132,6 +132,7 @@ class Device:
 
         self.pipelines = PipelineCache(self)
         self.allocated_bytes = 0  # every buffer this device created (never freed explicitly)
+        self._scratch: Any = None
         if self.info.subgroup:
             self.info = dataclasses.replace(self.info, subgroup_size=self._subgroup_size())
         log.info("WebGPU device: %s", self.info.describe())
@@ -179,6 +180,14 @@ class Device:
 
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         return self.create_buffer(size, usage, label)
+
+    def scratch(self, size: int) -> Any:
+        """A storage buffer of at least ``size`` bytes shared by every kernel that needs temporary
+        space within one dispatch pair (dispatches run in order, so sharing is safe). A larger
+        request replaces it for later users; earlier bind groups keep the old one alive."""
+        if self._scratch is None or self._scratch.size < size:
+            self._scratch = self.storage(size, "scratch")
+        return self._scratch
 
     def uniform(self, data: bytes | np.ndarray, label: str = "") -> Any:
         import wgpu

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,13 +20,18 @@ ROWS = 4  # rows per workgroup (matmul.wgsl)
 TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
 TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
 NO_GRID = (0, 0, 0)
+SPLIT_MAX = 8  # K parts of the split kernel at most ...
+SPLIT_MIN_K = 512  # ... for K from this
+SPLIT_MIN_ROWS = 512  # ... and matrices of at least this many rows (smaller ones stay in cache)
 BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
-DECODE_UNTIL = 8  # steps below this many tokens use the one-token subgroup kernel (if any) ...
+DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
 DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
 DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
 # adapters with subgroups under 32 invocations, where the compiler may pick smaller ones)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
+WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
+SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
 TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel ...
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
 
@@ -70,6 +76,9 @@ def matmul(
         )
 
         for name, grid in _choose(graph, part.rows, kernel, w.k):
+            if name == "split":
+                _matmul_split(graph, counter, params, part, x, y, grid, label)
+                continue
             if name == "decode":
                 shader, entry, consts = "matmul_subgroup", "main", {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "TOK": 1}
             else:
@@ -87,7 +96,32 @@ _KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
     "tiled": ("matmul_tiled", "main", {}),
     "big": ("matmul_tiled", "big", {}),
 }
-KERNELS = ("gemv", "subgroup", "decode", "rowwise", "tiled", "big")
+KERNELS = ("gemv", "subgroup", "decode", "rowwise", "tiled", "big", "split")
+
+
+def split_parts(rows: int) -> int:
+    """How many K parts the split kernel cuts a matrix of ``rows`` rows into: enough 64 x 64
+    tiles per token tile to reach TILED_MIN_TILES workgroups, at most SPLIT_MAX."""
+    return min(SPLIT_MAX, ceil_div(TILED_MIN_TILES, ceil_div(rows, TILE)))
+
+
+def _matmul_split(graph: Graph, counter: Counter, params: np.ndarray, part: MatrixPart, x: Act, y: Act,
+                  grid: Grid, label: str) -> None:  # fmt: skip
+    """Record the split kernel (partial sums per K part into a scratch buffer) and the kernel
+    that adds the parts into y."""
+    parts = split_parts(part.rows)
+    # the most tokens a step can send here: below the count at which plain tiles take over
+    tokens = TILE * (ceil_div(TILED_MIN_TILES, ceil_div(part.rows, TILE)) - 1)
+    tokens = max(min(tokens, x.max_rows or tokens), 1)
+    scratch = graph.device.scratch(parts * tokens * part.rows * 4)
+    graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, scratch], grid, entry="split",
+                   label=label + ".split", SPLIT=parts)  # fmt: skip
+
+    def reduce_grid(n: int) -> tuple[int, int, int]:
+        return (ceil_div(part.rows, 64), n, 1) if grid(n) != NO_GRID else NO_GRID
+
+    graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer}, reduce_grid, entry="reduce",
+                   label=label + ".reduce", SPLIT=parts)  # fmt: skip
 
 
 def decode_lanes(graph: Graph) -> int:
@@ -109,12 +143,15 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
     """The kernels to record for a matrix part of K ``k`` and the grid of each (an empty grid
     skips it).
 
-    Real GPUs: below DECODE_UNTIL tokens the one-token subgroup kernel (K up to DECODE_MAX_K,
-    adapters with subgroups) or else the GEMV-style kernel, which serves up to SUBGROUP_FROM;
-    then the subgroup-shuffle kernel (where the adapter has subgroups) up to TILED_FROM, then
-    tiles: 128 x 128 where there are enough of them to fill the GPU, else 64 x 64. CPU adapters:
-    the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers cost most
-    there), 64 x 64 tiles up to BIG and 128 x 128 tiles from there.
+    Real GPUs with subgroups (thresholds measured on the H100 with benchmarks/bench_kernels.py):
+    under DECODE_UNTIL tokens the one-token subgroup kernel ("decode"; a single token with rows
+    longer than DECODE_MAX_K takes the 64-lane GEMV, and matrices of WIDE_ROWS rows or more take
+    the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel, or from
+    SPLIT_FROM tokens 64 x 64 tiles with K split in parts where the rows are too few to fill the
+    GPU with tiles; then tiles once there are TILED_MIN_TILES of them: 128 x 128 where there are
+    enough of those, else 64 x 64. GPUs without subgroups: the GEMV until the tiles. CPU
+    adapters: the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers cost
+    most there), 64 x 64 tiles up to BIG tokens and 128 x 128 tiles from there.
     """
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
@@ -123,10 +160,13 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
         "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
+        "split": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), split_parts(rows)),
     }
     if kernel is not None:
         if kernel not in grids:
             raise ValueError(f"unknown matmul kernel {kernel!r}; choose from {KERNELS}")
+        if kernel == "split" and split_parts(rows) < 2:
+            raise ValueError(f"the split matmul needs fewer than {TILED_MIN_TILES // 2 * TILE} rows, got {rows}")
         if kernel in ("subgroup", "decode") and not graph.device.info.subgroup:
             raise ValueError(f"the {kernel} matmul needs an adapter with the 'subgroup' feature")
         return [(kernel, grids[kernel])]
@@ -145,26 +185,34 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         # tiles only pay off when there are enough of them to fill the GPU
         return n >= TILED_FROM and ceil_div(rows, tile) * ceil_div(n, tile) >= TILED_MIN_TILES
 
-    def big(n: int) -> bool:
-        return enough(n, BIG)
+    sub = info.subgroup
+    split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows) >= 2
 
-    def tiled(n: int) -> bool:
-        return enough(n, TILE) and not big(n)
+    def pick(n: int) -> str:
+        if enough(n, BIG):
+            return "big"
+        if enough(n, TILE):
+            return "tiled"
+        if not sub:
+            return "gemv"
+        if n < DECODE_UNTIL:
+            if n == 1 and k > DECODE_MAX_K:
+                return "gemv"  # long rows, one token: the 64-lane GEMV
+            # wide matrices from a few tokens: 4 tokens per weight read beat one
+            return "subgroup" if n >= WIDE_FROM and rows >= WIDE_ROWS else "decode"
+        return "split" if split and n >= SPLIT_FROM else "subgroup"
 
-    decode = info.subgroup and k <= DECODE_MAX_K
-    first = DECODE_UNTIL if decode else 0
-    mid = "subgroup" if info.subgroup else "gemv"
-    chosen: list[tuple[str, Grid]] = []
-    if decode:
-        chosen.append(("decode", lambda n: grids["decode"](n) if n < first else NO_GRID))
-    chosen.append(("gemv", lambda n: grids["gemv"](n) if first <= n < SUBGROUP_FROM else NO_GRID))
-    if mid != "gemv":
-        chosen.append((mid, lambda n: grids[mid](n) if n >= SUBGROUP_FROM and not enough(n, TILE) else NO_GRID))
-    else:
-        chosen[-1] = ("gemv", lambda n: grids["gemv"](n) if first <= n and not enough(n, TILE) else NO_GRID)
-    chosen.append(("tiled", lambda n: grids["tiled"](n) if tiled(n) else NO_GRID))
-    chosen.append(("big", lambda n: grids["big"](n) if big(n) else NO_GRID))
-    return chosen
+    names = ["decode", "gemv", "subgroup", "split", "tiled", "big"] if sub else ["gemv", "tiled", "big"]
+    if sub and k <= DECODE_MAX_K:
+        names.remove("gemv")
+    if not split and "split" in names:
+        names.remove("split")
+    return [(name, _when(pick, name, grids[name])) for name in names]
+
+
+def _when(pick: Callable[[int], str], name: str, grid: Grid) -> Grid:
+    """``grid`` on the steps where ``pick`` chooses ``name``, no grid on the others."""
+    return lambda n: grid(n) if pick(n) == name else NO_GRID
 
 
 QUANT_CODE = {"int8": 0, "nf4": 1, "sf4": 2}

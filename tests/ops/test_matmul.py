@@ -43,7 +43,7 @@ def test_matmul_matches_numpy(device, t, k, r, act):
     np.testing.assert_allclose(y, oracle(w, x, act), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "subgroup", "decode", "big"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "subgroup", "decode", "big", "split"])
 @pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129), (131, 264, 257)])
 def test_every_matmul_kernel(device, kernel, t, k, r):
     """Each kernel variant on every adapter, whatever that adapter would pick by itself."""
@@ -78,3 +78,33 @@ def test_matrix_split_across_bindings(device, monkeypatch):
     y, m = run_matmul(device, w, x)
     assert len(m.parts) == 3
     np.testing.assert_allclose(y, oracle(w, x, "none"), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_choice_on_gpus(device, monkeypatch):
+    """Which kernel a GPU with subgroups runs for the matrices of a 1.5B model at each step size."""
+    import dataclasses
+
+    from rwkv_webgpu.ops.matmul import _choose
+
+    gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU", subgroup=True, subgroup_size=32)
+    monkeypatch.setattr(device, "info", gpu)
+    g = Graph(device)
+
+    def picks(rows, k):
+        grids = _choose(g, rows, None, k)
+        out = {}
+        for n in (1, 2, 8, 16, 32, 64, 192, 256, 1024):
+            live = [name for name, grid in grids if grid(n) != (0, 0, 0)]
+            assert len(live) == 1, (rows, k, n, live)
+            out[n] = live[0]
+        return out
+
+    assert picks(2048, 2048) == {1: "decode", 2: "decode", 8: "decode", 16: "subgroup", 32: "split", 64: "split",
+                                 192: "split", 256: "tiled", 1024: "big"}  # fmt: skip
+    assert picks(2048, 8192)[1] == "gemv" and picks(2048, 8192)[2] == "decode"
+    assert picks(8192, 2048) == {1: "decode", 2: "decode", 8: "subgroup", 16: "subgroup", 32: "subgroup",
+                                 64: "tiled", 192: "big", 256: "big", 1024: "big"}  # fmt: skip
+    assert picks(160, 2048)[64] == "subgroup"  # too few rows to split: they stay in cache
+    no_sub = dataclasses.replace(gpu, subgroup=False, subgroup_size=0)
+    monkeypatch.setattr(device, "info", no_sub)
+    assert set(picks(2048, 2048).values()) == {"gemv", "tiled", "big"}
