@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,9 +21,10 @@ ROWS = 4  # rows per workgroup (matmul.wgsl)
 TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
 TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
 NO_GRID = (0, 0, 0)
-SPLIT_MAX = 8  # K parts of the split kernel at most ...
-SPLIT_MIN_K = 512  # ... for K from this
-SPLIT_MIN_ROWS = 512  # ... and matrices of at least this many rows (smaller ones stay in cache)
+SPLIT_MAX = 16  # K parts of the split kernel at most ...
+SPLIT_MIN_PART = 128  # ... each at least this long ...
+SPLIT_MIN_K = 512  # ... for K from this ...
+SPLIT_MIN_ROWS = 64  # ... and matrices of at least this many rows
 BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
 DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
@@ -99,17 +101,18 @@ _KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
 KERNELS = ("gemv", "subgroup", "decode", "rowwise", "tiled", "big", "split")
 
 
-def split_parts(rows: int) -> int:
-    """How many K parts the split kernel cuts a matrix of ``rows`` rows into: enough 64 x 64
-    tiles per token tile to reach TILED_MIN_TILES workgroups, at most SPLIT_MAX."""
-    return min(SPLIT_MAX, ceil_div(TILED_MIN_TILES, ceil_div(rows, TILE)))
+def split_parts(rows: int, k: int) -> int:
+    """How many K parts the split kernel cuts a matrix of ``rows`` x ``k`` into: enough 64 x 64
+    tiles per token tile to reach TILED_MIN_TILES workgroups, at most SPLIT_MAX parts of at
+    least SPLIT_MIN_PART (two for shorter K, when a test forces the kernel)."""
+    return max(1, min(SPLIT_MAX, max(2, k // SPLIT_MIN_PART), ceil_div(TILED_MIN_TILES, ceil_div(rows, TILE))))
 
 
 def _matmul_split(graph: Graph, counter: Counter, params: np.ndarray, part: MatrixPart, x: Act, y: Act,
                   grid: Grid, label: str) -> None:  # fmt: skip
     """Record the split kernel (partial sums per K part into a scratch buffer) and the kernel
     that adds the parts into y."""
-    parts = split_parts(part.rows)
+    parts = split_parts(part.rows, int(params["k"][0]))
     # the most tokens a step can send here: below the count at which plain tiles take over
     tokens = TILE * (ceil_div(TILED_MIN_TILES, ceil_div(part.rows, TILE)) - 1)
     tokens = max(min(tokens, x.max_rows or tokens), 1)
@@ -160,12 +163,12 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
         "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
-        "split": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), split_parts(rows)),
+        "split": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), split_parts(rows, k)),
     }
     if kernel is not None:
         if kernel not in grids:
             raise ValueError(f"unknown matmul kernel {kernel!r}; choose from {KERNELS}")
-        if kernel == "split" and split_parts(rows) < 2:
+        if kernel == "split" and split_parts(rows, k) < 2:
             raise ValueError(f"the split matmul needs fewer than {TILED_MIN_TILES // 2 * TILE} rows, got {rows}")
         if kernel in ("subgroup", "decode") and not graph.device.info.subgroup:
             raise ValueError(f"the {kernel} matmul needs an adapter with the 'subgroup' feature")
@@ -186,8 +189,9 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         return n >= TILED_FROM and ceil_div(rows, tile) * ceil_div(n, tile) >= TILED_MIN_TILES
 
     sub = info.subgroup
-    split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows) >= 2
+    split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2
 
+    @functools.cache  # called for every recorded kernel of every step
     def pick(n: int) -> str:
         if enough(n, BIG):
             return "big"

@@ -44,7 +44,7 @@ def test_matmul_matches_numpy(device, t, k, r, act):
 
 
 @pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "subgroup", "decode", "big", "split"])
-@pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129), (131, 264, 257)])
+@pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129), (131, 264, 257), (33, 2100, 70)])
 def test_every_matmul_kernel(device, kernel, t, k, r):
     """Each kernel variant on every adapter, whatever that adapter would pick by itself."""
     if kernel in ("subgroup", "decode") and not device.info.subgroup:
@@ -104,7 +104,8 @@ def test_kernel_choice_on_gpus(device, monkeypatch):
     assert picks(2048, 8192)[1] == "gemv" and picks(2048, 8192)[2] == "decode"
     assert picks(8192, 2048) == {1: "decode", 2: "decode", 8: "subgroup", 16: "subgroup", 32: "subgroup",
                                  64: "tiled", 192: "big", 256: "big", 1024: "big"}  # fmt: skip
-    assert picks(160, 2048)[64] == "subgroup"  # too few rows to split: they stay in cache
+    assert picks(160, 2048)[64] == "split"  # LoRA halves: 3 row tiles, 16 K parts
+    assert picks(2048, 160)[64] == "subgroup"  # K too short to split
     no_sub = dataclasses.replace(gpu, subgroup=False, subgroup_size=0)
     monkeypatch.setattr(device, "info", no_sub)
     assert set(picks(2048, 2048).values()) == {"gemv", "tiled", "big"}
