@@ -34,7 +34,8 @@ DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
-TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel ...
+TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel (GPUs: from 32) ...
+GPU_TILED_FROM = 32
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
 
 
@@ -151,7 +152,8 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
     longer than DECODE_MAX_K takes the 64-lane GEMV, and matrices of WIDE_ROWS rows or more take
     the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel, or from
     SPLIT_FROM tokens 64 x 64 tiles with K split in parts where the rows are too few to fill the
-    GPU with tiles; then tiles once there are TILED_MIN_TILES of them: 128 x 128 where there are
+    GPU with tiles; then, from GPU_TILED_FROM tokens, tiles once there are TILED_MIN_TILES of
+    them: 128 x 128 where there are
     enough of those, else 64 x 64. GPUs without subgroups: the GEMV until the tiles. CPU
     adapters: the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers cost
     most there), 64 x 64 tiles up to BIG tokens and 128 x 128 tiles from there.
@@ -186,7 +188,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
     # Thresholds from the H100 (docs/performance.md, benchmarks/bench_kernels.py).
     def enough(n: int, tile: int) -> bool:
         # tiles only pay off when there are enough of them to fill the GPU
-        return n >= TILED_FROM and ceil_div(rows, tile) * ceil_div(n, tile) >= TILED_MIN_TILES
+        return n >= GPU_TILED_FROM and ceil_div(rows, tile) * ceil_div(n, tile) >= TILED_MIN_TILES
 
     sub = info.subgroup
     split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2

@@ -102,7 +102,7 @@ def test_kernel_choice_on_gpus(device, monkeypatch):
     assert picks(2048, 2048) == {1: "decode", 2: "decode", 8: "decode", 16: "subgroup", 32: "split", 64: "split",
                                  192: "split", 256: "tiled", 1024: "big"}  # fmt: skip
     assert picks(2048, 8192)[1] == "gemv" and picks(2048, 8192)[2] == "decode"
-    assert picks(8192, 2048) == {1: "decode", 2: "decode", 8: "subgroup", 16: "subgroup", 32: "subgroup",
+    assert picks(8192, 2048) == {1: "decode", 2: "decode", 8: "subgroup", 16: "subgroup", 32: "tiled",
                                  64: "tiled", 192: "big", 256: "big", 1024: "big"}  # fmt: skip
     assert picks(160, 2048)[64] == "split"  # LoRA halves: 3 row tiles, 16 K parts
     assert picks(2048, 160)[64] == "subgroup"  # K too short to split
