@@ -276,7 +276,7 @@ def _bench_peer(args: argparse.Namespace, model: Any, prompt: list[int]) -> dict
             )
         try:
             peer = web_rwkv_py.Model(str(st), quant=0, quant_nf4=0)
-            chunk = args.chunk_size
+            chunk = model.token_chunk_size
             res = _time_engine(
                 lambda ids: peer.run(ids, token_chunk_size=chunk),
                 peer.clear_state,
@@ -309,7 +309,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"adapter: {info.describe()}")
     print(f"model:   {model.info.describe()}  ({model.path})")
     print(
-        f"prompt {len(prompt)} tokens (chunks of {args.chunk_size}), then {args.tokens} tokens decoded greedily"
+        f"prompt {len(prompt)} tokens (chunks of {model.token_chunk_size}), then {args.tokens} tokens decoded greedily"
     )
     for r in runs:
         if "skipped" in r:
@@ -320,7 +320,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
     if args.json:
         doc = {"adapter": info.name, "backend": info.backend, "model": model.info.describe(), "path": str(model.path),
-               "prompt_tokens": len(prompt), "decode_tokens": args.tokens, "chunk_size": args.chunk_size, "runs": runs}  # fmt: skip
+               "prompt_tokens": len(prompt), "decode_tokens": args.tokens, "chunk_size": model.token_chunk_size, "runs": runs}  # fmt: skip
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return 0
 
@@ -419,8 +419,8 @@ def _command(sub: Any, name: str, summary: str, examples: str, func: Any) -> Any
     p.add_argument(
         "--chunk-size",
         type=int,
-        default=128,
-        help="tokens per GPU submission for prompts (default 128)",
+        default=None,
+        help="tokens per GPU submission for prompts (default 512 on GPUs, 128 on CPU adapters)",
     )
     p.add_argument(
         "--progress",
@@ -593,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--prompt", required=True, help="text to feed")
     ins.add_argument("--tokenizer", help='"world", a tokenizer.json or a vocab file')
     ins.add_argument("--plot", help="also write a PNG chart of the statistics to this path")
-    ins.add_argument("--chunk-size", type=int, default=128, help="tokens per GPU submission")
+    ins.add_argument("--chunk-size", type=int, default=None, help="tokens per GPU submission (default: 512 on GPUs, 128 on CPU adapters)")
     ins.add_argument("--progress", action="store_true", help="show the load progress bar even when not on a terminal")
     ins.set_defaults(func=cmd_inspect)
 

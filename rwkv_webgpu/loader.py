@@ -37,7 +37,7 @@ def load_model(
     path: str | os.PathLike[str],
     *,
     adapter: str | None = None,
-    token_chunk_size: int = 128,
+    token_chunk_size: int | None = None,
     tokenizer: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     device: Any = None,
@@ -49,7 +49,9 @@ def load_model(
     """Load an RWKV checkpoint (official ``.pth``, safetensors, or web-rwkv ``.st``) onto a GPU.
 
     ``adapter`` filters adapters by name/backend words ("vulkan", "nvidia", ...); None picks the
-    high-performance one. ``token_chunk_size`` is the most tokens one GPU submission processes.
+    high-performance one. ``token_chunk_size`` is the most tokens one GPU submission processes
+    (None: 512 on GPUs, where long prompts run about twice as fast as in 128-token chunks, and
+    128 on CPU adapters such as lavapipe).
     ``tokenizer`` is "world", a ``tokenizer.json`` or a vocab file; None picks "world" for 65536-token
     vocabularies. ``progress(done, total, what)`` is called as layers reach the GPU.
     ``state_file`` is a state-tuning checkpoint (``blocks.{i}.att.time_state``) whose state
@@ -64,7 +66,8 @@ def load_model(
     with open_model_file(path, lora) as ckpt:
         info = detect(ckpt)
         log.info("loading %s from %s", info.describe(), path)
-        model = _model_class(info.version)(info, dev, token_chunk_size=token_chunk_size)
+        chunk = token_chunk_size or (128 if dev.info.adapter_type.lower() == "cpu" else 512)
+        model = _model_class(info.version)(info, dev, token_chunk_size=chunk)
         layers = range(quant_layers) if isinstance(quant_layers, int) else quant_layers
         model.set_quantization(Quant.parse(quant), layers)
         model.load_common(ckpt, progress)
