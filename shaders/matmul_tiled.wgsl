@@ -144,27 +144,15 @@ fn stage_x(t: u32, kb: u32, n: u32) -> Eight {
     return Eight(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
 }
 
-// Column c (0..3) of the 8 K rows from k of a [BK][BQ] workgroup array, for slot q.
-fn put_w(k: u32, q: u32, c: u32, v: Eight) {
-    wb[k * BQ + q][c] = v.lo.x;
-    wb[(k + 1u) * BQ + q][c] = v.lo.y;
-    wb[(k + 2u) * BQ + q][c] = v.lo.z;
-    wb[(k + 3u) * BQ + q][c] = v.lo.w;
-    wb[(k + 4u) * BQ + q][c] = v.hi.x;
-    wb[(k + 5u) * BQ + q][c] = v.hi.y;
-    wb[(k + 6u) * BQ + q][c] = v.hi.z;
-    wb[(k + 7u) * BQ + q][c] = v.hi.w;
-}
-
-fn put_x(k: u32, q: u32, c: u32, v: Eight) {
-    xb[k * BQ + q][c] = v.lo.x;
-    xb[(k + 1u) * BQ + q][c] = v.lo.y;
-    xb[(k + 2u) * BQ + q][c] = v.lo.z;
-    xb[(k + 3u) * BQ + q][c] = v.lo.w;
-    xb[(k + 4u) * BQ + q][c] = v.hi.x;
-    xb[(k + 5u) * BQ + q][c] = v.hi.y;
-    xb[(k + 6u) * BQ + q][c] = v.hi.z;
-    xb[(k + 7u) * BQ + q][c] = v.hi.w;
+// Stage 8 K values of a weight row (into wb) and of a token (into xb) as component c (0..3) of
+// slot q in K rows k .. k + 7 of the [BK][BQ] workgroup arrays.
+fn put8(k: u32, q: u32, c: u32, w: Eight, t: Eight) {
+    for (var e = 0u; e < 4u; e++) {
+        wb[(k + e) * BQ + q][c] = w.lo[e];
+        wb[(k + 4u + e) * BQ + q][c] = w.hi[e];
+        xb[(k + e) * BQ + q][c] = t.lo[e];
+        xb[(k + 4u + e) * BQ + q][c] = t.hi[e];
+    }
 }
 
 fn store4(tb: u32, r: u32, v: vec4<f32>) {
@@ -192,8 +180,7 @@ fn big(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid:
     var wv = stage_w(r0 + l, lk, kp);
     var xv = stage_x(t0 + l, lk, n);
     for (var k0 = 0u; k0 < kp; k0 += BK) {
-        put_w(lk, l / 4u, l % 4u, wv);
-        put_x(lk, l / 4u, l % 4u, xv);
+        put8(lk, l / 4u, l % 4u, wv, xv);
         workgroupBarrier();
         if k0 + BK < kp {
             wv = stage_w(r0 + l, k0 + BK + lk, kp);
