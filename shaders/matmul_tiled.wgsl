@@ -146,13 +146,24 @@ fn stage_x(t: u32, kb: u32, n: u32) -> Eight {
 
 // Stage 8 K values of a weight row (into wb) and of a token (into xb) as component c (0..3) of
 // slot q in K rows k .. k + 7 of the [BK][BQ] workgroup arrays.
+// (spelled out: a loop over e measured ~8% slower for the whole kernel on the H100)
 fn put8(k: u32, q: u32, c: u32, w: Eight, t: Eight) {
-    for (var e = 0u; e < 4u; e++) {
-        wb[(k + e) * BQ + q][c] = w.lo[e];
-        wb[(k + 4u + e) * BQ + q][c] = w.hi[e];
-        xb[(k + e) * BQ + q][c] = t.lo[e];
-        xb[(k + 4u + e) * BQ + q][c] = t.hi[e];
-    }
+    wb[k * BQ + q][c] = w.lo.x;
+    wb[(k + 1u) * BQ + q][c] = w.lo.y;
+    wb[(k + 2u) * BQ + q][c] = w.lo.z;
+    wb[(k + 3u) * BQ + q][c] = w.lo.w;
+    wb[(k + 4u) * BQ + q][c] = w.hi.x;
+    wb[(k + 5u) * BQ + q][c] = w.hi.y;
+    wb[(k + 6u) * BQ + q][c] = w.hi.z;
+    wb[(k + 7u) * BQ + q][c] = w.hi.w;
+    xb[k * BQ + q][c] = t.lo.x;
+    xb[(k + 1u) * BQ + q][c] = t.lo.y;
+    xb[(k + 2u) * BQ + q][c] = t.lo.z;
+    xb[(k + 3u) * BQ + q][c] = t.lo.w;
+    xb[(k + 4u) * BQ + q][c] = t.hi.x;
+    xb[(k + 5u) * BQ + q][c] = t.hi.y;
+    xb[(k + 6u) * BQ + q][c] = t.hi.z;
+    xb[(k + 7u) * BQ + q][c] = t.hi.w;
 }
 
 fn store4(tb: u32, r: u32, v: vec4<f32>) {

@@ -63,7 +63,7 @@ def test_default_chunk_size_follows_the_adapter(vulkan_device, monkeypatch):
     on the H100), 128 on CPU adapters; an explicit size wins."""
     import dataclasses
 
-    assert rw.load_model(V7, device=vulkan_device).token_chunk_size == 128  # lavapipe is a CPU
     assert rw.load_model(V7, device=vulkan_device, token_chunk_size=40).token_chunk_size == 40
-    monkeypatch.setattr(vulkan_device, "info", dataclasses.replace(vulkan_device.info, adapter_type="DiscreteGPU"))
-    assert rw.load_model(V7, device=vulkan_device).token_chunk_size == 512
+    for kind, chunk in (("CPU", 128), ("DiscreteGPU", 512)):
+        monkeypatch.setattr(vulkan_device, "info", dataclasses.replace(vulkan_device.info, adapter_type=kind))
+        assert rw.load_model(V7, device=vulkan_device).token_chunk_size == chunk
