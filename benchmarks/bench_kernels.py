@@ -61,7 +61,8 @@ def groups(subgroup: bool) -> dict[str, tuple[list[int], list[Variant]]]:
     if subgroup:
         decode += [_subgroup(8, 64, 4), _subgroup(8, 64, 1), _subgroup(16, 128, 1), _subgroup(32, 256, 1),
                    _subgroup(32, 256, 4), _subgroup(16, 256, 4)]  # fmt: skip
-    batch = [_gemv(64, 4), TILED, _op("split")] + ([_subgroup(8, 64, 4), _subgroup(16, 128, 1)] if subgroup else [])
+    batch = [_gemv(64, 4), TILED, _op("split"), _op("tall")]
+    batch += [_subgroup(8, 64, 4), _subgroup(16, 128, 1)] if subgroup else []
     return {
         "gemv": ([1, 4], decode),
         "batch": ([8, 16, 32, 64, 128], batch),
@@ -128,6 +129,8 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--only", nargs="*", default=None, help="groups to run: gemv batch prefill")
     ap.add_argument("--shapes", nargs="*", default=None, help="RxK, e.g. 2048x2048")
+    ap.add_argument("--tokens", type=int, nargs="*", default=None, help="step sizes (default: per group)")
+    ap.add_argument("--kernels", nargs="*", default=None, help="only these variants (names as printed)")
     args = ap.parse_args()
     dev = get_device(args.adapter)
     shapes = [tuple(map(int, s.split("x"))) for s in args.shapes] if args.shapes else SHAPES
@@ -136,8 +139,10 @@ def main() -> None:
         if args.only and group not in args.only:
             continue
         for r, k in shapes:
-            for t in tokens:
+            for t in args.tokens or tokens:
                 for v in variants:
+                    if args.kernels and v[0] not in args.kernels:
+                        continue
                     rep = 50 if t < 64 else 10
                     try:
                         s = time_variant(dev, v, r, k, t, rep)

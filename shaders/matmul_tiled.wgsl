@@ -83,18 +83,21 @@ fn split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
     let part = (kp + SPLIT * TK - 1u) / (SPLIT * TK) * TK;  // K per part, a multiple of TK
     let kb0 = min(wid.z * part, kp);
     let acc = tile64(lid, tid, wid.x * TILE, wid.y * TILE, kb0, min(kb0 + part, kp));
-    let n = count.n;
     let r = wid.x * TILE + lid.y * 4u;
     let tb = wid.y * TILE + lid.x * 4u;
     for (var j = 0u; j < 4u; j++) {
-        let t = tb + j;
-        if t < n {
-            let base = (wid.z * n + t) * p.rows;
-            if r < p.rows { y[base + r] = acc.a0[j]; }
-            if r + 1u < p.rows { y[base + r + 1u] = acc.a1[j]; }
-            if r + 2u < p.rows { y[base + r + 2u] = acc.a2[j]; }
-            if r + 3u < p.rows { y[base + r + 3u] = acc.a3[j]; }
-        }
+        store_part(wid.z, tb + j, r, acc.a0[j]);
+        store_part(wid.z, tb + j, r + 1u, acc.a1[j]);
+        store_part(wid.z, tb + j, r + 2u, acc.a2[j]);
+        store_part(wid.z, tb + j, r + 3u, acc.a3[j]);
+    }
+}
+
+// The raw sum of K part z for token t and row r, as partial [z, t, r] of y (rows p.rows).
+fn store_part(z: u32, t: u32, r: u32, v: f32) {
+    let n = count.n;
+    if t < n && r < p.rows {
+        y[(z * n + t) * p.rows + r] = v;
     }
 }
 
@@ -225,4 +228,105 @@ fn big(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid:
     store4(ta, rb + 1u, c50); store4(tb, rb + 1u, c51);
     store4(ta, rb + 2u, c60); store4(tb, rb + 2u, c61);
     store4(ta, rb + 3u, c70); store4(tb, rb + 3u, c71);
+}
+
+// `tall`: 128-row x 64-token tiles for batched steps (each invocation 8 rows x 4 tokens: rows
+// 4ty.. and 64 + 4ty.., tokens 4tx..), 16-wide K slices in the `big` arrays, K cut in SPLIT
+// parts (grid z) whose raw sums go to y as partials [SPLIT, T, R] for `reduce`; SPLIT = 1 writes
+// y directly. Grid: (ceil(R / 128), ceil(T / 64), SPLIT).
+const TQ: u32 = 16u;  // 64 tokens / 4
+
+// x[t, kb .. kb + 4], zero past K or the step.
+fn stage_x4(t: u32, kb: u32, n: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if t < n {
+        let base = p.x_off + t * p.x_stride + kb;
+        for (var e = 0u; e < 4u; e++) {
+            if kb + e < p.k { v[e] = x[base + e]; }
+        }
+    }
+    return v;
+}
+
+fn put_tall(lw: u32, kw: u32, w: Eight, lt: u32, kt: u32, t: vec4<f32>) {
+    let q = lw / 4u;
+    let c = lw % 4u;
+    wb[kw * BQ + q][c] = w.lo.x;
+    wb[(kw + 1u) * BQ + q][c] = w.lo.y;
+    wb[(kw + 2u) * BQ + q][c] = w.lo.z;
+    wb[(kw + 3u) * BQ + q][c] = w.lo.w;
+    wb[(kw + 4u) * BQ + q][c] = w.hi.x;
+    wb[(kw + 5u) * BQ + q][c] = w.hi.y;
+    wb[(kw + 6u) * BQ + q][c] = w.hi.z;
+    wb[(kw + 7u) * BQ + q][c] = w.hi.w;
+    xb[kt * TQ + lt / 4u][lt % 4u] = t.x;
+    xb[(kt + 1u) * TQ + lt / 4u][lt % 4u] = t.y;
+    xb[(kt + 2u) * TQ + lt / 4u][lt % 4u] = t.z;
+    xb[(kt + 3u) * TQ + lt / 4u][lt % 4u] = t.w;
+}
+
+// Row r's 4 tokens from tb: to y (SPLIT = 1) or as partials of part z.
+fn store_tall(z: u32, tb: u32, r: u32, v: vec4<f32>) {
+    if SPLIT == 1u {
+        store4(tb, r, v);
+    } else {
+        store_part(z, tb, r, v.x);
+        store_part(z, tb + 1u, r, v.y);
+        store_part(z, tb + 2u, r, v.z);
+        store_part(z, tb + 3u, r, v.w);
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn tall(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let n = count.n;
+    let r0 = wid.x * BT;
+    let t0 = wid.y * 64u;
+    let kp = p.kv * 8u;
+    let part = (kp + SPLIT * BK - 1u) / (SPLIT * BK) * BK;  // K per part, a multiple of BK
+    let kb0 = min(wid.z * part, kp);
+    let kb1 = min(kb0 + part, kp);
+    // staging: weights as in `big` (row tid / 2, 8 values), tokens tid / 4 with 4 values each
+    let lw = tid / 2u;
+    let kw = (tid % 2u) * 8u;
+    let lt = tid / 4u;
+    let kt = (tid % 4u) * 4u;
+    var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
+    var wv = stage_w(r0 + lw, kb0 + kw, kb1);
+    var xv = stage_x4(t0 + lt, kb0 + kt, select(0u, n, kb0 + kt < kb1));
+    for (var k0 = kb0; k0 < kb1; k0 += BK) {
+        put_tall(lw, kw, wv, lt, kt, xv);
+        workgroupBarrier();
+        if k0 + BK < kb1 {
+            wv = stage_w(r0 + lw, k0 + BK + kw, kb1);
+            xv = stage_x4(t0 + lt, k0 + BK + kt, select(0u, n, k0 + BK + kt < kb1));
+        }
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = wb[kk * BQ + lid.y];
+            let a1 = wb[kk * BQ + 16u + lid.y];
+            let b = xb[kk * TQ + lid.x];
+            c0 += a0.x * b;
+            c1 += a0.y * b;
+            c2 += a0.z * b;
+            c3 += a0.w * b;
+            c4 += a1.x * b;
+            c5 += a1.y * b;
+            c6 += a1.z * b;
+            c7 += a1.w * b;
+        }
+        workgroupBarrier();
+    }
+    let ra = r0 + lid.y * 4u;
+    let rb = ra + 64u;
+    let tb = t0 + lid.x * 4u;
+    store_tall(wid.z, tb, ra, c0);
+    store_tall(wid.z, tb, ra + 1u, c1);
+    store_tall(wid.z, tb, ra + 2u, c2);
+    store_tall(wid.z, tb, ra + 3u, c3);
+    store_tall(wid.z, tb, rb, c4);
+    store_tall(wid.z, tb, rb + 1u, c5);
+    store_tall(wid.z, tb, rb + 2u, c6);
+    store_tall(wid.z, tb, rb + 3u, c7);
 }

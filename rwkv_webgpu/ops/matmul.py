@@ -34,6 +34,7 @@ DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
+TALL, TALL_UNTIL = True, 128  # GPUs: 128 x 64 tiles (K in parts) for steps of SPLIT_FROM up to this
 TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel (GPUs: from 32) ...
 GPU_TILED_FROM = 32
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
@@ -79,8 +80,8 @@ def matmul(
         )
 
         for name, grid in _choose(graph, part.rows, kernel, w.k):
-            if name == "split":
-                _matmul_split(graph, counter, params, part, x, y, grid, label)
+            if name in ("split", "tall"):
+                _matmul_parts(graph, counter, params, part, x, y, grid, label, name, kernel is not None)
                 continue
             if name == "decode":
                 shader, entry, consts = "matmul_subgroup", "main", {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "TOK": 1}
@@ -99,7 +100,7 @@ _KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
     "tiled": ("matmul_tiled", "main", {}),
     "big": ("matmul_tiled", "big", {}),
 }
-KERNELS = ("gemv", "subgroup", "decode", "rowwise", "tiled", "big", "split")
+KERNELS = ("gemv", "subgroup", "decode", "rowwise", "tiled", "big", "split", "tall")
 
 
 def split_parts(rows: int, k: int) -> int:
@@ -109,17 +110,32 @@ def split_parts(rows: int, k: int) -> int:
     return max(1, min(SPLIT_MAX, max(2, k // SPLIT_MIN_PART), ceil_div(TILED_MIN_TILES, ceil_div(rows, TILE))))
 
 
-def _matmul_split(graph: Graph, counter: Counter, params: np.ndarray, part: MatrixPart, x: Act, y: Act,
-                  grid: Grid, label: str) -> None:  # fmt: skip
-    """Record the split kernel (partial sums per K part into a scratch buffer) and the kernel
-    that adds the parts into y."""
-    parts = split_parts(part.rows, int(params["k"][0]))
-    # the most tokens a step can send here: below the count at which plain tiles take over
-    tokens = TILE * (ceil_div(TILED_MIN_TILES, ceil_div(part.rows, TILE)) - 1)
-    tokens = max(min(tokens, x.max_rows or tokens), 1)
-    scratch = graph.device.scratch(parts * tokens * part.rows * 4)
-    graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, scratch], grid, entry="split",
-                   label=label + ".split", SPLIT=parts)  # fmt: skip
+def tall_parts(rows: int, k: int) -> int:
+    """K parts of the `tall` kernel (128-row x 64-token tiles) for a matrix of ``rows`` x ``k``:
+    TILED_MIN_TILES workgroups for one token tile, at most SPLIT_MAX parts of SPLIT_MIN_PART."""
+    return max(1, min(SPLIT_MAX, k // SPLIT_MIN_PART, ceil_div(TILED_MIN_TILES, ceil_div(rows, BIG))))
+
+
+def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: MatrixPart, x: Act, y: Act,
+                  grid: Grid, label: str, entry: str, forced: bool) -> None:  # fmt: skip
+    """Record a kernel that sums K in parts (`split`, `tall`): partial sums per part into the
+    device's scratch buffer, then `reduce` adds them into y (`tall` in one part writes y itself)."""
+    k = int(params["k"][0])
+    parts = split_parts(part.rows, k) if entry == "split" else tall_parts(part.rows, k)
+    if entry == "tall" and parts == 1:
+        graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, y.buffer], grid, entry="tall",
+                       label=label + ".tall", SPLIT=1)  # fmt: skip
+        return
+    # the most tokens a step can send here (forced: any the input holds)
+    if forced:
+        tokens = x.max_rows or 4096
+    elif entry == "tall":
+        tokens = TALL_UNTIL - 1
+    else:  # below the count at which 64 x 64 tiles take over
+        tokens = TILE * (ceil_div(TILED_MIN_TILES, ceil_div(part.rows, TILE)) - 1)
+    scratch = graph.device.scratch(parts * max(tokens, 1) * part.rows * 4)
+    graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, scratch], grid, entry=entry,
+                   label=f"{label}.{entry}", SPLIT=parts)  # fmt: skip
 
     def reduce_grid(n: int) -> tuple[int, int, int]:
         return (ceil_div(part.rows, 64), n, 1) if grid(n) != NO_GRID else NO_GRID
@@ -166,6 +182,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
         "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
         "split": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), split_parts(rows, k)),
+        "tall": lambda n: (ceil_div(rows, BIG), ceil_div(n, TILE), tall_parts(rows, k)),
     }
     if kernel is not None:
         if kernel not in grids:
@@ -193,8 +210,9 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
     sub = info.subgroup
     split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2
 
-    @functools.cache  # called for every recorded kernel of every step
-    def pick(n: int) -> str:
+    tall = TALL and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS
+
+    def pick_other(n: int) -> str:
         if enough(n, BIG):
             return "big"
         if enough(n, TILE):
@@ -208,12 +226,21 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
             return "subgroup" if n >= WIDE_FROM and rows >= WIDE_ROWS else "decode"
         return "split" if split and n >= SPLIT_FROM else "subgroup"
 
+    def pick(n: int) -> str:
+        # batched steps: 128 x 64 tiles with K in parts
+        if tall and SPLIT_FROM <= n < TALL_UNTIL and not enough(n, BIG):
+            return "tall"
+        return pick_other(n)
+
     names = ["decode", "gemv", "subgroup", "split", "tiled", "big"] if sub else ["gemv", "tiled", "big"]
+    if tall:
+        names.append("tall")
     if sub and k <= DECODE_MAX_K:
         names.remove("gemv")
     if not split and "split" in names:
         names.remove("split")
-    return [(name, _when(pick, name, grids[name])) for name in names]
+    cached = functools.cache(pick)  # called for every recorded kernel of every step
+    return [(name, _when(cached, name, grids[name])) for name in names]
 
 
 def _when(pick: Callable[[int], str], name: str, grid: Grid) -> Grid:
@@ -264,7 +291,10 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
     gemv = _choose(graph, rows, "gemv")[0][1]
 
     def tiles(n: int) -> bool:
-        return any(f16[name](n) != NO_GRID for name in ("tiled", "big") if name in f16)
+        # where f16 weights tile (128 x 64 tiles count when 64 x 64 ones would fill the GPU too)
+        if any(f16[name](n) != NO_GRID for name in ("tiled", "big") if name in f16):
+            return True
+        return "tall" in f16 and f16["tall"](n) != NO_GRID and ceil_div(rows, TILE) * ceil_div(n, TILE) >= TILED_MIN_TILES
 
     chosen: list[tuple[str, Grid]] = []
     decode = f16.get("decode")

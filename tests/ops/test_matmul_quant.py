@@ -124,3 +124,18 @@ def test_quantization_error_is_bounded(quant):
     w = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
     err = np.abs(quantize(w, quant).dequantize() - w).max() / np.abs(w).max()
     assert err < {Quant.INT8: 0.01, Quant.NF4: 0.15, Quant.SF4: 0.15}[quant]
+
+
+def test_quant_tiles_where_f16_takes_tall_tiles(device, monkeypatch):
+    """Batched steps on a GPU: quantized weights keep the 64 x 64 tiles wherever those fill the
+    GPU, including the step sizes at which f16 weights run 128 x 64 tiles."""
+    import dataclasses
+
+    from rwkv_webgpu.ops.matmul import _choose_quant
+
+    gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU", subgroup=True, subgroup_size=32)
+    monkeypatch.setattr(device, "info", gpu)
+    grids = dict(_choose_quant(Graph(device), 8192, None, 2048))
+    assert grids["tiled"](64) == (128, 1, 1) and grids["gemv"](64) == (0, 0, 0)
+    grids = dict(_choose_quant(Graph(device), 2048, None, 2048))
+    assert grids["tiled"](64) == (0, 0, 0) and grids["gemv"](64) != (0, 0, 0)
