@@ -34,7 +34,8 @@ DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
-TALL, TALL_UNTIL = True, 128  # GPUs: 128 x 64 tiles (K in parts) for steps of SPLIT_FROM up to this
+TALL_MAX = 128  # GPUs: 128 x 64 tiles (K in parts) for steps of SPLIT_FROM up to this many tokens ...
+TALL_MIN_ROWS = 512  # ... on matrices of this many rows (narrower ones: the split 64 x 64 tiles)
 TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel (GPUs: from 32) ...
 GPU_TILED_FROM = 32
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
@@ -130,7 +131,7 @@ def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: Matr
     if forced:
         tokens = x.max_rows or 4096
     elif entry == "tall":
-        tokens = TALL_UNTIL - 1
+        tokens = TALL_MAX
     else:  # below the count at which 64 x 64 tiles take over
         tokens = TILE * (ceil_div(TILED_MIN_TILES, ceil_div(part.rows, TILE)) - 1)
     scratch = graph.device.scratch(parts * max(tokens, 1) * part.rows * 4)
@@ -166,13 +167,14 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
     Real GPUs with subgroups (thresholds measured on the H100 with benchmarks/bench_kernels.py):
     under DECODE_UNTIL tokens the one-token subgroup kernel ("decode"; a single token with rows
     longer than DECODE_MAX_K takes the 64-lane GEMV, and matrices of WIDE_ROWS rows or more take
-    the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel, or from
-    SPLIT_FROM tokens 64 x 64 tiles with K split in parts where the rows are too few to fill the
-    GPU with tiles; then, from GPU_TILED_FROM tokens, tiles once there are TILED_MIN_TILES of
-    them: 128 x 128 where there are
-    enough of those, else 64 x 64. GPUs without subgroups: the GEMV until the tiles. CPU
-    adapters: the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers cost
-    most there), 64 x 64 tiles up to BIG tokens and 128 x 128 tiles from there.
+    the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel; from
+    SPLIT_FROM to TALL_MAX tokens 128-row x 64-token tiles with K in parts ("tall", matrices of
+    TALL_MIN_ROWS rows or more) or 64 x 64 tiles with K in parts ("split", narrower ones, and
+    beyond TALL_MAX where the rows are too few to fill the GPU with tiles); then, from
+    GPU_TILED_FROM tokens, tiles once there are TILED_MIN_TILES of them: 128 x 128 where there
+    are enough of those, else 64 x 64. GPUs without subgroups: the GEMV, "tall" and the tiles.
+    CPU adapters: the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers
+    cost most there), 64 x 64 tiles up to BIG tokens and 128 x 128 tiles from there.
     """
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
@@ -210,7 +212,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
     sub = info.subgroup
     split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2
 
-    tall = TALL and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS
+    tall = k >= SPLIT_MIN_K and rows >= TALL_MIN_ROWS
 
     def pick_other(n: int) -> str:
         if enough(n, BIG):
@@ -228,7 +230,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
 
     def pick(n: int) -> str:
         # batched steps: 128 x 64 tiles with K in parts
-        if tall and SPLIT_FROM <= n < TALL_UNTIL and not enough(n, BIG):
+        if tall and SPLIT_FROM <= n <= TALL_MAX and not enough(n, BIG):
             return "tall"
         return pick_other(n)
 
