@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -217,94 +215,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_prompt(model: Any, n: int, seed: int) -> list[int]:
-    """``n`` random token ids the tokenizer (if any) can decode, id 0 excluded."""
-    from .sampling import valid_ids
-
-    v = model.info.num_vocab
-    ok = (
-        valid_ids(model.tokenizer, v).copy()
-        if model.tokenizer is not None
-        else np.ones(v, dtype=bool)
-    )
-    ok[0] = False
-    ids = np.flatnonzero(ok)
-    return [int(t) for t in np.random.default_rng(seed).choice(ids, n)]
-
-
-def _time_engine(run: Any, reset: Any, prompt: list[int], tokens: int) -> dict[str, float]:
-    """Prefill ``prompt`` then decode ``tokens`` greedily, through ``run(ids) -> logits``."""
-    reset()
-    logits = run(prompt)  # warm-up: build the pipelines of the prompt's chunks and of one token
-    run([int(np.argmax(logits))])
-    reset()
-    t0 = time.perf_counter()
-    logits = run(prompt)
-    t1 = time.perf_counter()
-    for _ in range(tokens):
-        logits = run([int(np.argmax(logits))])
-    t2 = time.perf_counter()
-    return {"prefill_tok_s": len(prompt) / (t1 - t0), "decode_tok_s": tokens / max(t2 - t1, 1e-9)}
-
-
-def _bench_peer(args: argparse.Namespace, model: Any, prompt: list[int]) -> dict[str, Any]:
-    """web-rwkv-py 0.2.3 on the same checkpoint (converted to .st), or why it did not run."""
-    from .config import Version
-
-    name = "web-rwkv-py"
-    try:
-        web_rwkv_py = importlib.import_module("web_rwkv_py")
-    except ImportError:
-        return {
-            "engine": name,
-            "skipped": "web-rwkv-py is not installed (pip install web-rwkv-py==0.2.3)",
-        }
-    if model.info.version not in (Version.V4, Version.V5, Version.V6):
-        return {
-            "engine": name,
-            "skipped": f"web-rwkv-py 0.2.3 runs RWKV V4-V6 only, this is {model.info.describe()}",
-        }
-    from .weights.convert import convert
-
-    path = Path(model.path)
-    with tempfile.TemporaryDirectory() as tmp:
-        st = path
-        if path.suffix != ".st":
-            st = Path(tmp) / (path.stem + ".st")
-            convert(
-                path, st, progress=ProgressBar("converting for web-rwkv-py", force=args.progress)
-            )
-        try:
-            peer = web_rwkv_py.Model(str(st), quant=0, quant_nf4=0)
-            chunk = model.token_chunk_size
-            res = _time_engine(
-                lambda ids: peer.run(ids, token_chunk_size=chunk),
-                peer.clear_state,
-                prompt,
-                args.tokens,
-            )
-        except BaseException as exc:  # a Rust panic arrives as a BaseException (pyo3)
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            return {"engine": name, "skipped": f"web-rwkv-py failed: {type(exc).__name__}: {exc}"}
-    return {"engine": name, **res}
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.prompt_tokens < 1 or args.tokens < 0:
         raise RWKVError("--prompt-tokens must be >= 1 and --tokens >= 0")
+    from .speed import bench_prompt, time_model, time_peer
+
     model = _load(args)
-    prompt = _bench_prompt(model, args.prompt_tokens, args.seed)
-    state = [model.new_state()]
-
-    def reset() -> None:
-        state[0] = model.new_state()
-
-    ours = {
-        "engine": "rwkv-webgpu",
-        **_time_engine(lambda ids: model.forward(ids, state[0]), reset, prompt, args.tokens),
-    }
-    runs = [ours] + ([_bench_peer(args, model, prompt)] if args.compare else [])
+    prompt = bench_prompt(model, args.prompt_tokens, args.seed)
+    runs = [time_model(model, prompt, args.tokens)]
+    if args.compare:
+        runs.append(time_peer(model, prompt, args.tokens, ProgressBar("converting for web-rwkv-py", force=args.progress)))
     info = model.device.info
     print(f"adapter: {info.describe()}")
     print(f"model:   {model.info.describe()}  ({model.path})")

@@ -81,7 +81,7 @@ def load_model(
 
         with open_checkpoint(state_file) as sckpt:
             model.load_time_state(sckpt, os.fspath(state_file))
-    model.path = os.fspath(path)  # type: ignore[attr-defined]
+    model.path = os.fspath(path)
     model.lora = tuple(lora)  # type: ignore[attr-defined]
     model.tokenizer = _tokenizer_for(model, tokenizer)
     return model

@@ -47,6 +47,7 @@ class Model:
         self.info = info
         self.device = device
         self.token_chunk_size = token_chunk_size
+        self.path = ""  # the checkpoint it was loaded from (set by load_model)
         self.quant = Quant.NONE
         self.quant_layers: set[int] = set()
         self.tokenizer: Any = None

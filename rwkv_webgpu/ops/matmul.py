@@ -84,6 +84,7 @@ def matmul(
             if name in ("split", "tall"):
                 _matmul_parts(graph, counter, params, part, x, y, grid, label, name, kernel is not None)
                 continue
+            consts: dict[str, float]
             if name == "decode":
                 shader, entry, consts = "matmul_subgroup", "main", {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "TOK": 1}
             else:
