@@ -55,11 +55,11 @@ def matmul(
 ) -> None:
     """Record ``y[t, :R] (+)= act(W @ x[t, :K])`` for the counter's T rows.
 
-    Shapes: x [T, K], W [R, K] (f16, split in row blocks), y [T, >= R]. Both kernels are
-    recorded; each step runs the one that suits its token count (the other gets an empty grid):
-    a GEMV-style kernel for decoding, a tiled one for prompts (CPU adapters: a barrier-free
-    row-per-invocation kernel below the tiled sizes). ``kernel`` ("gemv", "subgroup", "rowwise",
-    "tiled") forces one kernel for every token count (tests use it to check each on any adapter).
+    Shapes: x [T, K], W [R, K] (f16, split in row blocks), y [T, >= R]. Every kernel that may
+    suit this matrix is recorded; each step runs the one :func:`_choose` picks for its token
+    count (the others get an empty grid): GEMV-style kernels for decoding and small batches,
+    tiles (K in parts where the tiles are few) for batches and prompts. ``kernel`` (one of
+    KERNELS) forces one kernel for every token count (tests use it to check each on any adapter).
     """
     _check(x, w, y, act, label)
     if isinstance(w, QMatrix):
@@ -135,6 +135,8 @@ def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: Matr
         tokens = TALL_MAX
     else:  # below the count at which 64 x 64 tiles take over
         tokens = TILE * (ceil_div(TILED_MIN_TILES, ceil_div(part.rows, TILE)) - 1)
+    if x.max_rows:
+        tokens = min(tokens, x.max_rows)
     scratch = graph.device.scratch(parts * max(tokens, 1) * part.rows * 4)
     graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, scratch], grid, entry=entry,
                    label=f"{label}.{entry}", SPLIT=parts)  # fmt: skip
