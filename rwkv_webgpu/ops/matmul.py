@@ -164,25 +164,13 @@ def _check(x: Act, w: Matrix | QMatrix, y: Act, act: str, label: str) -> None:
 
 
 def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tuple[str, Grid]]:
-    """The kernels to record for a matrix part of K ``k`` and the grid of each (an empty grid
-    skips it).
-
-    Real GPUs with subgroups (thresholds measured on the H100 with benchmarks/bench_kernels.py):
-    under DECODE_UNTIL tokens the one-token subgroup kernel ("decode"; a single token with rows
-    longer than DECODE_MAX_K takes the 64-lane GEMV, and matrices of WIDE_ROWS rows or more take
-    the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel; from
-    SPLIT_FROM to TALL_MAX tokens 128-row x 64-token tiles with K in parts ("tall", matrices of
-    TALL_MIN_ROWS rows or more) or 64 x 64 tiles with K in parts ("split", narrower ones, and
-    beyond TALL_MAX where the rows are too few to fill the GPU with tiles); then, from
-    GPU_TILED_FROM tokens, tiles once there are TILED_MIN_TILES of them: 128 x 128 where there
-    are enough of those, else 64 x 64. GPUs without subgroups: the GEMV, "tall" and the tiles.
-    CPU adapters: the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers
-    cost most there), 64 x 64 tiles up to BIG tokens and 128 x 128 tiles from there.
-    """
+    """The kernels to record for a matrix part of ``rows`` x ``k`` and the grid of each: the grid
+    is empty on the steps where :func:`_rule` picks another kernel. ``kernel`` forces one."""
+    lanes = decode_lanes(graph)
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
-        "decode": lambda n: (ceil_div(rows, DECODE_WGS // decode_lanes(graph)), n, 1),
+        "decode": lambda n: (ceil_div(rows, DECODE_WGS // lanes), n, 1),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
         "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
@@ -197,30 +185,51 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         if kernel in ("subgroup", "decode") and not graph.device.info.subgroup:
             raise ValueError(f"the {kernel} matmul needs an adapter with the 'subgroup' feature")
         return [(kernel, grids[kernel])]
+    names, pick = _rule(graph, rows, k)
+    return [(name, _when(pick, name, grids[name])) for name in names]
+
+
+def _enough(rows: int, n: int, tile: int) -> bool:
+    """Whether a GPU step of ``n`` tokens makes enough ``tile`` x ``tile`` tiles to fill the GPU."""
+    return n >= GPU_TILED_FROM and ceil_div(rows, tile) * ceil_div(n, tile) >= TILED_MIN_TILES
+
+
+def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], str]]:
+    """The kernels a matrix of ``rows`` x ``k`` may need and ``pick(n)``, the one for a step of
+    ``n`` tokens (cached: it runs for every recorded kernel of every step).
+
+    Real GPUs with subgroups (thresholds measured on the H100 with benchmarks/bench_kernels.py):
+    under DECODE_UNTIL tokens the one-token subgroup kernel ("decode"; a single token with rows
+    longer than DECODE_MAX_K takes the 64-lane GEMV, and matrices of WIDE_ROWS rows or more take
+    the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel; from
+    SPLIT_FROM to TALL_MAX tokens 128-row x 64-token tiles with K in parts ("tall", matrices of
+    TALL_MIN_ROWS rows or more) or 64 x 64 tiles with K in parts ("split", narrower ones, and
+    beyond TALL_MAX where the rows are too few to fill the GPU with tiles); then, from
+    GPU_TILED_FROM tokens, tiles once there are TILED_MIN_TILES of them: 128 x 128 where there
+    are enough of those, else 64 x 64. GPUs without subgroups: the GEMV, "tall" and the tiles.
+    CPU adapters: the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers
+    cost most there), 64 x 64 tiles up to BIG tokens and 128 x 128 tiles from there.
+    """
     info = graph.device.info
     if info.adapter_type.lower() == "cpu":
         # lavapipe: the row-wise kernel costs the same per token at any step size (each token
         # re-reads the rows), tiles win from a few dozen tokens (2x on a 128-token chunk)
-        return [
-            ("rowwise", lambda n: grids["rowwise"](n) if n < TILED_FROM else NO_GRID),
-            ("tiled", lambda n: grids["tiled"](n) if TILED_FROM <= n < BIG else NO_GRID),
-            ("big", lambda n: grids["big"](n) if n >= BIG else NO_GRID),
-        ]
+        def pick_cpu(n: int) -> str:
+            return "rowwise" if n < TILED_FROM else "tiled" if n < BIG else "big"
 
-    # Thresholds from the H100 (docs/performance.md, benchmarks/bench_kernels.py).
-    def enough(n: int, tile: int) -> bool:
-        # tiles only pay off when there are enough of them to fill the GPU
-        return n >= GPU_TILED_FROM and ceil_div(rows, tile) * ceil_div(n, tile) >= TILED_MIN_TILES
+        return ["rowwise", "tiled", "big"], pick_cpu
 
     sub = info.subgroup
     split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2
-
     tall = k >= SPLIT_MIN_K and rows >= TALL_MIN_ROWS
 
-    def pick_other(n: int) -> str:
-        if enough(n, BIG):
+    @functools.cache
+    def pick(n: int) -> str:
+        if _enough(rows, n, BIG):
             return "big"
-        if enough(n, TILE):
+        if tall and SPLIT_FROM <= n <= TALL_MAX:
+            return "tall"  # batched steps: 128 x 64 tiles with K in parts
+        if _enough(rows, n, TILE):
             return "tiled"
         if not sub:
             return "gemv"
@@ -231,12 +240,6 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
             return "subgroup" if n >= WIDE_FROM and rows >= WIDE_ROWS else "decode"
         return "split" if split and n >= SPLIT_FROM else "subgroup"
 
-    def pick(n: int) -> str:
-        # batched steps: 128 x 64 tiles with K in parts
-        if tall and SPLIT_FROM <= n <= TALL_MAX and not enough(n, BIG):
-            return "tall"
-        return pick_other(n)
-
     names = ["decode", "gemv", "subgroup", "split", "tiled", "big"] if sub else ["gemv", "tiled", "big"]
     if tall:
         names.append("tall")
@@ -244,8 +247,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         names.remove("gemv")
     if not split and "split" in names:
         names.remove("split")
-    cached = functools.cache(pick)  # called for every recorded kernel of every step
-    return [(name, _when(cached, name, grids[name])) for name in names]
+    return names, pick
 
 
 def _when(pick: Callable[[int], str], name: str, grid: Grid) -> Grid:
@@ -259,8 +261,9 @@ QUANT_KERNELS = ("gemv", "decode", "tiled")
 
 def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, act: str, accumulate: bool,
                   label: str, kernel: str | None = None) -> None:  # fmt: skip
-    """Quantized weights: the GEMV-style kernel (matmul_quant.wgsl) for decoding, the tiled ones
-    (matmul_tiled.wgsl on weights_quant.wgsl, kernel "matmul_quant_tiled") for prompts."""
+    """Quantized weights: the GEMV-style kernels (matmul_quant.wgsl; matmul_quant_subgroup.wgsl
+    for one token at a time) for decoding, the tiled one (matmul_tiled.wgsl on
+    weights_quant.wgsl, kernel "matmul_quant_tiled") for prompts."""
     quant = QUANT_CODE[w.quant.value]
     for part in w.parts:
         params = pack_params(
@@ -282,33 +285,27 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
 
 
 def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tuple[str, Grid]]:
-    """As :func:`_choose`, for quantized weights: the one-token subgroup kernel and the GEMV-style
-    one where f16 weights would use them, the 64 x 64 tiled kernel on the steps where f16 weights
-    would tile (CPU adapters included; the 128 x 128 tiles were slower with quantized weights on
-    the H100). ``kernel`` ("gemv", "decode", "tiled") forces one for every step."""
+    """As :func:`_choose`, for quantized weights, following the f16 rule: the one-token subgroup
+    kernel where f16 weights take it, 64 x 64 tiles where f16 weights tile (128 x 64 tiles count
+    when 64 x 64 ones would fill the GPU too; the 128 x 128 tiles were no faster with quantized
+    weights on the H100), the GEMV-style kernel on the other steps. ``kernel`` ("gemv",
+    "decode", "tiled") forces one for every step."""
     if kernel is not None:
         if kernel not in QUANT_KERNELS:
             raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
                              f"choose from {QUANT_KERNELS}")  # fmt: skip
         return _choose(graph, rows, kernel, k)
-    f16 = dict(_choose(graph, rows, None, k))
-    tiled = _choose(graph, rows, "tiled")[0][1]
-    gemv = _choose(graph, rows, "gemv")[0][1]
+    names, f16 = _rule(graph, rows, k)
 
-    def tiles(n: int) -> bool:
-        # where f16 weights tile (128 x 64 tiles count when 64 x 64 ones would fill the GPU too)
-        if any(f16[name](n) != NO_GRID for name in ("tiled", "big") if name in f16):
-            return True
-        return "tall" in f16 and f16["tall"](n) != NO_GRID and ceil_div(rows, TILE) * ceil_div(n, TILE) >= TILED_MIN_TILES
+    @functools.cache
+    def pick(n: int) -> str:
+        f = f16(n)
+        if f in ("tiled", "big") or (f == "tall" and _enough(rows, n, TILE)):
+            return "tiled"
+        return "decode" if f == "decode" else "gemv"
 
-    chosen: list[tuple[str, Grid]] = []
-    decode = f16.get("decode")
-    if decode is not None:
-        chosen.append(("decode", decode))
-    return chosen + [
-        ("gemv", lambda n: gemv(n) if not tiles(n) and (decode is None or decode(n) == NO_GRID) else NO_GRID),
-        ("tiled", lambda n: tiled(n) if tiles(n) else NO_GRID),
-    ]
+    kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]
+    return [(name, _when(pick, name, _choose(graph, rows, name, k)[0][1])) for name in kernels]
 
 
 SEGMENT = np.dtype(
@@ -339,7 +336,7 @@ def matmul_group(
     for steps below the subgroup sizes (CPU adapters: below the tiled sizes); larger steps and
     the other products run through :func:`matmul` as usual. The result is the same as
     calling :func:`matmul` for each product (the same sums in the same order). ``kernel``
-    ("gemv" or "rowwise") forces one group kernel for every step (tests).
+    ("gemv", "rowwise" or "decode") forces one group kernel for every step (tests).
     """
     if kernel not in (None, "gemv", "rowwise", "decode"):
         raise ValueError(f"unknown group kernel {kernel!r}; choose 'gemv', 'rowwise' or 'decode'")
@@ -352,11 +349,23 @@ def matmul_group(
     cpu = info.adapter_type.lower() == "cpu"
     if kernel == "decode" and not info.subgroup:
         raise ValueError("the decode group kernel needs an adapter with the 'subgroup' feature")
-    # steps from `limit` tokens run the products one by one (subgroup/tiled kernels); on GPUs with
-    # subgroups, steps under DECODE_UNTIL tokens use the one-token subgroup entry
-    limit = (TILED_FROM if cpu else SUBGROUP_FROM) if kernel is None else 1 << 30
-    short = all(pr.w.k <= DECODE_MAX_K for pr in grouped)
-    first = {None: DECODE_UNTIL if info.subgroup and short and not cpu else 0, "decode": limit}.get(kernel, 0)
+    # Steps under `first` tokens run the one-token subgroup entry, steps in [first, limit) the
+    # 4-token (or CPU: row-wise) entry, larger steps the products one by one, so that each step
+    # uses the kernel matmul would pick for every product (see _rule).
+    if kernel is not None:
+        first = limit = 1 << 30
+        if kernel != "decode":
+            first = 0
+    elif cpu:
+        first, limit = 0, TILED_FROM
+    elif info.subgroup:
+        # matrices of WIDE_ROWS rows take the 4-token subgroup kernel from WIDE_FROM tokens; rows
+        # longer than DECODE_MAX_K take the 64-lane GEMV for one token: then no group at all
+        wide = any(pr.w.rows >= WIDE_ROWS for pr in grouped)
+        short = all(pr.w.k <= DECODE_MAX_K for pr in grouped)
+        first = limit = (WIDE_FROM if wide else DECODE_UNTIL) if short else 0
+    else:
+        first, limit = 0, SUBGROUP_FROM
     outputs: list = []
     segs = np.zeros(len(grouped), SEGMENT)
     row = 0
@@ -384,6 +393,8 @@ def matmul_group(
             graph.dispatch("matmul_group_subgroup", counter, params, buffers,
                            lambda n: (ceil_div(rows, DECODE_WGS // lanes), n, 1), label=label,
                            LANES=lanes, WGS=DECODE_WGS)  # fmt: skip
+    if first >= limit:
+        return
     with graph.only_when(lambda: first <= counter.value < limit):
         if kernel == "rowwise" or (kernel is None and cpu):
             graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),

@@ -85,6 +85,42 @@ def test_group_equals_products_one_by_one(device, t):
         np.testing.assert_array_equal(device.read(buf.buffer)[: t * width].reshape(t, width), want)
 
 
+@pytest.mark.parametrize("t", [1, 9, 17])
+@pytest.mark.parametrize("wide_rows", [32, 1 << 20])
+def test_group_on_gpus_equals_products_one_by_one(device, monkeypatch, t, wide_rows):
+    """On GPUs with subgroups each step runs the kernel matmul picks for every product: the
+    one-token entry, or the products one by one where a wide matrix takes the 4-token kernel."""
+    import dataclasses
+    import importlib
+
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")  # the module (ops.matmul is the function)
+
+    if not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
+    gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
+    monkeypatch.setattr(device, "info", gpu)
+    monkeypatch.setattr(mm, "WIDE_ROWS", wide_rows)  # 32: the 33- and 65-row products are wide
+    rng = np.random.default_rng(20 + t)
+    _, _, outs, y0, products = build(device, t, rng)
+    got, g = run(device, products, outs, y0, t)
+    # one group dispatch is recorded (the one-token entry; the 4-token one would never run)
+    assert [item.label for item in g.items].count("group") == 1
+    live = [item.label for item in g.items if item.grid(t) != (0, 0, 0)]
+    grouped = t < (mm.WIDE_FROM if wide_rows == 32 else mm.DECODE_UNTIL)
+    assert live == ["group"] if grouped else "group" not in live
+    single = Graph(device)
+    cnt = Counter(device, "n")
+    for buf, y in zip(outs, y0):
+        device.write(buf.buffer, y)
+    for pr in products:
+        matmul(single, cnt, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate)
+    cnt.set(t)
+    single.run()
+    width = outs[0].cols
+    for buf, want in zip(outs, got):
+        np.testing.assert_array_equal(device.read(buf.buffer)[: t * width].reshape(t, width), want)
+
+
 def test_matrices_share_one_aligned_buffer(device):
     ws = [np.ones((3, 5), np.float32), np.ones((9, 17), np.float32), np.ones((2, 8), np.float32)]
     mats = upload_matrices(device, ws, ["a", "b", "c"])

@@ -135,6 +135,7 @@ def test_quant_tiles_where_f16_takes_tall_tiles(device, monkeypatch):
 
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU", subgroup=True, subgroup_size=32)
     monkeypatch.setattr(device, "info", gpu)
+    assert [name for name, _ in _choose_quant(Graph(device), 8192, None, 2048)] == ["decode", "gemv", "tiled"]
     grids = dict(_choose_quant(Graph(device), 8192, None, 2048))
     assert grids["tiled"](64) == (128, 1, 1) and grids["gemv"](64) == (0, 0, 0)
     grids = dict(_choose_quant(Graph(device), 2048, None, 2048))
