@@ -14,6 +14,7 @@ from .config import ModelInfo, Version
 from .errors import (
     AdapterError,
     CheckpointError,
+    ConfigError,
     GPUMemoryError,
     RWKVError,
     ShapeError,
@@ -39,6 +40,7 @@ __all__ = [
     "AdapterError",
     "Chat",
     "CheckpointError",
+    "ConfigError",
     "Completion",
     "Engine",
     "GPUMemoryError",

@@ -11,6 +11,10 @@ class RWKVError(Exception):
     """Base class of all errors raised deliberately by rwkv_webgpu."""
 
 
+class ConfigError(RWKVError, ValueError):
+    """A setting is out of range (e.g. ``token_chunk_size``); also a ValueError."""
+
+
 class CheckpointError(RWKVError):
     """A model or state file is missing, truncated, corrupt or not a checkpoint."""
 

@@ -180,7 +180,7 @@ def test_run_rejects_bad_arguments(v7):
         v7.run([[1], [2]], state, token_chunk_size=0)
     with pytest.raises(ValueError, match="output"):
         v7.run([[1], [2]], state, output="all")
-    with pytest.raises(ValueError, match="token_chunk_size"):
+    with pytest.raises(rw.ConfigError, match="token_chunk_size"):
         rw.load_model(MODELS / "v7_L2_C64_V97.pth", device=v7.device, token_chunk_size=0)
     with pytest.raises(rw.StateError):
         v7.run([[1]], state)

@@ -53,6 +53,12 @@ def test_generate_token_ids_without_tokenizer_is_explained(vulkan_device, capsys
     assert "tokenizer" in capsys.readouterr().err
 
 
+def test_bad_chunk_size_is_a_clear_error(vulkan_device, capsys):
+    code = main(["--adapter", "vulkan", "generate", "--model", str(V7), "--prompt", "hi", "--chunk-size", "0"])
+    assert code == 2
+    assert "token_chunk_size must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_generate_with_seed_is_reproducible(vulkan_device, tmp_path):
     """Generation through the CLI with an HF tokenizer over the fixture's vocabulary."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ModelInfo
-from ..errors import RWKVError, StateError, TokenError
+from ..errors import ConfigError, RWKVError, StateError, TokenError
 from ..gpu import (
     Act,
     Device,
@@ -43,7 +43,7 @@ class Model:
 
     def __init__(self, info: ModelInfo, device: Device, *, token_chunk_size: int = 128):
         if token_chunk_size < 1:
-            raise ValueError(f"token_chunk_size must be >= 1, got {token_chunk_size}")
+            raise ConfigError(f"token_chunk_size must be >= 1, got {token_chunk_size}")
         self.info = info
         self.device = device
         self.token_chunk_size = token_chunk_size
@@ -312,7 +312,7 @@ class Model:
             raise ValueError(f'output must be "last" or "full", not {output!r}')
         budget = self.token_chunk_size if token_chunk_size is None else token_chunk_size
         if not 1 <= budget <= self.token_chunk_size:
-            raise ValueError(
+            raise ConfigError(
                 f"token_chunk_size must be in [1, {self.token_chunk_size}] (the buffers of this model; "
                 "load it with a larger token_chunk_size for more)"
             )
