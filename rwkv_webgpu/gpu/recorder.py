@@ -8,7 +8,8 @@ recorded list into one command buffer: no pipeline or bind-group creation per st
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,26 @@ if TYPE_CHECKING:
     from .device import Device
 
 Grid = Callable[[int], tuple[int, int, int]]
+PROGRAMS_KEPT = 16  # encoded step shapes remembered per graph (decoding needs one, prompts a few)
+
+
+def _native_calls() -> Any:
+    """wgpu-native's C functions without wgpu-py's per-call error capture, or None.
+
+    Replaying a recorded step makes ~1000 pass calls; through the public API each costs
+    5-15 us of Python on a fast host, enough to make batch-1 decoding wait on the host. Pass
+    commands are validated when the pass ends (``end()`` and ``finish()`` still go through the
+    public API), so errors are reported as before.
+    """
+    try:
+        from wgpu.backends.wgpu_native._ffi import ffi, lib
+    except ImportError:  # another backend: the public API only
+        return None
+    names = ("wgpuComputePassEncoderSetPipeline", "wgpuComputePassEncoderSetBindGroup",
+             "wgpuComputePassEncoderDispatchWorkgroups")  # fmt: skip
+    if not all(hasattr(lib, n) for n in names):
+        return None
+    return ffi, lib
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -87,6 +108,9 @@ class Graph:
         self.items: list[Dispatch | Copy] = []
         self.captures: list[Any] = []  # tensors hooks asked to read back after each step
         self._conditions: list[Callable[[], bool]] = []
+        # per step shape: the dispatches that run, with their grids (see encode's ``key``)
+        self._programs: OrderedDict[Hashable, list[Any]] = OrderedDict()
+        self.native = _native_calls()
 
     @contextlib.contextmanager
     def only_when(self, condition: Callable[[], bool]) -> Iterator[None]:
@@ -128,18 +152,36 @@ class Graph:
             grid = _gated(grid, cond)
         item = Dispatch(pipeline, group, counter, grid, label or shader)
         self.items.append(item)
+        self._programs.clear()
         return item
 
     def copy(self, encode: Callable[[Any, Any], None], label: str = "copy") -> None:
         self.items.append(Copy(encode, label))
+        self._programs.clear()
 
     def extend(self, other: Graph) -> None:
         self.items.extend(other.items)
+        self._programs.clear()
 
-    def encode(self, encoder: Any, context: Any = None, profiler: Profiler | None = None) -> int:
+    def encode(self, encoder: Any, context: Any = None, profiler: Profiler | None = None, key: Hashable = None) -> int:
         """Record every item into ``encoder`` with grids sized from each counter's ``value``;
         ``context`` is handed to the copies. With a ``profiler`` every dispatch gets its own pass
-        with GPU timestamps (slower; for finding where time goes). Returns the dispatch count."""
+        with GPU timestamps (slower; for finding where time goes). Returns the dispatch count.
+
+        ``key`` names the step's shape: the caller promises that every counter value and
+        ``only_when`` condition is the same whenever the key is. The grids are then worked
+        out once per key and later encodings replay them through wgpu-native's C calls.
+        """
+        if key is not None and profiler is None and self.native is not None:
+            program = self._programs.get(key)
+            if program is None:
+                program = self._program()
+                self._programs[key] = program
+                if len(self._programs) > PROGRAMS_KEPT:
+                    self._programs.popitem(last=False)
+            else:
+                self._programs.move_to_end(key)
+            return self._replay(encoder, program, context)
         compute = None
         current = None
         n = 0
@@ -167,6 +209,48 @@ class Graph:
                     compute.end()
                     compute = None
                 item.encode(encoder, context)
+        if compute is not None:
+            compute.end()
+        return n
+
+    def _program(self) -> list[Any]:
+        """The items of a step with the current counter values: (pipeline, bind group, x, y, z)
+        per dispatch that runs, and the copies."""
+        program: list[Any] = []
+        for item in self.items:
+            if isinstance(item, Dispatch):
+                x, y, z = item.grid(item.counter.value)
+                if x and y and z:
+                    program.append((item.pipeline._internal, item.bind_group._internal, x, y, z))
+            else:
+                program.append(item)
+        return program
+
+    def _replay(self, encoder: Any, program: list[Any], context: Any) -> int:
+        ffi, lib = self.native
+        set_pipeline = lib.wgpuComputePassEncoderSetPipeline
+        set_group = lib.wgpuComputePassEncoderSetBindGroup
+        dispatch = lib.wgpuComputePassEncoderDispatchWorkgroups
+        no_offsets = ffi.NULL
+        compute = raw = current = None
+        n = 0
+        for op in program:
+            if type(op) is tuple:
+                if compute is None:
+                    compute = encoder.begin_compute_pass()
+                    raw, current = compute._internal, None
+                pipeline, group, x, y, z = op
+                if pipeline != current:
+                    set_pipeline(raw, pipeline)
+                    current = pipeline
+                set_group(raw, 0, group, 0, no_offsets)
+                dispatch(raw, x, y, z)
+                n += 1
+            else:
+                if compute is not None:
+                    compute.end()
+                    compute = None
+                op.encode(encoder, context)
         if compute is not None:
             compute.end()
         return n

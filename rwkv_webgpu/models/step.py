@@ -210,7 +210,7 @@ class StepRunner:
         buf.out.value = plan.num_out
         buf.sampled.value = plan.num_out if plan.sample is not None else 0
         enc = self.model.device.device.create_command_encoder()
-        g.encode(enc, plan)
+        g.encode(enc, plan, key=plan.shape)  # the counters above follow from the plan's shape
         return enc.finish()
 
     def profile(self, state: State, plan: Plan) -> list[tuple[str, float]]:
