@@ -17,6 +17,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> ids: array<u32>;
 
 var<workgroup> red_i: array<u32, WG>;
+var<workgroup> red2: array<vec2<f32>, WG>;
 var<workgroup> scan: array<f32, WG>;
 var<workgroup> row_p: vec4<f32>;
 
@@ -32,6 +33,39 @@ fn reduce_max(lid: u32, v: f32) -> f32 {
     return m;
 }
 
+// The logit at which a token's probability exp((l - top) / temp) / total reaches `tau`
+// (every logit for tau 0).
+fn cut(tau: f32, top: f32, temp: f32, total: f32) -> f32 {
+    if tau <= 0.0 { return -3.4e38; }
+    return top + temp * log(tau * total);
+}
+
+// min (lowest = true) or max of `v` over the workgroup.
+fn reduce_index(lid: u32, v: u32, lowest: bool) -> u32 {
+    red_i[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s { red_i[lid] = select(max(red_i[lid], red_i[lid + s]), min(red_i[lid], red_i[lid + s]), lowest); }
+        workgroupBarrier();
+    }
+    let m = red_i[0];
+    workgroupBarrier();
+    return m;
+}
+
+// (mass, count) summed over the workgroup: one reduction per bisection step.
+fn reduce_pair(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    red2[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s { red2[lid] += red2[lid + s]; }
+        workgroupBarrier();
+    }
+    let total = red2[0];
+    workgroupBarrier();
+    return total;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let lid = lid3.x;
@@ -41,55 +75,60 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
     if lid == 0u { row_p = row_params[row]; }
     let rp = workgroupUniformLoad(&row_p);  // uniform, so the branches below may hold barriers
     let temp = rp.x;
-    // each invocation owns one contiguous chunk of the row (keeps the final scan in index order)
-    let chunk = (p.v + WG - 1u) / WG;
-    let lo = min(lid * chunk, p.v);
-    let hi = min(lo + chunk, p.v);
+    // Passes whose order does not matter stride through the row (neighbouring invocations read
+    // neighbouring logits); the final scan gives each invocation one contiguous chunk, so that
+    // chunks follow index order.
     var m = -3.0e38;
     var arg = 0xffffffffu;
-    for (var i = lo; i < hi; i++) {
+    for (var i = lid; i < p.v; i += WG) {
         let l = logits[base + i];
         if l > m { m = l; arg = i; }
     }
     let top = reduce_max(lid, m);
     if temp <= 0.0 {
         // argmax: the lowest index holding the maximum
-        red_i[lid] = select(0xffffffffu, arg, m == top);
-        workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s >>= 1u) {
-            if lid < s { red_i[lid] = min(red_i[lid], red_i[lid + s]); }
-            workgroupBarrier();
-        }
-        if lid == 0u { ids[row] = red_i[0]; }
+        let first = reduce_index(lid, select(0xffffffffu, arg, m == top), true);
+        if lid == 0u { ids[row] = first; }
         return;
     }
     var z = 0.0;
-    for (var i = lo; i < hi; i++) { z += exp((logits[base + i] - top) / temp); }
+    for (var i = lid; i < p.v; i += WG) { z += exp((logits[base + i] - top) / temp); }
     let total = reduce_sum(lid, z);
     let top_p = rp.y;
     let top_k = rp.z;
     // bisection on the probability threshold: the kept set {p >= tau} must hold >= top_p of the
-    // mass and >= top_k tokens (top_k 0: no limit); the largest such tau is kept.
+    // mass and >= top_k tokens (top_k 0: no limit); the largest such tau is kept. A token's
+    // p >= tau is tested on its logit (l >= cut(tau)), so only kept tokens pay for an exp.
+    // Nothing to search when every token may stay.
     var lo_t = 0.0;
     var hi_t = 1.0;
-    for (var it = 0u; it < 30u; it++) {
+    let search = top_p < 1.0 || top_k > 0.0;
+    for (var it = 0u; it < select(0u, 30u, search); it++) {
         let mid = 0.5 * (lo_t + hi_t);
-        var mass = 0.0;
-        var cnt = 0.0;
-        for (var i = lo; i < hi; i++) {
-            let q = exp((logits[base + i] - top) / temp) / total;
-            if q >= mid { mass += q; cnt += 1.0; }
+        let c = cut(mid, top, temp, total);
+        var acc = vec2<f32>(0.0);
+        for (var i = lid; i < p.v; i += WG) {
+            let l = logits[base + i];
+            if l >= c { acc += vec2<f32>(exp((l - top) / temp) / total, 1.0); }
         }
-        let all_mass = reduce_sum(lid, mass);
-        let all_cnt = reduce_sum(lid, cnt);
-        let enough = all_mass >= top_p && (top_k <= 0.0 || all_cnt >= top_k);
+        let all = reduce_pair(lid, acc);
+        let enough = all.x >= top_p && (top_k <= 0.0 || all.y >= top_k);
         if enough { lo_t = mid; } else { hi_t = mid; }
     }
+    let keep = cut(lo_t, top, temp, total);
+    let chunk = (p.v + WG - 1u) / WG;
+    let lo = min(lid * chunk, p.v);
+    let hi = min(lo + chunk, p.v);
     var kept = 0.0;
+    var last = 0u;  // the highest kept index: the pick when rounding leaves the goal past the end
     for (var i = lo; i < hi; i++) {
-        let q = exp((logits[base + i] - top) / temp) / total;
-        if q >= lo_t { kept += q; }
+        let l = logits[base + i];
+        if l >= keep {
+            let q = exp((l - top) / temp) / total;
+            if q > 0.0 { kept += q; last = i; }
+        }
     }
+    let fallback = reduce_index(lid, last, false);
     // exclusive scan of the chunks' kept mass (invocation 0 walks WG values)
     scan[lid] = kept;
     workgroupBarrier();
@@ -97,7 +136,7 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         var acc = 0.0;
         for (var j = 0u; j < WG; j++) { let s = scan[j]; scan[j] = acc; acc += s; }
         red[0] = acc;
-        ids[row] = arg;  // fallback: the argmax of chunk 0 (replaced below)
+        ids[row] = fallback;  // replaced below unless rounding put the goal past every chunk
     }
     workgroupBarrier();
     let goal = min(rp.w, 0.99999994) * red[0];
@@ -106,8 +145,9 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         var acc = start;
         var pick = lo;
         for (var i = lo; i < hi; i++) {
-            let q = exp((logits[base + i] - top) / temp) / total;
-            if q >= lo_t {
+            let l = logits[base + i];
+            let q = select(0.0, exp((l - top) / temp) / total, l >= keep);
+            if q > 0.0 {
                 pick = i;
                 acc += q;
                 if acc > goal { break; }

@@ -15,7 +15,7 @@ FIX = Path(__file__).resolve().parent / "fixtures"
 V7 = FIX / "models" / "v7_L2_C64_V97.pth"
 
 
-@pytest.mark.parametrize("v", [1, 7, 97, 1000, 5003])
+@pytest.mark.parametrize("v", [1, 7, 97, 1000, 5003, 65536])
 def test_kernel_matches_numpy_rule(device, v):
     rng = np.random.default_rng(v)
     settings = [(0, 1, 0), (1.0, 0.9, 0), (0.7, 0.5, 0), (1.0, 1.0, 5), (2.0, 0.3, 0), (1.0, 1.0, 0), (0.5, 0.95, 3)]
