@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 
-from .errors import RWKVError, TokenError
-from .sampling import Sampler, SamplingConfig
+from .errors import ConfigError, RWKVError, TokenError
+from .sampling import Sampler, SamplingConfig, gpu_unsupported
 from .text import TextStream
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ class GenerationStream:
         stop_at_eos: bool = True,
         cache: PrefixCache | None = None,
         prompt_tokens: int | None = None,
+        gpu_sampling: bool | None = None,
     ):
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
@@ -126,6 +127,7 @@ class GenerationStream:
         self._cached = 0
         self._text = TextStream(model.tokenizer if model.tokenizer is not None else IdText(), stop)
         self._result: GenerationResult | None = None
+        self.gpu_sampling = use_gpu_sampling(model, self.sampler, gpu_sampling)
         self._run = self._generate()
 
     @property
@@ -162,13 +164,25 @@ class GenerationStream:
         if logits is None:
             logits, self._cached = prefill(self.model, self._prompt, self.state, self._cache)
         reason: FinishReason = "length"
+        chosen: int | None = None  # the next token, when the GPU chose it in the last step
+        sampler, vocab = self.sampler, self.model.info.num_vocab
         while len(self.tokens) < self.max_tokens:
-            token = self.sampler(logits)
+            if chosen is None:
+                token = sampler(logits)
+            else:
+                token = chosen
+                sampler.accept(token, vocab)
             if token == 0 and self.stop_at_eos:
                 reason = "eos"
                 break
             self.tokens.append(token)
-            logits = self.model.forward([token], self.state)
+            if self.gpu_sampling and len(self.tokens) < self.max_tokens:
+                # feed the token and choose the next on the GPU: only its id comes back
+                chosen = self.model.forward_sample([token], self.state, sampler.config, sampler.rng,
+                                                   allowed=sampler.allowed)  # fmt: skip
+            else:
+                logits = self.model.forward([token], self.state)
+                chosen = None
             piece = self._text.push(token)
             if piece:
                 yield piece
@@ -188,6 +202,22 @@ class GenerationStream:
             yield tail
 
 
+def use_gpu_sampling(model: Model, sampler: Sampler, wanted: bool | None) -> bool:
+    """Whether a generation chooses its tokens on the GPU (after the first: the prompt's logits
+    are sampled on the host). ``wanted`` None: where the sampler's settings allow it and the
+    adapter is a real GPU (on CPU adapters numpy samples faster than the kernel); True insists
+    (ConfigError if a setting needs the host); False never."""
+    unsupported = gpu_unsupported(sampler.config)
+    if wanted:
+        if unsupported:
+            raise ConfigError(f"gpu_sampling=True, but these settings need the host sampler: {unsupported}")
+        return True
+    if wanted is None:
+        device = getattr(model, "device", None)  # stand-ins for a model (tests) have none
+        return not unsupported and device is not None and device.info.adapter_type.lower() != "cpu"
+    return False
+
+
 def generate_stream(
     model: Model,
     prompt: str | Sequence[int],
@@ -199,6 +229,7 @@ def generate_stream(
     state: State | None = None,
     cache: PrefixCache | None = None,
     stop_at_eos: bool = True,
+    gpu_sampling: bool | None = None,
 ) -> GenerationStream:
     """Generate after ``prompt`` (text, or token ids), yielding text deltas as they are safe to show.
 
@@ -213,6 +244,10 @@ def generate_stream(
             instead of processed (the state then starts from the model's initial state), and
             the state after the prompt is stored.
         stop_at_eos: end at token 0 (end of text).
+        gpu_sampling: choose tokens on the GPU, reading back only their ids (temperature, top_p
+            and top_k; the same rule as the host sampler, in f32). None (default): where the
+            sampling settings allow it and the adapter is a GPU; True: always (ConfigError if a
+            setting such as a penalty needs the host); False: on the host from the logits.
 
     The returned stream's ``result`` is the :class:`GenerationResult` once it is exhausted.
     """
@@ -228,6 +263,7 @@ def generate_stream(
         stop=stop,
         stop_at_eos=stop_at_eos,
         cache=cache,
+        gpu_sampling=gpu_sampling,
     )
 
 
@@ -243,6 +279,7 @@ def generate(
     state: State | None = ...,
     cache: PrefixCache | None = ...,
     stop_at_eos: bool = ...,
+    gpu_sampling: bool | None = ...,
     return_result: Literal[False] = ...,
 ) -> str: ...
 @overload
@@ -257,6 +294,7 @@ def generate(
     state: State | None = ...,
     cache: PrefixCache | None = ...,
     stop_at_eos: bool = ...,
+    gpu_sampling: bool | None = ...,
     return_result: Literal[True],
 ) -> GenerationResult: ...
 def generate(
@@ -270,6 +308,7 @@ def generate(
     state: State | None = None,
     cache: PrefixCache | None = None,
     stop_at_eos: bool = True,
+    gpu_sampling: bool | None = None,
     return_result: bool = False,
 ) -> str | GenerationResult:
     """The generated text (or, with ``return_result=True``, a :class:`GenerationResult`).
@@ -278,7 +317,7 @@ def generate(
     """
     stream = generate_stream(
         model, prompt, sampling=sampling, sampler=sampler, max_tokens=max_tokens, stop=stop,
-        state=state, cache=cache, stop_at_eos=stop_at_eos,
+        state=state, cache=cache, stop_at_eos=stop_at_eos, gpu_sampling=gpu_sampling,
     )  # fmt: skip
     result = stream.result
     return result if return_result else result.text

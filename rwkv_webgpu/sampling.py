@@ -294,6 +294,16 @@ def sample(
     return draw(probs, rng)
 
 
+def gpu_unsupported(config: SamplingConfig) -> list[str]:
+    """The settings of ``config`` that sampling on the GPU (:meth:`Model.forward_sample`) does
+    not apply: it does temperature, top_p, top_k and an allowed-id mask, in the same order as
+    :func:`probabilities`, with one uniform draw per token as :func:`draw`."""
+    defaults = (("min_p", 0.0), ("typical_p", 1.0), ("presence_penalty", 0.0), ("frequency_penalty", 0.0),
+                ("repetition_penalty", 1.0))  # fmt: skip
+    out = [f for f, default in defaults if getattr(config, f) != default]
+    return out + [f for f in ("logit_bias", "banned") if getattr(config, f)]
+
+
 # -- the stateful sampler ----------------------------------------------------------------------
 _VALID_IDS: weakref.WeakKeyDictionary[Any, dict[int, np.ndarray]] = weakref.WeakKeyDictionary()
 

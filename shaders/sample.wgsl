@@ -1,10 +1,11 @@
 // sample.wgsl: choose one token per logits row on the GPU, so only ids are read back.
 // Bindings: logits [R, V] f32, params per row (temperature, top_p, top_k, u) f32 [R, 4],
-// ids [R] u32 out. Grid: (R, 1); one workgroup of WG invocations per row.
+// ids [R] u32 out, allowed [ceil(V / 32)] u32: bit i set when id i may be chosen (ids the
+// tokenizer cannot decode are cleared). Grid: (R, 1); one workgroup of WG invocations per row.
 // temperature 0 picks the argmax (lowest index on ties). Otherwise, with p = softmax(l / T):
-// keep the tokens with p >= tau, tau the largest threshold whose kept mass reaches top_p and
-// whose kept count reaches top_k (bisection), then take the first token, in index order, whose
-// cumulative kept mass reaches u * (kept mass).
+// keep the k most likely tokens (top_k; 0 keeps all), of those the fewest most likely holding
+// top_p of their mass, then take the first token, in index order, whose cumulative kept mass
+// reaches u * (kept mass): the rule of rwkv_webgpu.Sampler with one uniform draw u.
 struct Params {
     v: u32,
     _pad0: u32,
@@ -15,6 +16,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read> logits: array<f32>;
 @group(0) @binding(3) var<storage, read> row_params: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> ids: array<u32>;
+@group(0) @binding(5) var<storage, read> allowed: array<u32>;
+
+// logits[base + i], or far below any real logit for an id that may not be chosen.
+fn logit(base: u32, i: u32) -> f32 {
+    let ok = (allowed[i >> 5u] >> (i & 31u)) & 1u;
+    return select(-3.0e38, logits[base + i], ok == 1u);
+}
 
 var<workgroup> red_i: array<u32, WG>;
 var<workgroup> red2: array<vec2<f32>, WG>;
@@ -66,6 +74,16 @@ fn reduce_pair(lid: u32, v: vec2<f32>) -> vec2<f32> {
     return total;
 }
 
+// (mass, count) over the row of the tokens whose logit reaches `c`; every invocation calls it.
+fn kept_sums(lid: u32, base: u32, c: f32, top: f32, temp: f32, total: f32) -> vec2<f32> {
+    var acc = vec2<f32>(0.0);
+    for (var i = lid; i < p.v; i += WG) {
+        let l = logit(base, i);
+        if l >= c { acc += vec2<f32>(exp((l - top) / temp) / total, 1.0); }
+    }
+    return reduce_pair(lid, acc);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let lid = lid3.x;
@@ -81,7 +99,7 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
     var m = -3.0e38;
     var arg = 0xffffffffu;
     for (var i = lid; i < p.v; i += WG) {
-        let l = logits[base + i];
+        let l = logit(base, i);
         if l > m { m = l; arg = i; }
     }
     let top = reduce_max(lid, m);
@@ -92,28 +110,29 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         return;
     }
     var z = 0.0;
-    for (var i = lid; i < p.v; i += WG) { z += exp((logits[base + i] - top) / temp); }
+    for (var i = lid; i < p.v; i += WG) { z += exp((logit(base, i) - top) / temp); }
     let total = reduce_sum(lid, z);
     let top_p = rp.y;
     let top_k = rp.z;
-    // bisection on the probability threshold: the kept set {p >= tau} must hold >= top_p of the
-    // mass and >= top_k tokens (top_k 0: no limit); the largest such tau is kept. A token's
-    // p >= tau is tested on its logit (l >= cut(tau)), so only kept tokens pay for an exp.
-    // Nothing to search when every token may stay.
+    // The kept set is {p >= tau}, as Sampler does it: top_k keeps the k most likely tokens
+    // (tau_k: the largest threshold keeping >= k), then top_p the fewest of those holding top_p
+    // of their mass (the largest tau >= tau_k that does). Both found by bisection on the
+    // probability; a token's p >= tau is tested on its logit, so only kept tokens pay an exp.
     var lo_t = 0.0;
-    var hi_t = 1.0;
-    let search = top_p < 1.0 || top_k > 0.0;
-    for (var it = 0u; it < select(0u, 30u, search); it++) {
-        let mid = 0.5 * (lo_t + hi_t);
-        let c = cut(mid, top, temp, total);
-        var acc = vec2<f32>(0.0);
-        for (var i = lid; i < p.v; i += WG) {
-            let l = logits[base + i];
-            if l >= c { acc += vec2<f32>(exp((l - top) / temp) / total, 1.0); }
+    if top_k > 0.0 && top_k < f32(p.v) {
+        var hi_t = 1.0;
+        for (var it = 0u; it < 30u; it++) {
+            let mid = 0.5 * (lo_t + hi_t);
+            if kept_sums(lid, base, cut(mid, top, temp, total), top, temp, total).y >= top_k { lo_t = mid; } else { hi_t = mid; }
         }
-        let all = reduce_pair(lid, acc);
-        let enough = all.x >= top_p && (top_k <= 0.0 || all.y >= top_k);
-        if enough { lo_t = mid; } else { hi_t = mid; }
+    }
+    if top_p < 1.0 {
+        let goal = top_p * kept_sums(lid, base, cut(lo_t, top, temp, total), top, temp, total).x;
+        var hi_t = 1.0;
+        for (var it = 0u; it < 30u; it++) {
+            let mid = 0.5 * (lo_t + hi_t);
+            if kept_sums(lid, base, cut(mid, top, temp, total), top, temp, total).x >= goal { lo_t = mid; } else { hi_t = mid; }
+        }
     }
     let keep = cut(lo_t, top, temp, total);
     let chunk = (p.v + WG - 1u) / WG;
@@ -122,7 +141,7 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
     var kept = 0.0;
     var last = 0u;  // the highest kept index: the pick when rounding leaves the goal past the end
     for (var i = lo; i < hi; i++) {
-        let l = logits[base + i];
+        let l = logit(base, i);
         if l >= keep {
             let q = exp((l - top) / temp) / total;
             if q > 0.0 { kept += q; last = i; }
@@ -145,7 +164,7 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         var acc = start;
         var pick = lo;
         for (var i = lo; i < hi; i++) {
-            let l = logits[base + i];
+            let l = logit(base, i);
             let q = select(0.0, exp((l - top) / temp) / total, l >= keep);
             if q > 0.0 {
                 pick = i;

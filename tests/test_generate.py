@@ -286,3 +286,61 @@ def test_closing_a_stream_early():
     assert state.fed == [1, *stream.tokens]
     with pytest.raises(rw.RWKVError, match="closed"):
         _ = stream.result
+
+
+def _state_equal(a, b):
+    x, y = a.to_numpy(), b.to_numpy()
+    for k in x:
+        np.testing.assert_allclose(x[k], y[k], atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [GREEDY, SamplingConfig(temperature=1.1, top_p=0.8, seed=5),
+                                 SamplingConfig(temperature=0.9, top_k=6, seed=9)])  # fmt: skip
+def test_gpu_sampling_gives_the_host_samplers_tokens_and_state(model, cfg):
+    """Tokens chosen on the GPU (only ids read back) are the host sampler's for the same seed
+    (same rule, one uniform draw each), only decodable ids, and the state ends the same."""
+    runs = {}
+    for gpu in (True, False):
+        state = model.new_state()
+        r = generate(model, "the cat", sampling=cfg, max_tokens=12, stop_at_eos=False, state=state,
+                     gpu_sampling=gpu, return_result=True)  # fmt: skip
+        runs[gpu] = (r, state)
+    (g, gs), (h, hs) = runs[True], runs[False]
+    assert g.tokens == h.tokens and len(g.tokens) == 12
+    assert all(0 <= t <= 29 for t in g.tokens)  # ids the tokenizer decodes (0 ends text)
+    _state_equal(gs, hs)
+
+
+def test_gpu_sampling_stops_at_eos_without_feeding_it(model):
+    class FirstThenMask(Sampler):
+        """The host picks 5 from the prompt; afterwards only id 0 (end of text) may be chosen."""
+
+        def __call__(self, logits):
+            self.accept(5, logits.shape[-1])
+            return 5
+
+    only_eos = np.zeros(97, bool)
+    only_eos[0] = True
+    state = model.new_state()
+    stream = generate_stream(model, "the cat", sampler=FirstThenMask(SamplingConfig(seed=1), only_eos),
+                             max_tokens=8, state=state, gpu_sampling=True)  # fmt: skip
+    "".join(stream)
+    assert stream.gpu_sampling and stream.result.tokens == [5] and stream.result.finish_reason == "eos"
+    ref = model.new_state()
+    model.forward(model.tokenizer.encode("the cat") + [5], ref)
+    _state_equal(state, ref)
+
+
+def test_gpu_sampling_default_and_refusals(model, monkeypatch):
+    import dataclasses
+
+    info = model.device.info
+    assert not generate_stream(model, "a", max_tokens=1).gpu_sampling  # CPU adapter: numpy is faster
+    monkeypatch.setattr(model.device, "info", dataclasses.replace(info, adapter_type="DiscreteGPU"))
+    assert generate_stream(model, "a", max_tokens=1).gpu_sampling
+    assert not generate_stream(model, "a", max_tokens=1, sampling=SamplingConfig(presence_penalty=0.5)).gpu_sampling
+    assert not generate_stream(model, "a", max_tokens=1, gpu_sampling=False).gpu_sampling
+    with pytest.raises(rw.ConfigError, match="presence_penalty"):
+        generate_stream(model, "a", sampling=SamplingConfig(presence_penalty=0.5), gpu_sampling=True)
+    with pytest.raises(rw.ConfigError, match="allowed"):
+        model.forward_sample([1], model.new_state(), GREEDY, np.random.default_rng(0), allowed=np.ones(3, bool))

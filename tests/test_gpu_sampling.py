@@ -9,7 +9,7 @@ import pytest
 
 import rwkv_webgpu as rw
 from rwkv_webgpu.gpu import Counter, Graph, act_buffer
-from rwkv_webgpu.ops.sample import reference, sample_rows
+from rwkv_webgpu.ops.sample import mask_bits, reference, sample_rows
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 V7 = FIX / "models" / "v7_L2_C64_V97.pth"
@@ -29,12 +29,51 @@ def test_kernel_matches_numpy_rule(device, v):
     la = act_buffer(device, len(rows), v, "logits")
     device.write(la.buffer, logits)
     ids = device.storage(len(rows) * 4)
-    sample_rows(g, c, la, device.upload(params), ids)
+    sample_rows(g, c, la, device.upload(params), ids, device.upload(mask_bits(None, v)))
     c.set(len(rows))
     g.run()
     got = device.read(ids, np.uint32)[: len(rows)]
     want = [reference(logits[i], *params[i]) for i in range(len(rows))]
     assert got.tolist() == want
+
+
+class FixedDraw:
+    """An rng whose one draw is ``u`` (what the host sampler consumes per token)."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def random(self):
+        return self.u
+
+
+@pytest.mark.parametrize("v", [97, 5003])
+def test_kernel_follows_the_host_sampler_and_the_mask(device, v):
+    """The same ids as rwkv_webgpu.sampling.sample for the same uniform draw, with an allowed-id
+    mask (ids the tokenizer cannot decode) applied on both sides."""
+    from rwkv_webgpu.sampling import SamplingConfig, sample
+
+    rng = np.random.default_rng(v + 1)
+    configs = [SamplingConfig(temperature=0), SamplingConfig(temperature=1.0, top_p=0.9),
+               SamplingConfig(temperature=0.8, top_k=7), SamplingConfig(temperature=1.3, top_p=0.6, top_k=40),
+               SamplingConfig()]  # fmt: skip
+    allowed = rng.random(v) > 0.3
+    rows, want = [], []
+    logits = (rng.standard_normal((len(configs) * 3, v)) * 2.5).astype(np.float32)
+    for i, cfg in enumerate(configs * 3):
+        u = float(rng.random())
+        rows.append((cfg.temperature, cfg.top_p, cfg.top_k, u))
+        want.append(sample(logits[i], cfg, FixedDraw(u), allowed=allowed))
+    g, c = Graph(device), Counter(device, "n")
+    la = act_buffer(device, len(rows), v, "logits")
+    device.write(la.buffer, logits)
+    ids = device.storage(len(rows) * 4)
+    sample_rows(g, c, la, device.upload(np.array(rows, np.float32)), ids, device.upload(mask_bits(allowed, v)))
+    c.set(len(rows))
+    g.run()
+    got = device.read(ids, np.uint32)[: len(rows)].tolist()
+    assert got == want
+    assert all(allowed[t] for t in got)
 
 
 def test_model_gpu_sampling_reads_back_ids(vulkan_device):

@@ -268,20 +268,21 @@ class Model:
         return self.runner.run(st, Plan.pack(chunk, [0], False, hidden=True))[0][-1]
 
     def forward_sample(self, tokens: Sequence[int], state: State, sampling: Any, rng: np.random.Generator,
-                       *, slot: int = 0) -> int:  # fmt: skip
+                       *, slot: int = 0, allowed: np.ndarray | None = None) -> int:  # fmt: skip
         """Feed ``tokens`` and choose the next token on the GPU: only its id is read back.
 
-        Supports temperature, top_p and top_k (``SamplingConfig``); the uniform draw comes from
-        ``rng``. Other sampler settings raise ValueError: use :class:`rwkv_webgpu.Sampler` on the
-        logits of :meth:`forward` for those. The rule is in shaders/sample.wgsl.
+        Applies temperature, top_p and top_k as :class:`rwkv_webgpu.Sampler` does, with one
+        ``rng.random()`` draw; ``allowed`` is a boolean ``(V,)`` mask of ids that may be chosen.
+        Other sampler settings raise :class:`ConfigError`: use a Sampler on the logits of
+        :meth:`forward` for those. The rule is in shaders/sample.wgsl.
         """
-        unsupported = [
-            f for f, default in (("min_p", 0.0), ("typical_p", 1.0), ("presence_penalty", 0.0),
-                                 ("frequency_penalty", 0.0), ("repetition_penalty", 1.0))
-            if getattr(sampling, f, default) != default
-        ] + [f for f in ("logit_bias", "banned") if getattr(sampling, f, None)]  # fmt: skip
+        from ..sampling import gpu_unsupported
+
+        unsupported = gpu_unsupported(sampling)
         if unsupported:
-            raise ValueError(f"GPU sampling supports temperature, top_p and top_k only, not {unsupported}")
+            raise ConfigError(f"GPU sampling supports temperature, top_p and top_k only, not {unsupported}")
+        if allowed is not None and np.shape(allowed) != (self.info.num_vocab,):
+            raise ConfigError(f"allowed has shape {np.shape(allowed)}; this model needs ({self.info.num_vocab},)")
         ids = self.check_tokens(tokens)
         self.check_state(state)
         if not 0 <= slot < state.batch_size:
@@ -292,6 +293,7 @@ class Model:
         chunk[slot] = ids[-1:]
         plan = Plan.pack(chunk, [slot], False)
         plan.sample = np.array([[sampling.temperature, sampling.top_p, sampling.top_k, rng.random()]], np.float32)
+        plan.allowed = allowed
         return int(self.runner.run(state, plan)[slot][0])
 
     def run(

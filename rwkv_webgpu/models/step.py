@@ -12,7 +12,7 @@ import numpy as np
 
 from ..gpu import Counter, Device, Graph, act_buffer
 from ..ops import layer_norm, matmul
-from ..ops.sample import sample_rows
+from ..ops.sample import mask_bits, sample_rows
 
 if TYPE_CHECKING:
     from ..state import State
@@ -59,6 +59,9 @@ class Buffers:
         self.sampled = Counter(dev, "count.sampled")
         self.sample_params = dev.storage(self.head_rows * 16, "sample.params")
         self.ids = dev.storage(self.head_rows * 4, "sample.ids")
+        self.allowed = dev.upload(mask_bits(None, model.info.num_vocab), "sample.allowed")
+        self.allowed_now: bytes | None = None  # the mask last written (None: every id) ...
+        self.allowed_src: np.ndarray | None = None  # ... and the array it came from
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Plan:
     want: list[int] = field(default_factory=list)  # slots whose logits come back, in out_rows order
     hidden: bool = False  # read back the normalised final hidden state (ln_out) instead of logits
     sample: np.ndarray | None = None  # f32 [rows, 4] (temperature, top_p, top_k, u): read back token ids
+    allowed: np.ndarray | None = None  # bool [V]: the ids sampling may choose (None: all)
 
     @staticmethod
     def pack(chunk: Sequence[Sequence[int]], want: Sequence[int], full: bool, hidden: bool = False) -> Plan:
@@ -169,7 +173,7 @@ class StepRunner:
         matmul(g, buf.out, buf.hn, m.head, buf.logits, label="head")
         m.hook_point(g, buf, state, "logits", buf.logits, counter=buf.out)
 
-        sample_rows(g, buf.sampled, buf.logits, buf.sample_params, buf.ids, label="sample")
+        sample_rows(g, buf.sampled, buf.logits, buf.sample_params, buf.ids, buf.allowed, label="sample")
 
         def copy_logits(enc: Any, plan: Plan) -> None:
             if plan.sample is not None:
@@ -239,8 +243,21 @@ class StepRunner:
         buf.out.set(plan.num_out)
         if plan.sample is not None:
             dev.write(buf.sample_params, np.ascontiguousarray(plan.sample, np.float32))
+            self._write_mask(buf, plan.allowed)
         buf.sampled.set(plan.num_out if plan.sample is not None else 0)
         dev.queue.submit([cmd])
+
+    def _write_mask(self, buf: Buffers, allowed: np.ndarray | None) -> None:
+        """Give the sampling kernel ``allowed`` (None: every id), unless it has it already. A
+        read-only mask (the tokenizer's, see sampling.valid_ids) is recognised by identity."""
+        if allowed is not None and allowed is buf.allowed_src and not allowed.flags.writeable:
+            return
+        words = mask_bits(allowed, self.model.info.num_vocab)
+        key = None if allowed is None else words.tobytes()
+        if key != buf.allowed_now:
+            self.model.device.write(buf.allowed, words)
+            buf.allowed_now = key
+        buf.allowed_src = allowed
 
     def collect(self, state: State, plan: Plan) -> dict[int, np.ndarray]:
         """Wait for the submitted step and read its logits."""
