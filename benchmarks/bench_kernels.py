@@ -85,7 +85,7 @@ def time_variant(dev, variant: Variant, r: int, k: int, t: int, rep: int) -> flo
     cnt.set(t)
     g = Graph(dev)
     params = pack_params(PARAMS, k=k, kv=w.kp // 8, rows=r, row0=0, x_off=0, x_stride=xa.stride, y_off=0,
-                         y_stride=ya.stride, act=0, accumulate=0)  # fmt: skip
+                         y_stride=ya.stride, act=0, accumulate=0, gate=0)  # fmt: skip
     for _ in range(rep):
         if shader == "op":
             matmul(g, cnt, xa, w, ya, kernel=entry, label=name)

@@ -11,7 +11,8 @@ struct Params {
     y_off: u32,
     y_stride: u32,
     act: u32,
-    accumulate: u32,
+    accumulate: u32,    // 0: y = act(v); 1: y += act(v); 2: y += gate * act(v), gate in y's buffer
+    gate: u32,          // elements from y[t, row0 + r] to its gate (2 only; u32 arithmetic wraps)
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read> x: array<f32>;
@@ -29,12 +30,14 @@ fn x8(t: u32, kb: u32) -> array<f32, 8> {
     return v;
 }
 
-// Write (or add) act(v) as y[t, row0 + r], for rows and tokens in range.
+// Write (or add, or add times a gate) act(v) as y[t, row0 + r], for rows and tokens in range.
 fn store_out(t: u32, r: u32, v: f32) {
     if r >= p.rows || t >= count.n { return; }
     let idx = p.y_off + t * p.y_stride + p.row0 + r;
     let a = activate(v, p.act);
-    if p.accumulate != 0u {
+    if p.accumulate == 2u {
+        y[idx] += y[idx + p.gate] * a;  // the gate plane is never written by this dispatch
+    } else if p.accumulate != 0u {
         y[idx] += a;
     } else {
         y[idx] = a;

@@ -27,7 +27,7 @@ from ..gpu import (
     upload_qmatrix,
 )
 from ..hooks import Frame, HookRegistry
-from ..ops import Product, add_mul, layer_norm, matmul, matmul_group, norm_mix, token_mix
+from ..ops import Product, layer_norm, matmul, matmul_group, norm_mix, token_mix
 from ..state import State, StateSpec
 from ..weights.quant import Quant, quantize, quantized_here
 from .step import Buffers, Plan, StepRunner, VectorPack, share_budget
@@ -124,15 +124,14 @@ class Model:
         matmul_group(g, n, [Product(fmix, lw.ffn_key, bb.fk, "relu_sq", label=f"{label}.key"),
                             Product(fmix.at(plane), lw.ffn_receptance, bb.fr, "sigmoid", label=f"{label}.receptance")],
                      label=f"{label}.key_receptance")  # fmt: skip
-        matmul(g, n, b.fk, lw.ffn_value, b.fv, label=f"{label}.value")  # type: ignore[attr-defined]
-        add_mul(g, n, b.fr, b.fv, buf.x, label=f"{label}.out")  # type: ignore[attr-defined]
+        # x += r * (Wv k): the product adds itself, times the gate r, into x (one dispatch)
+        matmul(g, n, b.fk, lw.ffn_value, buf.x, gate=bb.fr, label=f"{label}.value")
 
     def alloc_gated_channel_mix(self, buf: Buffers) -> None:
         dev, c, t = self.device, self.info.num_emb, buf.tmax
         buf.fmix = act_buffer(dev, t, c, "ffn.mix", planes=2)  # type: ignore[attr-defined]
         buf.fk = act_buffer(dev, t, self.info.ffn_size, "ffn.key")  # type: ignore[attr-defined]
-        buf.fr = act_buffer(dev, t, c, "ffn.receptance")  # type: ignore[attr-defined]
-        buf.fv = act_buffer(dev, t, c, "ffn.value")  # type: ignore[attr-defined]
+        buf.fr = buf.x.at(t * c)  # type: ignore[attr-defined]  # x's second plane: the gate of ffn.value
 
     # -- loading shared parts --------------------------------------------------------------
     def load_common(self, ckpt: Any, progress: Progress | None = None) -> None:

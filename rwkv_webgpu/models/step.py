@@ -50,7 +50,7 @@ class Buffers:
         self.out = Counter(dev, "count.out")
         self.cursors = dev.storage((2 * slots + tmax) * 4, "cursors")
         self.xin = act_buffer(dev, tmax, c, "x.embed")
-        self.x = act_buffer(dev, tmax, c, "x")
+        self.x = act_buffer(dev, tmax, c, "x", planes=2)  # the second plane: a gate (RWKV-4..6 FFN)
         self.xn = act_buffer(dev, tmax, c, "x.norm")
         self.hx = act_buffer(dev, self.head_rows, c, "head.x")
         self.hn = act_buffer(dev, self.head_rows, c, "head.norm")

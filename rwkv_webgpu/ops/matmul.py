@@ -14,7 +14,8 @@ from ..gpu.recorder import Grid
 from ..gpu.tensor import MatrixPart
 
 PARAMS = np.dtype(
-    [(n, "<u4") for n in ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate")]
+    [(n, "<u4") for n in ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate",
+                          "gate")]  # fmt: skip
 )
 ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "silu": 4}
 ROWS = 4  # rows per workgroup (matmul.wgsl)
@@ -50,10 +51,14 @@ def matmul(
     *,
     act: str = "none",
     accumulate: bool = False,
+    gate: Act | None = None,
     kernel: str | None = None,
     label: str = "matmul",
 ) -> None:
     """Record ``y[t, :R] (+)= act(W @ x[t, :K])`` for the counter's T rows.
+
+    With ``gate`` (a view into y's buffer with y's stride, e.g. another plane of it):
+    ``y[t, r] += gate[t, r] * act(...)`` (RWKV-4..6's gated channel-mix output in one dispatch).
 
     Shapes: x [T, K], W [R, K] (f16, split in row blocks), y [T, >= R]. Every kernel that may
     suit this matrix is recorded; each step runs the one :func:`_choose` picks for its token
@@ -62,23 +67,13 @@ def matmul(
     KERNELS) forces one kernel for every token count (tests use it to check each on any adapter).
     """
     _check(x, w, y, act, label)
+    if gate is not None and (gate.buffer is not y.buffer or gate.stride != y.stride):
+        raise ShapeError(f"{label}: the gate must be a view of the output's buffer with its row stride")
     if isinstance(w, QMatrix):
-        _matmul_quant(graph, counter, x, w, y, act, accumulate, label, kernel)
+        _matmul_quant(graph, counter, x, w, y, act, accumulate, gate, label, kernel)
         return
     for part in w.parts:
-        params = pack_params(
-            PARAMS,
-            k=w.k,
-            kv=w.kp // 8,
-            rows=part.rows,
-            row0=part.row0,
-            x_off=x.offset,
-            x_stride=x.stride,
-            y_off=y.offset,
-            y_stride=y.stride,
-            act=ACTIVATIONS[act],
-            accumulate=int(accumulate),
-        )
+        params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)
 
         for name, grid in _choose(graph, part.rows, kernel, w.k):
             if name in ("split", "tall"):
@@ -92,6 +87,16 @@ def matmul(
             suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise") else f".{name}"
             graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
                            label=label + suffix, **consts)  # fmt: skip
+
+
+def _params(k: int, kp: int, rows: int, row0: int, x: Act, y: Act, act: str, accumulate: bool,
+            gate: Act | None) -> np.ndarray:  # fmt: skip
+    """matmul_io.wgsl's Params for one matrix part."""
+    return pack_params(
+        PARAMS, k=k, kv=kp // 8, rows=rows, row0=row0, x_off=x.offset, x_stride=x.stride, y_off=y.offset,
+        y_stride=y.stride, act=ACTIVATIONS[act], accumulate=2 if gate is not None else int(accumulate),
+        gate=0 if gate is None else (gate.offset - y.offset) % 2**32,
+    )  # fmt: skip
 
 
 # kernel name -> (shader, entry point, override constants)
@@ -260,16 +265,13 @@ QUANT_KERNELS = ("gemv", "decode", "tiled")
 
 
 def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, act: str, accumulate: bool,
-                  label: str, kernel: str | None = None) -> None:  # fmt: skip
+                  gate: Act | None, label: str, kernel: str | None = None) -> None:  # fmt: skip
     """Quantized weights: the GEMV-style kernels (matmul_quant.wgsl; matmul_quant_subgroup.wgsl
     for one token at a time) for decoding, the tiled one (matmul_tiled.wgsl on
     weights_quant.wgsl, kernel "matmul_quant_tiled") for prompts."""
     quant = QUANT_CODE[w.quant.value]
     for part in w.parts:
-        params = pack_params(
-            PARAMS, k=w.k, kv=w.kp // 8, rows=part.rows, row0=part.row0, x_off=x.offset, x_stride=x.stride,
-            y_off=y.offset, y_stride=y.stride, act=ACTIVATIONS[act], accumulate=int(accumulate),
-        )  # fmt: skip
+        params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)
         buffers = [part.codes, x.buffer, y.buffer, part.scales]  # bindings 2 to 5
         for name, grid in _choose_quant(graph, part.rows, kernel, w.k):
             if name == "gemv":

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+import rwkv_webgpu as rw
+
 from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_matrix
 from rwkv_webgpu.ops import matmul
 
@@ -55,6 +57,30 @@ def test_every_matmul_kernel(device, kernel, t, k, r):
     y0 = rng.standard_normal((t, r)).astype(np.float32)
     y, _ = run_matmul(device, w, x, "tanh", y0=y0, accumulate=True, kernel=kernel)
     np.testing.assert_allclose(y, y0 + oracle(w, x, "tanh"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "subgroup", "decode", "big", "split", "tall"])
+@pytest.mark.parametrize("t,k,r", [(1, 13, 7), (17, 37, 65), (70, 100, 129), (33, 2100, 70)])
+def test_every_kernel_adds_times_a_gate(device, kernel, t, k, r):
+    """y += gate * act(W x) with the gate in y's own buffer (the plane after y), per kernel."""
+    if kernel in ("subgroup", "decode") and not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
+    rng = np.random.default_rng(t * 7 + k + r)
+    w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    y0, gate = rng.standard_normal((2, t, r)).astype(np.float32)
+    g, cnt = Graph(device), Counter(device, "n")
+    xa, ya = act_buffer(device, t, k, "x"), act_buffer(device, t, r, "y", planes=2)
+    device.write(xa.buffer, x)
+    device.write(ya.buffer, np.stack([y0, gate]))
+    matmul(g, cnt, xa, upload_matrix(device, w, "w"), ya, act="relu_sq", gate=ya.at(t * r), kernel=kernel)
+    cnt.set(t)
+    g.run()
+    got = device.read(ya.buffer)[: 2 * t * r].reshape(2, t, r)
+    np.testing.assert_allclose(got[0], y0 + gate * oracle(w, x, "relu_sq"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[1], gate)  # the gate is read, never written
+    with pytest.raises(rw.ShapeError, match="gate"):
+        matmul(g, cnt, xa, upload_matrix(device, w, "w"), ya, gate=xa)
 
 
 def test_matmul_accumulates(device):

@@ -72,6 +72,29 @@ def test_every_quant_matmul_kernel(device, kernel, quant, t, k, r):
     np.testing.assert_allclose(got, y0 + oracle(wq, x, "tanh"), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled"])
+@pytest.mark.parametrize("t", [1, 70])
+def test_quant_kernels_add_times_a_gate(device, kernel, t):
+    """The gated output (y += gate * W x, gate in y's buffer) of the quantized kernels."""
+    if kernel == "decode" and not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
+    r, k = 65, 130
+    rng = np.random.default_rng(t + 3)
+    w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    y0, gate = rng.standard_normal((2, t, r)).astype(np.float32)
+    qm = quantize(w, Quant.INT8)
+    g, cnt = Graph(device), Counter(device, "n")
+    xa, ya = act_buffer(device, t, k, "x"), act_buffer(device, t, r, "y", planes=2)
+    device.write(xa.buffer, x)
+    device.write(ya.buffer, np.stack([y0, gate]))
+    matmul(g, cnt, xa, upload_qmatrix(device, qm, "w"), ya, gate=ya.at(t * r), kernel=kernel)
+    cnt.set(t)
+    g.run()
+    got = device.read(ya.buffer)[: t * r].reshape(t, r)
+    np.testing.assert_allclose(got, y0 + gate * oracle(qm.dequantize(), x, "none"), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
 @pytest.mark.parametrize("act", list(ACTS))
 def test_quant_tiled_activations(device, quant, act):
