@@ -3,6 +3,11 @@
 //             the previous token of the same slot, or the slot's saved row for its first token;
 //             with `store` set, the slot's last row then replaces its saved row.
 //             With `with_delta` set, mu[m, c] + delta[m, t, c] replaces mu (RWKV-6's data-dependent mix).
+// `mix_lora`: `mix` with RWKV-6's delta computed in place, delta[m, t, c] = sum_j W2[m][c, j] h[t, m * D + j]
+//             (the second halves of the five mix LoRAs; W2[m] [C, D] f16 packed as matmul weights, at
+//             lora_w + m * lora_step vec4s of binding 9; h [T, 5 D] at lora_h with row stride lora_hs,
+//             binding 10). For steps where every slot has at most one token: each invocation reads
+//             its D weights per mix, so longer steps keep the matmul and `mix`.
 // `norm_mix`: the layer norm before it fused in (xn = ln(x) is written too), for steps where every
 //             slot has at most one token (decoding), so prev is always the saved row.
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
@@ -23,6 +28,14 @@ struct Params {
     ln_b_off: u32,
     eps: f32,
     _pad: u32,
+    lora_d: u32,        // mix_lora only: D, the LoRA width ...
+    lora_kv: u32,       // ... vec4s (8 weights) per row of W2[m] ...
+    lora_w: u32,        // ... where W2[0] starts and how far apart they are (vec4s) ...
+    lora_step: u32,
+    lora_h: u32,        // ... and where h starts, with its row stride (elements)
+    lora_hs: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> cursors: array<u32>;
@@ -32,6 +45,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 @group(0) @binding(7) var<storage, read> delta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> xn: array<f32>;
+@group(0) @binding(9) var<storage, read> lora_w: array<vec4<u32>>;
+@group(0) @binding(10) var<storage, read> lora_h: array<f32>;
 
 @compute @workgroup_size(WG)
 fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -57,6 +72,44 @@ fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
         var mu = vec[p.mu_off + m * p.c + c];
         if p.with_delta != 0u { mu += delta[e]; }
         out[e] = cur + d * mu;
+    }
+}
+
+// sum_j W2[m][c, j] h[t, m * D + j]
+fn lora_delta(m: u32, t: u32, c: u32) -> f32 {
+    let wb = p.lora_w + m * p.lora_step + c * p.lora_kv;
+    let hb = p.lora_h + t * p.lora_hs + m * p.lora_d;
+    var acc = 0.0;
+    for (var i = 0u; i < p.lora_kv; i++) {
+        let q = lora_w[wb + i];
+        let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+        let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+        let j = i * 8u;
+        if j + 8u <= p.lora_d {
+            acc += dot(lo, vec4<f32>(lora_h[hb + j], lora_h[hb + j + 1u], lora_h[hb + j + 2u], lora_h[hb + j + 3u]))
+                 + dot(hi, vec4<f32>(lora_h[hb + j + 4u], lora_h[hb + j + 5u], lora_h[hb + j + 6u], lora_h[hb + j + 7u]));
+        } else {
+            let w8 = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+            for (var e = 0u; j + e < p.lora_d; e++) { acc += w8[e] * lora_h[hb + j + e]; }
+        }
+    }
+    return acc;
+}
+
+@compute @workgroup_size(WG)
+fn mix_lora(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let t = gid.y;
+    if c >= p.c || t >= count.n { return; }
+    let s = cursors[2u * p.slots + t];
+    let cur = x[p.x_off + t * p.c + c];
+    let d = shift[s * p.c + c] - cur;  // one token per slot: prev is the saved row
+    for (var m = 0u; m < p.mixes; m++) {
+        let mu = vec[p.mu_off + m * p.c + c] + lora_delta(m, t, c);
+        out[m * p.out_plane + t * p.c + c] = cur + d * mu;
+    }
+    if p.store != 0u {
+        shift[s * p.c + c] = cur;
     }
 }
 

@@ -6,7 +6,7 @@ from .norm import layer_norm
 from .time_mix_v4 import time_mix_v4
 from .time_mix_v5 import time_mix_v5
 from .time_mix_v7 import time_mix_v7_prepare, time_mix_v7_wkv
-from .token_shift import norm_mix, token_mix
+from .token_shift import norm_mix, token_mix, token_mix_lora
 
 __all__ = [
     "Product",
@@ -20,4 +20,5 @@ __all__ = [
     "time_mix_v7_prepare",
     "time_mix_v7_wkv",
     "token_mix",
+    "token_mix_lora",
 ]

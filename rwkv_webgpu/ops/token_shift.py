@@ -7,12 +7,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShapeError
-from ..gpu import Act, Counter, Graph, ceil_div, pack_params
+from ..gpu import Act, BufferRange, Counter, Graph, Matrix, ceil_div, pack_params
 from .norm import norm_workgroup
 
 PARAMS = np.dtype(
     [(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "store", "with_delta", "ln_w_off", "ln_b_off")]
     + [("eps", "<f4"), ("_pad", "<u4")]
+    + [(n, "<u4") for n in ("lora_d", "lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2")]
 )
 WG = 64
 
@@ -60,11 +61,44 @@ def token_mix(
 
 
 def _params(x: Act, slots: int, mixes: int, mu_off: int, plane: int, store: bool, delta: Any,
-            ln_w_off: int = 0, ln_b_off: int = 0, eps: float = 0.0) -> np.ndarray:  # fmt: skip
+            ln_w_off: int = 0, ln_b_off: int = 0, eps: float = 0.0, **lora: int) -> np.ndarray:  # fmt: skip
+    fields = dict.fromkeys(("lora_d", "lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2"), 0)
+    fields.update(lora)
     return pack_params(
         PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store),
-        with_delta=int(delta is not None), ln_w_off=ln_w_off, ln_b_off=ln_b_off, eps=eps, _pad=0,
+        with_delta=int(delta is not None), ln_w_off=ln_w_off, ln_b_off=ln_b_off, eps=eps, _pad=0, **fields,
     )  # fmt: skip
+
+
+def token_mix_lora(
+    graph: Graph, counter: Counter, cursors: Any, x: Act, shift: Any, vec: Any, mu_off: int, out: Act,
+    *, w2: list[Matrix], hid: Act, slots: int, plane: int, store: bool = False, label: str = "token_mix_lora",
+) -> None:  # fmt: skip
+    """:func:`token_mix` with ``delta[m, t] = w2[m] @ hid[t, m D : (m + 1) D]`` computed in the
+    same dispatch (RWKV-6's data-dependent mix: the five LoRA second halves and the mix in one
+    kernel), for steps where every slot has at most one token (record it under
+    ``Graph.only_when``). ``w2``: one [C, D] matrix per mix, all in one buffer evenly spaced
+    (``upload_matrices``); ``hid`` [T, >= len(w2) D]."""
+    c = x.cols
+    if x.stride != c or out.offset or out.stride != c:
+        raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={c}) and the output starts at 0")
+    parts = [m.parts[0] for m in w2]
+    ranges = [pt.buffer for pt in parts]
+    d = w2[0].k
+    fits = (
+        all(len(m.parts) == 1 and isinstance(r, BufferRange) and r.buffer is ranges[0].buffer for m, r in zip(w2, ranges))
+        and all((m.rows, m.k, m.kp) == (c, d, w2[0].kp) for m in w2)
+        and len({b.offset - a.offset for a, b in zip(ranges, ranges[1:])}) <= 1
+        and hid.cols >= len(w2) * d
+    )  # fmt: skip
+    if not fits:
+        raise ShapeError(f"{label}: the LoRA matrices must be [C={c}, D] each, evenly spaced in one buffer")
+    step = (ranges[1].offset - ranges[0].offset) // 16 if len(ranges) > 1 else 0
+    params = _params(x, slots, len(w2), mu_off, plane, store, None, lora_d=d, lora_kv=w2[0].kp // 8,
+                     lora_w=ranges[0].offset // 16, lora_step=step, lora_h=hid.offset, lora_hs=hid.stride)  # fmt: skip
+    buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: out.buffer, 9: ranges[0].buffer, 10: hid.buffer}
+    graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, WG), n, 1), entry="mix_lora",
+                   label=label, WG=WG)  # fmt: skip
 
 
 def norm_mix(

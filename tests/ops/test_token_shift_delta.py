@@ -93,3 +93,44 @@ def test_zero_tokens_is_a_no_op(device):
     _, shift0, _, _, out, shift = run_mix_delta(device, [0, 0], 11, 5, seed=5)
     np.testing.assert_array_equal(shift, shift0)
     np.testing.assert_array_equal(out, SENTINEL)
+
+
+@pytest.mark.parametrize("c,d", [(37, 12), (130, 32), (64, 9)])
+@pytest.mark.parametrize("lens", [[1], [1, 0, 1, 1]], ids=lambda l: "-".join(map(str, l)))
+def test_mix_lora_matches_numpy(device, c, d, lens):
+    """token_mix_lora: the delta of each mix computed from its LoRA matrix in the mix kernel
+    (one token per slot), against numpy; the saved rows are replaced."""
+    from rwkv_webgpu.gpu import act_buffer, upload_matrices
+    from rwkv_webgpu.ops import token_mix_lora
+
+    rng = np.random.default_rng(c * 7 + d + len(lens))
+    b, t, mixes = len(lens), sum(lens), 5
+    tmax, plane = t + 2, (t + 2) * c
+    x = rng.standard_normal((tmax, c)).astype(np.float32)
+    shift0 = rng.standard_normal((b, c)).astype(np.float32)
+    mu = rng.uniform(0, 1, (mixes, c)).astype(np.float32)
+    ws = [(rng.standard_normal((c, d)) / np.sqrt(d)).astype(np.float16) for _ in range(mixes)]
+    hid = rng.standard_normal((tmax, mixes * d + 3)).astype(np.float32)  # a wider row than needed
+    w2 = upload_matrices(device, ws, [f"w2.{m}" for m in range(mixes)])
+    ha = act_buffer(device, tmax, hid.shape[1], "hid")
+    device.write(ha.buffer, hid)
+    xa = Act(device.upload(x, "x"), c, c, 0, tmax)
+    shift = device.upload(shift0, "shift")
+    vec = device.upload(np.concatenate([np.zeros(3, np.float32), mu.reshape(-1)]), "vec")
+    out = Act(device.upload(np.full(mixes * plane, SENTINEL, np.float32), "out"), c, c, 0, tmax)
+    g, cnt = Graph(device), Counter(device, "n")
+    token_mix_lora(g, cnt, device.upload(oracles.cursors(lens), "cursors"), xa, shift, vec, 3, out, w2=w2,
+                   hid=Act(ha.buffer, mixes * d, hid.shape[1], 0, tmax), slots=b, plane=plane, store=True)  # fmt: skip
+    cnt.set(t)
+    g.run()
+    got = device.read(out.buffer)[: mixes * plane].reshape(mixes, plane)
+    slot_of = [s for s, n in enumerate(lens) for _ in range(n)]
+    want_shift = shift0.copy()
+    for tok, s in enumerate(slot_of):
+        for m in range(mixes):
+            delta = ws[m].astype(np.float64) @ hid[tok, m * d : (m + 1) * d]
+            want = x[tok] + (shift0[s] - x[tok]) * (mu[m] + delta)
+            np.testing.assert_allclose(got[m, tok * c : (tok + 1) * c], want, rtol=1e-5, atol=1e-5)
+        want_shift[s] = x[tok]
+    assert (got[:, t * c :] == SENTINEL).all()  # nothing past the step's tokens
+    np.testing.assert_array_equal(device.read(shift)[: b * c].reshape(b, c), want_shift)
