@@ -76,13 +76,14 @@ def test_second_turn_feeds_only_its_tokens_and_equals_the_whole_history(model):
     chat = chat_of(model, system="Be brief.")
     chat.send("Hello")
     fed: list[int] = []
-    forward = model.forward
+    forward, forward_sample = model.forward, model.forward_sample  # tokens fed either way (GPU sampling)
     model.forward = lambda ids, state, **kw: fed.extend(ids) or forward(ids, state, **kw)
+    model.forward_sample = lambda ids, state, *a, **kw: fed.extend(ids) or forward_sample(ids, state, *a, **kw)
     try:
         before = len(chat.tokens)
         answer = chat.send("How are you?")
     finally:
-        del model.forward
+        del model.forward, model.forward_sample
     assert fed == chat.tokens[before:]  # no token of the history was fed again
     turn = model.tokenizer.decode(chat.tokens[before:])
     assert "How are you?\n\nAssistant:" in turn and "Hello" not in turn

@@ -232,15 +232,16 @@ def test_prefix_cache_restores_instead_of_processing(model):
     plain = generate(model, prompt, sampling=cfg, max_tokens=6, return_result=True)
     first = generate(model, prompt, sampling=cfg, max_tokens=6, cache=cache, return_result=True)
     calls: list[int] = []
-    forward = model.forward
+    forward, forward_sample = model.forward, model.forward_sample  # tokens fed either way (GPU sampling)
     model.forward = lambda ids, state, **kw: calls.append(len(ids)) or forward(ids, state, **kw)
+    model.forward_sample = lambda ids, state, *a, **kw: calls.append(len(ids)) or forward_sample(ids, state, *a, **kw)
     try:
         again = generate(model, prompt, sampling=cfg, max_tokens=6, cache=cache, return_result=True)
         longer = generate(
             model, prompt + " and dogs", sampling=cfg, max_tokens=1, cache=cache, return_result=True
         )
     finally:
-        del model.forward
+        del model.forward, model.forward_sample
     n = len(model.tokenizer.encode(prompt))
     assert (first.cached_tokens, again.cached_tokens, longer.cached_tokens) == (0, n, n)
     assert plain.tokens == first.tokens == again.tokens
