@@ -18,10 +18,21 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> ids: array<u32>;
 @group(0) @binding(5) var<storage, read> allowed: array<u32>;
 
-// logits[base + i], or far below any real logit for an id that may not be chosen.
+const NONE: f32 = -3.0e38;  // the logit of an id that may not be chosen
+
+// logits[base + i], or NONE for an id that may not be chosen or lies past the row.
 fn logit(base: u32, i: u32) -> f32 {
+    if i >= p.v { return NONE; }
     let ok = (allowed[i >> 5u] >> (i & 31u)) & 1u;
-    return select(-3.0e38, logits[base + i], ok == 1u);
+    return select(NONE, logits[base + i], ok == 1u);
+}
+
+// Logits i, i + WG, ..., i + 7 WG: eight independent loads in flight per invocation (one
+// workgroup reads the whole row, so it must not wait on one load at a time).
+fn logits8(base: u32, i: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(
+        vec4<f32>(logit(base, i), logit(base, i + WG), logit(base, i + 2u * WG), logit(base, i + 3u * WG)),
+        vec4<f32>(logit(base, i + 4u * WG), logit(base, i + 5u * WG), logit(base, i + 6u * WG), logit(base, i + 7u * WG)));
 }
 
 var<workgroup> red_i: array<u32, WG>;
@@ -41,12 +52,7 @@ fn reduce_max(lid: u32, v: f32) -> f32 {
     return m;
 }
 
-// The logit at which a token's probability exp((l - top) / temp) / total reaches `tau`
-// (every logit for tau 0).
-fn cut(tau: f32, top: f32, temp: f32, total: f32) -> f32 {
-    if tau <= 0.0 { return -3.4e38; }
-    return top + temp * log(tau * total);
-}
+const CUTS: u32 = 24u;  // bisection steps of a threshold
 
 // min (lowest = true) or max of `v` over the workgroup.
 fn reduce_index(lid: u32, v: u32, lowest: bool) -> u32 {
@@ -76,12 +82,17 @@ fn reduce_pair(lid: u32, v: vec2<f32>) -> vec2<f32> {
 
 // (mass, count) over the row of the tokens whose logit reaches `c`; every invocation calls it.
 fn kept_sums(lid: u32, base: u32, c: f32, top: f32, temp: f32, total: f32) -> vec2<f32> {
-    var acc = vec2<f32>(0.0);
-    for (var i = lid; i < p.v; i += WG) {
-        let l = logit(base, i);
-        if l >= c { acc += vec2<f32>(exp((l - top) / temp) / total, 1.0); }
+    var mass = vec4<f32>(0.0);
+    var cnt = vec4<f32>(0.0);
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        for (var h = 0u; h < 2u; h++) {
+            let keep = l[h] >= vec4<f32>(c);
+            mass += select(vec4<f32>(0.0), exp((l[h] - top) / temp) / total, keep);
+            cnt += select(vec4<f32>(0.0), vec4<f32>(1.0), keep);
+        }
     }
-    return reduce_pair(lid, acc);
+    return reduce_pair(lid, vec2<f32>(dot(mass, vec4<f32>(1.0)), dot(cnt, vec4<f32>(1.0))));
 }
 
 @compute @workgroup_size(WG)
@@ -96,11 +107,16 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
     // Passes whose order does not matter stride through the row (neighbouring invocations read
     // neighbouring logits); the final scan gives each invocation one contiguous chunk, so that
     // chunks follow index order.
-    var m = -3.0e38;
+    var m = NONE;
     var arg = 0xffffffffu;
-    for (var i = lid; i < p.v; i += WG) {
-        let l = logit(base, i);
-        if l > m { m = l; arg = i; }
+    var low = -NONE;
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        for (var e = 0u; e < 8u; e++) {  // in index order: the lowest index of a maximum is kept
+            let v = l[e / 4u][e % 4u];
+            if v > m { m = v; arg = i + e * WG; }
+            if v > NONE { low = min(low, v); }
+        }
     }
     let top = reduce_max(lid, m);
     if temp <= 0.0 {
@@ -109,32 +125,38 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         if lid == 0u { ids[row] = first; }
         return;
     }
-    var z = 0.0;
-    for (var i = lid; i < p.v; i += WG) { z += exp((logit(base, i) - top) / temp); }
-    let total = reduce_sum(lid, z);
+    let bottom = -reduce_max(lid, -low);  // the lowest logit that may be chosen
+    var z = vec4<f32>(0.0);
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        z += exp((l[0] - top) / temp) + exp((l[1] - top) / temp);
+    }
+    let total = reduce_sum(lid, dot(z, vec4<f32>(1.0)));
     let top_p = rp.y;
     let top_k = rp.z;
-    // The kept set is {p >= tau}, as Sampler does it: top_k keeps the k most likely tokens
-    // (tau_k: the largest threshold keeping >= k), then top_p the fewest of those holding top_p
-    // of their mass (the largest tau >= tau_k that does). Both found by bisection on the
-    // probability; a token's p >= tau is tested on its logit, so only kept tokens pay an exp.
-    var lo_t = 0.0;
+    // The kept set is {l >= keep}, as Sampler does it: top_k keeps the k most likely tokens (the
+    // highest cut keeping >= k), then top_p the fewest of those holding top_p of their mass (the
+    // highest cut above that one which still does). Both by bisection on the logit cut between
+    // the lowest and the highest logit; CUTS halvings leave it within ~1e-7 of that range.
+    var keep = NONE * 1.1;  // everything (the ids that may not be chosen get no mass)
+    if (top_k > 0.0 && top_k < f32(p.v)) || top_p < 1.0 {
+        keep = bottom;
+    }
     if top_k > 0.0 && top_k < f32(p.v) {
-        var hi_t = 1.0;
-        for (var it = 0u; it < 30u; it++) {
-            let mid = 0.5 * (lo_t + hi_t);
-            if kept_sums(lid, base, cut(mid, top, temp, total), top, temp, total).y >= top_k { lo_t = mid; } else { hi_t = mid; }
+        var hi_c = top;
+        for (var it = 0u; it < CUTS; it++) {
+            let mid = 0.5 * (keep + hi_c);
+            if kept_sums(lid, base, mid, top, temp, total).y >= top_k { keep = mid; } else { hi_c = mid; }
         }
     }
     if top_p < 1.0 {
-        let goal = top_p * kept_sums(lid, base, cut(lo_t, top, temp, total), top, temp, total).x;
-        var hi_t = 1.0;
-        for (var it = 0u; it < 30u; it++) {
-            let mid = 0.5 * (lo_t + hi_t);
-            if kept_sums(lid, base, cut(mid, top, temp, total), top, temp, total).x >= goal { lo_t = mid; } else { hi_t = mid; }
+        let goal = top_p * kept_sums(lid, base, keep, top, temp, total).x;
+        var hi_c = top;
+        for (var it = 0u; it < CUTS; it++) {
+            let mid = 0.5 * (keep + hi_c);
+            if kept_sums(lid, base, mid, top, temp, total).x >= goal { keep = mid; } else { hi_c = mid; }
         }
     }
-    let keep = cut(lo_t, top, temp, total);
     let chunk = (p.v + WG - 1u) / WG;
     let lo = min(lid * chunk, p.v);
     let hi = min(lo + chunk, p.v);
