@@ -92,43 +92,69 @@ def time_variant(dev, variant: Variant, r: int, k: int, t: int, rep: int) -> flo
         else:
             g.dispatch(shader, cnt, params, [w.parts[0].buffer, xa.buffer, ya.buffer], lambda n: grid(r, n),
                        entry=entry, label=name, **consts)  # fmt: skip
+    return pass_seconds(dev, g, t, ya.buffer) / rep
+
+
+def pass_seconds(dev, g: Graph, n: int, sync: object) -> float:
+    """Seconds of GPU time for one pass over every dispatch of ``g`` sized for ``n`` rows (median
+    of 5 after ~0.2 s of the same work, so clocks are up; without timestamp queries, the best
+    wall time of 5 submissions read back through ``sync``)."""
     if not dev.info.timestamp_query:
         best = float("inf")
         for i in range(6):
             t0 = time.perf_counter()
             g.run()
-            dev.read(ya.buffer, np.float32, 0, 16)
+            dev.read(sync, np.float32, 0, 16)
             if i:
                 best = min(best, time.perf_counter() - t0)
-        return best / rep
-    # GPU time of the whole pass (timestamps), after ~0.2 s of the same work so clocks are up
+        return best
     end = time.perf_counter() + 0.2
     while time.perf_counter() < end:
         g.run()
-        dev.read(ya.buffer, np.float32, 0, 16)
+        dev.read(sync, np.float32, 0, 16)
     prof = Profiler(dev, 8)
     times = []
     for _ in range(5):
         enc = dev.device.create_command_encoder()
-        cp = enc.begin_compute_pass(timestamp_writes=prof.writes(name))
+        cp = enc.begin_compute_pass(timestamp_writes=prof.writes("pass"))
         for item in g.items:
             cp.set_pipeline(item.pipeline)
             cp.set_bind_group(0, item.bind_group)
-            x, y, z = item.grid(t)
+            x, y, z = item.grid(n)
             if x and y and z:
                 cp.dispatch_workgroups(x, y, z)
         cp.end()
         prof.finish(enc)
         dev.queue.submit([enc.finish()])
         times.append(prof.read()[0][1] * 1e-6)
-    return float(np.median(times)) / rep
+    return float(np.median(times))
 
+
+SAMPLE_SETTINGS = {"greedy": (0.0, 1.0, 0), "plain": (1.0, 1.0, 0), "top_p": (1.0, 0.9, 0), "top_k_p": (1.0, 0.9, 40)}
+
+
+def time_sample(dev, vocab: int, setting: str, rep: int = 20) -> float:
+    """Seconds per dispatch of the sampling kernel on one row of ``vocab`` logits (a peaked
+    random distribution, as a language model's)."""
+    from rwkv_webgpu.ops.sample import mask_bits, sample_rows
+
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal(vocab) * 2.5).astype(np.float32)
+    la = act_buffer(dev, 1, vocab, "logits")
+    dev.write(la.buffer, logits)
+    params = dev.upload(np.array([[*SAMPLE_SETTINGS[setting], 0.5]], np.float32))
+    ids, allowed = dev.storage(16), dev.upload(mask_bits(None, vocab))
+    g, cnt = Graph(dev), Counter(dev, "n")
+    for _ in range(rep):
+        sample_rows(g, cnt, la, params, ids, allowed)
+    cnt.set(1)
+    return pass_seconds(dev, g, 1, ids) / rep
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--only", nargs="*", default=None, help="groups to run: gemv batch prefill")
+    ap.add_argument("--only", nargs="*", default=None, help="groups to run: gemv batch prefill sample")
     ap.add_argument("--shapes", nargs="*", default=None, help="RxK, e.g. 2048x2048")
     ap.add_argument("--tokens", type=int, nargs="*", default=None, help="step sizes (default: per group)")
     ap.add_argument("--kernels", nargs="*", default=None, help="only these variants (names as printed)")
@@ -136,6 +162,11 @@ def main() -> None:
     dev = get_device(args.adapter)
     shapes = [tuple(map(int, s.split("x"))) for s in args.shapes] if args.shapes else SHAPES
     out: dict = {"adapter": dev.info.describe(), "date": time.strftime("%Y-%m-%d"), "results": []}
+    if not args.only or "sample" in args.only:
+        for setting in SAMPLE_SETTINGS:
+            row = {"group": "sample", "kernel": setting, "V": 65536, "us": round(time_sample(dev, 65536, setting) * 1e6, 2)}
+            out["results"].append(row)
+            print(json.dumps(row), flush=True)
     for group, (tokens, variants) in groups(dev.info.subgroup).items():
         if args.only and group not in args.only:
             continue

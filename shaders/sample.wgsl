@@ -162,11 +162,14 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
     let hi = min(lo + chunk, p.v);
     var kept = 0.0;
     var last = 0u;  // the highest kept index: the pick when rounding leaves the goal past the end
-    for (var i = lo; i < hi; i++) {
-        let l = logit(base, i);
-        if l >= keep {
-            let q = exp((l - top) / temp) / total;
-            if q > 0.0 { kept += q; last = i; }
+    for (var i0 = lo; i0 < hi; i0 += 8u) {  // eight loads in flight (logit() past hi is never kept)
+        var l: array<f32, 8>;
+        for (var e = 0u; e < 8u; e++) { l[e] = select(NONE, logit(base, i0 + e), i0 + e < hi); }
+        for (var e = 0u; e < 8u; e++) {
+            if l[e] >= keep {
+                let q = exp((l[e] - top) / temp) / total;
+                if q > 0.0 { kept += q; last = i0 + e; }
+            }
         }
     }
     let fallback = reduce_index(lid, last, false);
