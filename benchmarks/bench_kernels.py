@@ -130,19 +130,22 @@ def pass_seconds(dev, g: Graph, n: int, sync: object) -> float:
     return float(np.median(times))
 
 
-SAMPLE_SETTINGS = {"greedy": (0.0, 1.0, 0), "plain": (1.0, 1.0, 0), "top_p": (1.0, 0.9, 0), "top_k_p": (1.0, 0.9, 40)}
+# (temperature, top_p, top_k) and the spread of the random logits: 2.5 is about as flat as a
+# random-weight model's (a third of the ids hold p >= 1e-6), 8 closer to a trained model's
+SAMPLE_SETTINGS = {"greedy": (0.0, 1.0, 0, 2.5), "plain": (1.0, 1.0, 0, 2.5), "top_p": (1.0, 0.9, 0, 2.5),
+                   "top_k_p": (1.0, 0.9, 40, 2.5), "top_p_peaked": (1.0, 0.9, 0, 8.0)}  # fmt: skip
 
 
 def time_sample(dev, vocab: int, setting: str, rep: int = 20) -> float:
-    """Seconds per dispatch of the sampling kernel on one row of ``vocab`` logits (a peaked
-    random distribution, as a language model's)."""
+    """Seconds per dispatch of the sampling kernel on one row of ``vocab`` random logits."""
     from rwkv_webgpu.ops.sample import mask_bits, sample_rows
 
     rng = np.random.default_rng(0)
-    logits = (rng.standard_normal(vocab) * 2.5).astype(np.float32)
+    *rule, spread = SAMPLE_SETTINGS[setting]
+    logits = (rng.standard_normal(vocab) * spread).astype(np.float32)
     la = act_buffer(dev, 1, vocab, "logits")
     dev.write(la.buffer, logits)
-    params = dev.upload(np.array([[*SAMPLE_SETTINGS[setting], 0.5]], np.float32))
+    params = dev.upload(np.array([[*rule, 0.5]], np.float32))
     ids, allowed = dev.storage(16), dev.upload(mask_bits(None, vocab))
     g, cnt = Graph(dev), Counter(dev, "n")
     for _ in range(rep):

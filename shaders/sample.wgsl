@@ -95,6 +95,41 @@ fn kept_sums(lid: u32, base: u32, c: f32, top: f32, temp: f32, total: f32) -> ve
     return reduce_pair(lid, vec2<f32>(dot(mass, vec4<f32>(1.0)), dot(cnt, vec4<f32>(1.0))));
 }
 
+const CAND: u32 = 2048u;  // candidates the top_p search can hold in workgroup memory
+var<workgroup> cand: array<f32, CAND>;  // their logits
+var<workgroup> n_cand: atomic<u32>;
+var<workgroup> n_seen: u32;
+
+// Gather the logits >= c into `cand` (in any order); returns how many there are (only the first
+// CAND are kept). Every invocation calls it.
+fn gather_candidates(lid: u32, base: u32, c: f32) -> u32 {
+    if lid == 0u { atomicStore(&n_cand, 0u); }
+    workgroupBarrier();
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        for (var e = 0u; e < 8u; e++) {
+            let v = l[e / 4u][e % 4u];
+            if v >= c {
+                let slot = atomicAdd(&n_cand, 1u);
+                if slot < CAND { cand[slot] = v; }
+            }
+        }
+    }
+    workgroupBarrier();
+    if lid == 0u { n_seen = atomicLoad(&n_cand); }
+    return workgroupUniformLoad(&n_seen);
+}
+
+// The mass of the candidates whose logit reaches `c`; every invocation calls it.
+fn candidate_mass(lid: u32, n: u32, c: f32, top: f32, temp: f32, total: f32) -> f32 {
+    var acc = 0.0;
+    for (var j = lid; j < n; j += WG) {
+        let v = cand[j];
+        if v >= c { acc += exp((v - top) / temp) / total; }
+    }
+    return reduce_sum(lid, acc);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let lid = lid3.x;
@@ -152,9 +187,27 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
     if top_p < 1.0 {
         let goal = top_p * kept_sums(lid, base, keep, top, temp, total).x;
         var hi_c = top;
-        for (var it = 0u; it < CUTS; it++) {
-            let mid = 0.5 * (keep + hi_c);
-            if kept_sums(lid, base, mid, top, temp, total).x >= goal { keep = mid; } else { hi_c = mid; }
+        // Without top_k, every token the nucleus keeps has p >= (1 - top_p) / V (the others hold
+        // less than 1 - top_p together): when those candidates are few (a peaked distribution),
+        // the bisection runs on them in workgroup memory instead of re-reading the row.
+        var searched = false;
+        if !(top_k > 0.0 && top_k < f32(p.v)) {
+            let floor_c = max(keep, top + temp * log((1.0 - top_p) / f32(p.v) * total));
+            let n = gather_candidates(lid, base, floor_c);
+            if n <= CAND {
+                keep = floor_c;
+                for (var it = 0u; it < CUTS; it++) {
+                    let mid = 0.5 * (keep + hi_c);
+                    if candidate_mass(lid, n, mid, top, temp, total) >= goal { keep = mid; } else { hi_c = mid; }
+                }
+                searched = true;
+            }
+        }
+        if !searched {
+            for (var it = 0u; it < CUTS; it++) {
+                let mid = 0.5 * (keep + hi_c);
+                if kept_sums(lid, base, mid, top, temp, total).x >= goal { keep = mid; } else { hi_c = mid; }
+            }
         }
     }
     let chunk = (p.v + WG - 1u) / WG;

@@ -37,6 +37,26 @@ def test_kernel_matches_numpy_rule(device, v):
     assert got.tolist() == want
 
 
+@pytest.mark.parametrize("spread", [8.0, 2.5])
+def test_peaked_and_flat_rows_take_either_search(device, spread):
+    """top_p alone searches the few candidates in workgroup memory when the distribution is
+    peaked (spread 8: a trained model's shape) and the whole row when it is flat: same rule."""
+    v = 65536
+    rng = np.random.default_rng(int(spread))
+    rows = [(1.0, top_p, 0, u) for top_p in (0.5, 0.9, 0.99) for u in (0.02, 0.5, 0.97)]
+    params = np.array(rows, np.float32)
+    logits = (rng.standard_normal((len(rows), v)) * spread).astype(np.float32)
+    g, c = Graph(device), Counter(device, "n")
+    la = act_buffer(device, len(rows), v, "logits")
+    device.write(la.buffer, logits)
+    ids = device.storage(len(rows) * 4)
+    sample_rows(g, c, la, device.upload(params), ids, device.upload(mask_bits(None, v)))
+    c.set(len(rows))
+    g.run()
+    got = device.read(ids, np.uint32)[: len(rows)]
+    assert got.tolist() == [reference(logits[i], *params[i]) for i in range(len(rows))]
+
+
 class FixedDraw:
     """An rng whose one draw is ``u`` (what the host sampler consumes per token)."""
 
