@@ -193,7 +193,6 @@ def bench_peer(path: str, args: argparse.Namespace) -> dict:
         for _ in range(args.decode):
             logits = np.asarray(qm.run([sample_top_p(logits, rng)]), np.float32)
         out[f"{quant}_decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
-        out[f"{quant}_decode_tok_s_b1_gpu_sampling"] = gpu_sampling_loop(qm, prompt, args.decode, rng)
         del qm
     out["peak_host_mb"] = peak_rss_mb()
     return out
