@@ -37,8 +37,9 @@ def test_kernel_matches_numpy_rule(device, v):
     assert got.tolist() == want
 
 
+@pytest.mark.parametrize("wg", [256, 1024])
 @pytest.mark.parametrize("spread", [8.0, 2.5])
-def test_peaked_and_flat_rows_take_either_search(device, spread):
+def test_peaked_and_flat_rows_take_either_search(device, spread, wg):
     """top_p alone searches the few candidates in workgroup memory when the distribution is
     peaked (spread 8: a trained model's shape) and the whole row when it is flat: same rule."""
     v = 65536
@@ -50,7 +51,7 @@ def test_peaked_and_flat_rows_take_either_search(device, spread):
     la = act_buffer(device, len(rows), v, "logits")
     device.write(la.buffer, logits)
     ids = device.storage(len(rows) * 4)
-    sample_rows(g, c, la, device.upload(params), ids, device.upload(mask_bits(None, v)))
+    sample_rows(g, c, la, device.upload(params), ids, device.upload(mask_bits(None, v)), wg=wg)
     c.set(len(rows))
     g.run()
     got = device.read(ids, np.uint32)[: len(rows)]
@@ -67,8 +68,9 @@ class FixedDraw:
         return self.u
 
 
+@pytest.mark.parametrize("wg", [256, 1024])
 @pytest.mark.parametrize("v", [97, 5003])
-def test_kernel_follows_the_host_sampler_and_the_mask(device, v):
+def test_kernel_follows_the_host_sampler_and_the_mask(device, v, wg):
     """The same ids as rwkv_webgpu.sampling.sample for the same uniform draw, with an allowed-id
     mask (ids the tokenizer cannot decode) applied on both sides."""
     from rwkv_webgpu.sampling import SamplingConfig, sample
@@ -88,7 +90,7 @@ def test_kernel_follows_the_host_sampler_and_the_mask(device, v):
     la = act_buffer(device, len(rows), v, "logits")
     device.write(la.buffer, logits)
     ids = device.storage(len(rows) * 4)
-    sample_rows(g, c, la, device.upload(np.array(rows, np.float32)), ids, device.upload(mask_bits(allowed, v)))
+    sample_rows(g, c, la, device.upload(np.array(rows, np.float32)), ids, device.upload(mask_bits(allowed, v)), wg=wg)
     c.set(len(rows))
     g.run()
     got = device.read(ids, np.uint32)[: len(rows)].tolist()

@@ -52,6 +52,8 @@ class AdapterInfo:
     max_buffer_size: int
     max_storage_buffers: int
     subgroup_size: int = 0  # subgroup size measured at start-up (0: no subgroups)
+    max_invocations: int = 256  # per workgroup
+    max_workgroup_storage: int = 16384  # bytes of workgroup memory
 
     def describe(self) -> str:
         extras = [f for f, on in (("shader-f16", self.shader_f16), ("subgroup", self.subgroup)) if on]
@@ -126,6 +128,8 @@ class Device:
             max_binding_size=int(required.get("max-storage-buffer-binding-size", 128 << 20)),
             max_buffer_size=int(required.get("max-buffer-size", 256 << 20)),
             max_storage_buffers=int(required.get("max-storage-buffers-per-shader-stage", 8)),
+            max_invocations=int(required.get("max-compute-invocations-per-workgroup", 256)),
+            max_workgroup_storage=int(required.get("max-compute-workgroup-storage-size", 16384)),
         )
         self.queue = self.device.queue
         from .shaders import PipelineCache

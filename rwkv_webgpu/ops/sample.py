@@ -9,20 +9,29 @@ import numpy as np
 from ..gpu import Act, Counter, Graph, pack_params
 
 PARAMS = np.dtype([(n, "<u4") for n in ("v", "_pad0", "_pad1", "_pad2")])
-WG = 256
+WG = 256  # invocations per row; GPUs that allow it take BIG_WG (one workgroup reads the whole
+BIG_WG = 1024  # row, so more invocations keep more loads in flight)
+BIG_WG_STORAGE = 32768  # the workgroup memory sample.wgsl needs with BIG_WG (~29 KiB)
+
+
+def sample_workgroup(info: Any) -> int:
+    """Invocations per row for the sampling kernel on an adapter."""
+    big = info.adapter_type.lower() != "cpu" and info.max_invocations >= BIG_WG
+    return BIG_WG if big and info.max_workgroup_storage >= BIG_WG_STORAGE else WG
 
 
 def sample_rows(graph: Graph, counter: Counter, logits: Act, row_params: Any, ids: Any, allowed: Any, *,
-                label: str = "sample") -> None:  # fmt: skip
+                label: str = "sample", wg: int | None = None) -> None:  # fmt: skip
     """Record ``ids[r] = choice(logits[r])`` for the counter's R rows.
 
     Shapes: logits [R, V] (packed); row_params f32 [R, 4] = (temperature, top_p, top_k, u);
     ids u32 [R]; allowed u32 [ceil(V / 32)], the ids that may be chosen as bits (see
     :func:`mask_bits`). See shaders/sample.wgsl for the rule (temperature 0 is argmax).
+    ``wg``: invocations per row (default: :func:`sample_workgroup`; a power of two).
     """
     params = pack_params(PARAMS, v=logits.cols, _pad0=0, _pad1=0, _pad2=0)
     graph.dispatch("sample", counter, params, [logits.buffer, row_params, ids, allowed], lambda n: (n, 1, 1),
-                   label=label, WG=WG)  # fmt: skip
+                   label=label, WG=wg or sample_workgroup(graph.device.info))  # fmt: skip
 
 
 def mask_bits(allowed: np.ndarray | None, vocab: int) -> np.ndarray:
