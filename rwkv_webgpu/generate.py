@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -202,20 +202,27 @@ class GenerationStream:
             yield tail
 
 
-def use_gpu_sampling(model: Model, sampler: Sampler, wanted: bool | None) -> bool:
+def use_gpu_sampling(model: Model, sampler: Any, wanted: bool | None) -> bool:
     """Whether a generation chooses its tokens on the GPU (after the first: the prompt's logits
-    are sampled on the host). ``wanted`` None: where the sampler's settings allow it and the
+    are sampled on the host). ``wanted`` None: where the sampler is a plain :class:`Sampler`
+    (not a plugin's sampler or a subclass with its own choice), its settings allow it and the
     adapter is a real GPU (on CPU adapters numpy samples faster than the kernel); True insists
     (ConfigError if a setting needs the host); False never."""
+    if wanted is False:
+        return False
+    if not isinstance(sampler, Sampler):
+        if wanted:
+            raise ConfigError(f"gpu_sampling=True needs a rwkv_webgpu.Sampler (its settings, random stream and "
+                              f"allowed ids go to the GPU), not {type(sampler).__name__}")  # fmt: skip
+        return False
     unsupported = gpu_unsupported(sampler.config)
     if wanted:
         if unsupported:
             raise ConfigError(f"gpu_sampling=True, but these settings need the host sampler: {unsupported}")
         return True
-    if wanted is None:
-        device = getattr(model, "device", None)  # stand-ins for a model (tests) have none
-        return not unsupported and device is not None and device.info.adapter_type.lower() != "cpu"
-    return False
+    device = getattr(model, "device", None)  # stand-ins for a model (tests) have none
+    own_rule = type(sampler).__call__ is not Sampler.__call__
+    return not (unsupported or own_rule) and device is not None and device.info.adapter_type.lower() != "cpu"
 
 
 def generate_stream(

@@ -343,5 +343,19 @@ def test_gpu_sampling_default_and_refusals(model, monkeypatch):
     assert not generate_stream(model, "a", max_tokens=1, gpu_sampling=False).gpu_sampling
     with pytest.raises(rw.ConfigError, match="presence_penalty"):
         generate_stream(model, "a", sampling=SamplingConfig(presence_penalty=0.5), gpu_sampling=True)
+
+    class OwnChoice(Sampler):
+        def __call__(self, logits):
+            return 3
+
+    def plugin_sampler(logits):
+        return 1
+
+    # a sampler with its own rule (a subclass, a plugin's callable) keeps choosing on the host
+    assert not generate_stream(model, "a", max_tokens=1, sampler=OwnChoice()).gpu_sampling
+    assert generate_stream(model, "ab", max_tokens=3, sampler=OwnChoice()).result.tokens == [3, 3, 3]
+    assert not generate_stream(model, "a", max_tokens=1, sampler=plugin_sampler).gpu_sampling
+    with pytest.raises(rw.ConfigError, match="plugin_sampler|function"):
+        generate_stream(model, "a", sampler=plugin_sampler, gpu_sampling=True)
     with pytest.raises(rw.ConfigError, match="allowed"):
         model.forward_sample([1], model.new_state(), GREEDY, np.random.default_rng(0), allowed=np.ones(3, bool))
