@@ -336,6 +336,7 @@ def test_gpu_sampling_default_and_refusals(model, monkeypatch):
     import dataclasses
 
     info = model.device.info
+    monkeypatch.setattr(model.device, "info", dataclasses.replace(info, adapter_type="CPU"))
     assert not generate_stream(model, "a", max_tokens=1).gpu_sampling  # CPU adapter: numpy is faster
     monkeypatch.setattr(model.device, "info", dataclasses.replace(info, adapter_type="DiscreteGPU"))
     assert generate_stream(model, "a", max_tokens=1).gpu_sampling
