@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
-    import rwkv_webgpu as rw
     from bench_models import _group
+
+    import rwkv_webgpu as rw
     from rwkv_webgpu.models.step import Plan
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -13,10 +13,8 @@ from ..gpu import Act, BufferRange, Counter, Graph, Matrix, QMatrix, ceil_div, p
 from ..gpu.recorder import Grid
 from ..gpu.tensor import MatrixPart
 
-PARAMS = np.dtype(
-    [(n, "<u4") for n in ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate",
-                          "gate")]  # fmt: skip
-)
+_FIELDS = ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate", "gate")
+PARAMS = np.dtype([(n, "<u4") for n in _FIELDS])
 ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "silu": 4}
 ROWS = 4  # rows per workgroup (matmul.wgsl)
 TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)

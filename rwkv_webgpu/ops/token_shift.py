@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -88,7 +89,7 @@ def token_mix_lora(
     fits = (
         all(len(m.parts) == 1 and isinstance(r, BufferRange) and r.buffer is ranges[0].buffer for m, r in zip(w2, ranges))
         and all((m.rows, m.k, m.kp) == (c, d, w2[0].kp) for m in w2)
-        and len({b.offset - a.offset for a, b in zip(ranges, ranges[1:])}) <= 1
+        and len({b.offset - a.offset for a, b in itertools.pairwise(ranges)}) <= 1
         and hid.cols >= len(w2) * d
     )  # fmt: skip
     if not fits:
