@@ -1,6 +1,5 @@
 """One public function per op; each records dispatches of the kernel family of the same name."""
 
-from .blend import add_mul
 from .matmul import Product, matmul, matmul_group
 from .norm import layer_norm
 from .time_mix_v4 import time_mix_v4
@@ -10,7 +9,6 @@ from .token_shift import norm_mix, token_mix, token_mix_lora
 
 __all__ = [
     "Product",
-    "add_mul",
     "layer_norm",
     "matmul",
     "matmul_group",

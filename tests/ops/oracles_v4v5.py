@@ -1,5 +1,5 @@
-"""Float64 numpy references for the RWKV-4 / RWKV-5/6 time mix, token_shift's `mix_delta` and
-blend's `add_mul` (no code shared with the kernels).
+"""Float64 numpy references for the RWKV-4 / RWKV-5/6 time mix and token_shift's `mix_delta`
+(no code shared with the kernels).
 
 The math follows the official ``rwkv`` package (``rwkv/model.py``): ``att_seq`` for RWKV-4,
 ``att_seq_v5_2`` / ``att_seq_v6_0`` (and ``att_one_v6_0``) for RWKV-5/6.
@@ -112,11 +112,6 @@ def token_shift_delta(
             prev[s] = shift[b]
             prev[s + 1 : s + n] = x[s : s + n - 1]
     return x[None] + (prev - x)[None] * (mu[:, None, :] + delta)
-
-
-def add_mul(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """y + a * b."""
-    return f64(y) + f64(a) * f64(b)
 
 
 _OFFICIAL: dict = {}
