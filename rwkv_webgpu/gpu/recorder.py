@@ -8,6 +8,7 @@ recorded list into one command buffer: no pipeline or bind-group creation per st
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ Grid = Callable[[int], tuple[int, int, int]]
 PROGRAMS_KEPT = 16  # encoded step shapes remembered per graph (decoding needs one, prompts a few)
 
 
+@functools.cache
 def _native_calls() -> Any:
     """wgpu-native's C functions without wgpu-py's per-call error capture, or None.
 

@@ -250,6 +250,8 @@ class StepRunner:
     def _write_mask(self, buf: Buffers, allowed: np.ndarray | None) -> None:
         """Give the sampling kernel ``allowed`` (None: every id), unless it has it already. A
         read-only mask (the tokenizer's, see sampling.valid_ids) is recognised by identity."""
+        if allowed is None and buf.allowed_now is None:  # every id, as already written
+            return
         if allowed is not None and allowed is buf.allowed_src and not allowed.flags.writeable:
             return
         words = mask_bits(allowed, self.model.info.num_vocab)

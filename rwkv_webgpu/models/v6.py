@@ -18,6 +18,7 @@ import numpy as np
 
 from ..gpu import Act, Graph, act_buffer, upload_matrices
 from ..ops import Product, matmul, matmul_group, token_mix, token_mix_lora
+from ..ops.token_shift import lora_fits
 from ..state import State
 from .base import Buffers, VectorPack
 from .v5 import G, K, R, V, V5Model, W
@@ -28,16 +29,6 @@ TO_PLANE = {"w": W, "k": K, "v": V, "r": R, "g": G}
 
 class V6Model(V5Model):
     dynamic_decay = True
-
-    @property
-    def fused_lora_mix(self) -> bool:
-        """Whether decoding steps compute the mix LoRA second halves inside the mix kernel
-        (their matrices share one buffer, which upload_matrices does unless they would not fit
-        one binding together)."""
-        w2 = [(self.layers[0].extra or {})[f"maa_w2_{m}"] for m in MAA]
-        part = w2[0].parts[0].buffer
-        return all(len(w.parts) == 1 and getattr(w.parts[0].buffer, "buffer", None) is getattr(part, "buffer", 0)
-                   for w in w2)  # fmt: skip
 
     def load_att(self, ckpt: Any, i: int, pack: VectorPack) -> dict[str, Any]:
         att = f"blocks.{i}.att."
@@ -81,11 +72,12 @@ class V6Model(V5Model):
         hid = Act(bb.hid.buffer, dm5, dm5, 0, buf.tmax)
         matmul(g, n, bb.xxx, ex["maa_w1"], hid, act="tanh", label=f"{i}.att.maa_w1")
         w2 = [ex[f"maa_w2_{m}"] for m in MAA]
-        if self.fused_lora_mix:  # decoding: the LoRA second halves inside the mix kernel
+        fused = lora_fits(w2, self.info.num_emb)  # decoding: the LoRA second halves inside the mix kernel
+        if fused:
             with g.only_when(lambda: buf.one_per_slot):
                 token_mix_lora(g, n, buf.cursors, buf.xn, shift, lw.vec, o["att.mu"], bb.mix, w2=w2, hid=hid,
                                slots=buf.slots, plane=plane, store=True, label=f"{i}.att.mix_lora")  # fmt: skip
-        with g.only_when(lambda: not (self.fused_lora_mix and buf.one_per_slot)):
+        with g.only_when(lambda: not (fused and buf.one_per_slot)):
             deltas = [Product(Act(bb.hid.buffer, dm, dm5, j * dm, buf.tmax), w, bb.delta.at(j * plane),
                               label=f"{i}.att.maa_w2.{m}") for j, (m, w) in enumerate(zip(MAA, w2))]  # fmt: skip
             matmul_group(g, n, deltas, label=f"{i}.att.maa_w2")

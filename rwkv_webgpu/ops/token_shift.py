@@ -71,6 +71,18 @@ def _params(x: Act, slots: int, mixes: int, mu_off: int, plane: int, store: bool
     )  # fmt: skip
 
 
+def lora_fits(w2: list[Matrix], c: int) -> bool:
+    """Whether :func:`token_mix_lora` can read ``w2``: [C, D] matrices of one width, stored in one
+    buffer at even spacing (``upload_matrices`` does so unless they would not fit one binding)."""
+    ranges = [m.parts[0].buffer if len(m.parts) == 1 else None for m in w2]
+    first = ranges[0]
+    return (
+        all(isinstance(r, BufferRange) and isinstance(first, BufferRange) and r.buffer is first.buffer for r in ranges)
+        and all((m.rows, m.k, m.kp) == (c, w2[0].k, w2[0].kp) for m in w2)
+        and len({b.offset - a.offset for a, b in itertools.pairwise(ranges)}) <= 1  # type: ignore[union-attr]
+    )  # fmt: skip
+
+
 def token_mix_lora(
     graph: Graph, counter: Counter, cursors: Any, x: Act, shift: Any, vec: Any, mu_off: int, out: Act,
     *, w2: list[Matrix], hid: Act, slots: int, plane: int, store: bool = False, label: str = "token_mix_lora",
@@ -83,17 +95,10 @@ def token_mix_lora(
     c = x.cols
     if x.stride != c or out.offset or out.stride != c:
         raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={c}) and the output starts at 0")
-    parts = [m.parts[0] for m in w2]
-    ranges = [pt.buffer for pt in parts]
-    d = w2[0].k
-    fits = (
-        all(len(m.parts) == 1 and isinstance(r, BufferRange) and r.buffer is ranges[0].buffer for m, r in zip(w2, ranges))
-        and all((m.rows, m.k, m.kp) == (c, d, w2[0].kp) for m in w2)
-        and len({b.offset - a.offset for a, b in itertools.pairwise(ranges)}) <= 1
-        and hid.cols >= len(w2) * d
-    )  # fmt: skip
-    if not fits:
+    if not lora_fits(w2, c) or hid.cols < len(w2) * w2[0].k:
         raise ShapeError(f"{label}: the LoRA matrices must be [C={c}, D] each, evenly spaced in one buffer")
+    ranges = [m.parts[0].buffer for m in w2]
+    d = w2[0].k
     step = (ranges[1].offset - ranges[0].offset) // 16 if len(ranges) > 1 else 0
     params = _params(x, slots, len(w2), mu_off, plane, store, None, lora_d=d, lora_kv=w2[0].kp // 8,
                      lora_w=ranges[0].offset // 16, lora_step=step, lora_h=hid.offset, lora_hs=hid.stride)  # fmt: skip

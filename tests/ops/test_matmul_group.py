@@ -54,6 +54,21 @@ def run(device, products, outs, y0, t, kernel=None):
     return [device.read(b.buffer)[: t * width].reshape(t, width) for b in outs], g
 
 
+def assert_one_by_one_equals(device, products, outs, y0, t, got):
+    """The products run through matmul one at a time give exactly ``got`` (bit for bit)."""
+    single = Graph(device)
+    cnt = Counter(device, "n")
+    for buf, y in zip(outs, y0):
+        device.write(buf.buffer, y)
+    for pr in products:
+        matmul(single, cnt, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate)
+    cnt.set(t)
+    single.run()
+    width = outs[0].cols
+    for buf, want in zip(outs, got):
+        np.testing.assert_array_equal(device.read(buf.buffer)[: t * width].reshape(t, width), want)
+
+
 @pytest.mark.parametrize("kernel", [None, "gemv", "rowwise", "decode"])
 @pytest.mark.parametrize("t", [1, 3, 17, 70])
 def test_group_matches_numpy(device, kernel, t):
@@ -72,17 +87,7 @@ def test_group_equals_products_one_by_one(device, t):
     rng = np.random.default_rng(10 + t)
     _, _, outs, y0, products = build(device, t, rng)
     got, _ = run(device, products, outs, y0, t)
-    single = Graph(device)
-    cnt = Counter(device, "n")
-    for buf, y in zip(outs, y0):
-        device.write(buf.buffer, y)
-    for pr in products:
-        matmul(single, cnt, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate)
-    cnt.set(t)
-    single.run()
-    width = outs[0].cols
-    for buf, want in zip(outs, got):
-        np.testing.assert_array_equal(device.read(buf.buffer)[: t * width].reshape(t, width), want)
+    assert_one_by_one_equals(device, products, outs, y0, t, got)
 
 
 @pytest.mark.parametrize("t", [1, 9, 17])
@@ -108,17 +113,7 @@ def test_group_on_gpus_equals_products_one_by_one(device, monkeypatch, t, wide_r
     live = [item.label for item in g.items if item.grid(t) != (0, 0, 0)]
     grouped = t < (mm.WIDE_FROM if wide_rows == 32 else mm.DECODE_UNTIL)
     assert live == ["group"] if grouped else "group" not in live
-    single = Graph(device)
-    cnt = Counter(device, "n")
-    for buf, y in zip(outs, y0):
-        device.write(buf.buffer, y)
-    for pr in products:
-        matmul(single, cnt, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate)
-    cnt.set(t)
-    single.run()
-    width = outs[0].cols
-    for buf, want in zip(outs, got):
-        np.testing.assert_array_equal(device.read(buf.buffer)[: t * width].reshape(t, width), want)
+    assert_one_by_one_equals(device, products, outs, y0, t, got)
 
 
 def test_matrices_share_one_aligned_buffer(device):
