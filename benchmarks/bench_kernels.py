@@ -9,6 +9,7 @@ up; wall time of the best submission on adapters without timestamps). For choosi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -95,6 +96,57 @@ def time_variant(dev, variant: Variant, r: int, k: int, t: int, rep: int) -> flo
     return pass_seconds(dev, g, t, ya.buffer) / rep
 
 
+# one-token kernels as a decode step runs them: (weights, shader, entry, constants); rows per
+# workgroup = WGS / LANES * RPL
+DECODE_VARIANTS = [
+    (f"{wk}.l{lanes}w{wgs}r{rpl}u{un}", wk, lanes, wgs, rpl, un)
+    for wk in ("f16", "int8", "nf4")
+    for lanes, wgs, rpl, un in [(16, 128, 1, 1), (16, 128, 2, 1), (16, 128, 1, 2), (16, 128, 2, 2), (16, 128, 1, 4),
+                                (16, 128, 4, 1), (16, 128, 2, 4), (16, 128, 4, 2), (16, 64, 2, 2), (16, 256, 2, 2),
+                                (32, 128, 2, 2), (32, 256, 1, 4), (8, 64, 2, 2)]
+]  # fmt: skip
+COLD_BYTES = 256 << 20  # distinct copies of the weights per pass: several times the H100's 50 MB L2
+
+
+def cold_weights(dev, wk: str, r: int, k: int) -> tuple[list, int]:
+    """Distinct copies of one random W [r, k] (f16, int8 or nf4), COLD_BYTES in all, and the
+    bytes of one copy: a pass giving each dispatch its own copy reads weights from memory."""
+    from rwkv_webgpu.gpu import upload_qmatrix
+    from rwkv_webgpu.weights.quant import Quant, quantize
+
+    w = np.random.default_rng(0).standard_normal((r, k), np.float32) / np.sqrt(k)
+    if wk == "f16":
+        nbytes = r * ((k + 7) // 8 * 8) * 2
+        return [upload_matrix(dev, w, "w") for _ in range(max(2, COLD_BYTES // nbytes))], nbytes
+    qm = quantize(w, Quant(wk))
+    nbytes = qm.codes.nbytes + qm.scales.nbytes
+    return [upload_qmatrix(dev, qm, "w") for _ in range(max(2, COLD_BYTES // nbytes))], nbytes
+
+
+def time_decode_cold(dev, variant: tuple, mats: list, k: int) -> float:
+    """Seconds per one-token product through ``variant`` with weights read cold (``mats``)."""
+    _, wk, lanes, wgs, rpl, un = variant
+    xa, ya = act_buffer(dev, 1, k, "x"), act_buffer(dev, 1, mats[0].rows, "y")
+    dev.write(xa.buffer, np.random.default_rng(1).standard_normal((1, k), np.float32))
+    cnt = Counter(dev, "n")
+    cnt.set(1)
+    consts = {"LANES": lanes, "WGS": wgs, "RPL": rpl, "UNROLL": un}
+    per = wgs // lanes * rpl
+    g = Graph(dev)
+    for m in mats:
+        for part in m.parts:
+            params = pack_params(PARAMS, k=k, kv=m.kp // 8, rows=part.rows, row0=part.row0, x_off=0,
+                                 x_stride=xa.stride, y_off=0, y_stride=ya.stride, act=0, accumulate=0, gate=0)  # fmt: skip
+            grid = functools.partial(lambda rows, n: (ceil_div(rows, per), n, 1), part.rows)
+            if wk == "f16":
+                g.dispatch("matmul_subgroup", cnt, params, [part.buffer, xa.buffer, ya.buffer], grid,
+                           entry="decode", label=variant[0], TOK=1, **consts)  # fmt: skip
+            else:
+                g.dispatch("matmul_quant_subgroup", cnt, params, [part.codes, xa.buffer, ya.buffer, part.scales],
+                           grid, label=variant[0], QUANT={"int8": 0, "nf4": 1}[wk], **consts)  # fmt: skip
+    return pass_seconds(dev, g, 1, ya.buffer) / len(mats)
+
+
 def pass_seconds(dev, g: Graph, n: int, sync: object) -> float:
     """Seconds of GPU time for one pass over every dispatch of ``g`` sized for ``n`` rows (median
     of 5 after ~0.2 s of the same work, so clocks are up; without timestamp queries, the best
@@ -157,7 +209,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--only", nargs="*", default=None, help="groups to run: gemv batch prefill sample")
+    ap.add_argument("--only", nargs="*", default=None, help="groups to run: gemv batch prefill sample decode (decode: only when named; weights read cold)")
     ap.add_argument("--shapes", nargs="*", default=None, help="RxK, e.g. 2048x2048")
     ap.add_argument("--tokens", type=int, nargs="*", default=None, help="step sizes (default: per group)")
     ap.add_argument("--kernels", nargs="*", default=None, help="only these variants (names as printed)")
@@ -170,6 +222,20 @@ def main() -> None:
             row = {"group": "sample", "kernel": setting, "V": 65536, "us": round(time_sample(dev, 65536, setting) * 1e6, 2)}
             out["results"].append(row)
             print(json.dumps(row), flush=True)
+    if (args.only and "decode" in args.only) and dev.info.subgroup:
+        for r, k in shapes:
+            for wk in ("f16", "int8", "nf4"):
+                chosen = [v for v in DECODE_VARIANTS if v[1] == wk and (not args.kernels or v[0] in args.kernels)]
+                if not chosen:
+                    continue
+                mats, nbytes = cold_weights(dev, wk, r, k)
+                for v in chosen:
+                    s = time_decode_cold(dev, v, mats, k)
+                    row = {"group": "decode", "kernel": v[0], "R": r, "K": k, "T": 1, "us": round(s * 1e6, 2),
+                           "weight_gb_s": round(nbytes / s / 1e9, 1)}  # fmt: skip
+                    out["results"].append(row)
+                    print(json.dumps(row), flush=True)
+                del mats
     for group, (tokens, variants) in groups(dev.info.subgroup).items():
         if args.only and group not in args.only:
             continue

@@ -3,11 +3,17 @@
 // LANES-th 16-byte word of it, and sum their partials with subgroup shuffles (no workgroup
 // memory, no barriers). Needs subgroups of at least LANES invocations in local-index order.
 // Bindings as matmul.wgsl. Grid: (ceil(R / (WGS / LANES)), ceil(T / TOK)); workgroup of WGS.
+// `decode` (one token per workgroup row of the grid) gives each LANES invocations RPL rows and
+// has each lane load UNROLL words of every row before using them: more loads in flight and one
+// read of x for RPL rows. Every row's sum is `main`'s with TOK = 1, in the same order.
+// Grid: (ceil(R / (WGS / LANES * RPL)), T).
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 
 override LANES: u32 = 8u;  // invocations per row: 8, 16 or 32
 override WGS: u32 = 64u;   // invocations per workgroup
 override TOK: u32 = 4u;    // tokens per workgroup, at most 4
+override RPL: u32 = 2u;    // decode: rows per LANES invocations, 1, 2 or 4
+override UNROLL: u32 = 2u; // decode: words of each row per lane in flight, RPL * UNROLL <= 16
 
 @compute @workgroup_size(WGS)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -31,5 +37,40 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     }
     if lane == 0u {
         for (var j = 0u; j < TOK; j++) { store_out(t0 + j, r, acc[j]); }
+    }
+}
+
+@compute @workgroup_size(WGS)
+fn decode(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = li % LANES;
+    let r0 = (wid.x * (WGS / LANES) + li / LANES) * RPL;
+    let t = wid.y;
+    let kv = p.kv;
+    var base: array<u32, 4>;
+    for (var j = 0u; j < RPL; j++) { base[j] = min(r0 + j, p.rows - 1u) * kv; }
+    var acc: array<f32, 4>;
+    if t < count.n {
+        var i = lane;
+        for (; i + (UNROLL - 1u) * LANES < kv; i += UNROLL * LANES) {
+            var q: array<vec4<u32>, 16>;
+            for (var u = 0u; u < UNROLL; u++) {
+                for (var j = 0u; j < RPL; j++) { q[u * RPL + j] = w[base[j] + i + u * LANES]; }
+            }
+            for (var u = 0u; u < UNROLL; u++) {
+                let v = x8(t, (i + u * LANES) * 8u);
+                for (var j = 0u; j < RPL; j++) { acc[j] += dot8(q[u * RPL + j], v); }
+            }
+        }
+        for (; i < kv; i += LANES) {
+            let v = x8(t, i * 8u);
+            for (var j = 0u; j < RPL; j++) { acc[j] += dot8(w[base[j] + i], v); }
+        }
+    }
+    for (var j = 0u; j < RPL; j++) {
+        var a = acc[j];
+        for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+            a += subgroupShuffleXor(a, s);
+        }
+        if lane == 0u { store_out(t, r0 + j, a); }
     }
 }

@@ -57,9 +57,9 @@ class PipelineKey:
 # Helper files a kernel needs besides common.wgsl (kept here, not in a preprocessor).
 HELPERS: dict[str, tuple[str, ...]] = {
     "matmul": ("matmul_io",),
-    "matmul_quant": ("matmul_io", "weights_quant"),
-    "matmul_quant_tiled": ("matmul_io", "weights_quant"),
-    "matmul_quant_subgroup": ("matmul_io", "weights_quant"),
+    "matmul_quant": ("matmul_io", "quant_codebook", "weights_quant"),
+    "matmul_quant_tiled": ("matmul_io", "quant_codebook", "weights_quant"),
+    "matmul_quant_subgroup": ("matmul_io", "quant_codebook"),
     "matmul_subgroup": ("matmul_io",),
     "matmul_group": ("matmul_group_io",),
     "matmul_group_subgroup": ("matmul_group_io",),

@@ -28,8 +28,10 @@ BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
 DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
 DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
-DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
-# adapters with subgroups under 32 invocations, where the compiler may pick smaller ones)
+DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 lane groups of 16 (16 x 8 lanes on
+# adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
+DECODE_RPL = 2  # ... each lane group summing this many rows (one read of x for all of them) ...
+DECODE_UNROLL = 2  # ... with this many 16-byte words of each row per lane in flight
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
@@ -79,7 +81,7 @@ def matmul(
                 continue
             consts: dict[str, float]
             if name == "decode":
-                shader, entry, consts = "matmul_subgroup", "main", {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "TOK": 1}
+                shader, entry, consts = "matmul_subgroup", "decode", decode_constants(graph)
             else:
                 shader, entry, consts = _KERNEL_SOURCES[name]
             suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise") else f".{name}"
@@ -157,6 +159,17 @@ def decode_lanes(graph: Graph) -> int:
     return 16 if graph.device.info.subgroup_size >= 32 else 8
 
 
+def decode_constants(graph: Graph) -> dict[str, float]:
+    """Override constants of the one-token subgroup kernels (f16, group and quantized)."""
+    return {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "RPL": DECODE_RPL, "UNROLL": DECODE_UNROLL}
+
+
+def decode_grid(graph: Graph, rows: int) -> Grid:
+    """Grid of those kernels for ``rows`` rows: one workgroup row per token."""
+    per = DECODE_WGS // decode_lanes(graph) * DECODE_RPL
+    return lambda n: (ceil_div(rows, per), n, 1)
+
+
 def _check(x: Act, w: Matrix | QMatrix, y: Act, act: str, label: str) -> None:
     if x.cols != w.k:
         raise ShapeError(f"{label}: input [T, {x.cols}] and weight [R={w.rows}, K={w.k}] do not fit (K differs)")
@@ -169,11 +182,10 @@ def _check(x: Act, w: Matrix | QMatrix, y: Act, act: str, label: str) -> None:
 def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tuple[str, Grid]]:
     """The kernels to record for a matrix part of ``rows`` x ``k`` and the grid of each: the grid
     is empty on the steps where :func:`_rule` picks another kernel. ``kernel`` forces one."""
-    lanes = decode_lanes(graph)
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
-        "decode": lambda n: (ceil_div(rows, DECODE_WGS // lanes), n, 1),
+        "decode": decode_grid(graph, rows),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
         "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
@@ -277,8 +289,7 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
                                WG=64, ROWS=ROWS, QUANT=quant)  # fmt: skip
             elif name == "decode":
                 graph.dispatch("matmul_quant_subgroup", counter, params, buffers, grid,
-                               label=f"{label}.{w.quant.value}.decode", QUANT=quant, LANES=decode_lanes(graph),
-                               WGS=DECODE_WGS)  # fmt: skip
+                               label=f"{label}.{w.quant.value}.decode", QUANT=quant, **decode_constants(graph))  # fmt: skip
             else:
                 graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid,
                                label=f"{label}.{w.quant.value}.tiled", QUANT=quant)  # fmt: skip
@@ -389,10 +400,8 @@ def matmul_group(
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
     if first:
         with graph.only_when(lambda: counter.value < first):
-            lanes = decode_lanes(graph)
-            graph.dispatch("matmul_group_subgroup", counter, params, buffers,
-                           lambda n: (ceil_div(rows, DECODE_WGS // lanes), n, 1), label=label,
-                           LANES=lanes, WGS=DECODE_WGS)  # fmt: skip
+            graph.dispatch("matmul_group_subgroup", counter, params, buffers, decode_grid(graph, rows),
+                           label=label, **decode_constants(graph))  # fmt: skip
     if first >= limit:
         return
     with graph.only_when(lambda: first <= counter.value < limit):
