@@ -104,7 +104,8 @@ DECODE_VARIANTS = [
     for lanes, wgs, rpl, un in [(16, 128, 1, 1), (16, 128, 2, 1), (16, 128, 1, 2), (16, 128, 2, 2), (16, 128, 1, 4),
                                 (16, 128, 4, 1), (16, 128, 2, 4), (16, 128, 4, 2), (16, 64, 2, 2), (16, 256, 2, 2),
                                 (32, 128, 2, 2), (32, 256, 1, 4), (8, 64, 2, 2)]
-]  # fmt: skip
+] + [(f"{wk}.gemv64x4", wk, 0, 64, 0, 0) for wk in ("f16", "int8", "nf4")]  # fmt: skip
+# (lanes 0: the 64-lane GEMV-style kernel, matmul.wgsl / matmul_quant.wgsl, 4 rows per workgroup)
 COLD_BYTES = 256 << 20  # distinct copies of the weights per pass: several times the H100's 50 MB L2
 
 
@@ -130,8 +131,10 @@ def time_decode_cold(dev, variant: tuple, mats: list, k: int) -> float:
     dev.write(xa.buffer, np.random.default_rng(1).standard_normal((1, k), np.float32))
     cnt = Counter(dev, "n")
     cnt.set(1)
-    consts = {"LANES": lanes, "WGS": wgs, "RPL": rpl, "UNROLL": un}
-    per = wgs // lanes * rpl
+    consts = {"LANES": lanes, "WGS": wgs, "RPL": rpl, "UNROLL": un} if lanes else {"WG": 64, "ROWS": 4}
+    per = wgs // lanes * rpl if lanes else 4
+    shader = ("matmul_subgroup" if wk == "f16" else "matmul_quant_subgroup") if lanes else \
+        ("matmul" if wk == "f16" else "matmul_quant")  # fmt: skip
     g = Graph(dev)
     for m in mats:
         for part in m.parts:
@@ -139,10 +142,10 @@ def time_decode_cold(dev, variant: tuple, mats: list, k: int) -> float:
                                  x_stride=xa.stride, y_off=0, y_stride=ya.stride, act=0, accumulate=0, gate=0)  # fmt: skip
             grid = functools.partial(lambda rows, n: (ceil_div(rows, per), n, 1), part.rows)
             if wk == "f16":
-                g.dispatch("matmul_subgroup", cnt, params, [part.buffer, xa.buffer, ya.buffer], grid,
-                           entry="decode", label=variant[0], TOK=1, **consts)  # fmt: skip
+                g.dispatch(shader, cnt, params, [part.buffer, xa.buffer, ya.buffer], grid,
+                           entry="decode" if lanes else "main", label=variant[0], **consts)  # fmt: skip
             else:
-                g.dispatch("matmul_quant_subgroup", cnt, params, [part.codes, xa.buffer, ya.buffer, part.scales],
+                g.dispatch(shader, cnt, params, [part.codes, xa.buffer, ya.buffer, part.scales],
                            grid, label=variant[0], QUANT={"int8": 0, "nf4": 1}[wk], **consts)  # fmt: skip
     return pass_seconds(dev, g, 1, ya.buffer) / len(mats)
 
