@@ -96,16 +96,19 @@ def time_variant(dev, variant: Variant, r: int, k: int, t: int, rep: int) -> flo
     return pass_seconds(dev, g, t, ya.buffer) / rep
 
 
-# one-token kernels as a decode step runs them: (weights, shader, entry, constants); rows per
-# workgroup = WGS / LANES * RPL
+# one-token kernels as a decode step runs them: (name, weights, LANES, WGS, UNROLL); rows per
+# workgroup = WGS / LANES
 DECODE_VARIANTS = [
-    (f"{wk}.l{lanes}w{wgs}r{rpl}u{un}", wk, lanes, wgs, rpl, un)
-    for wk in ("f16", "int8", "nf4")
-    for lanes, wgs, rpl, un in [(16, 128, 1, 1), (16, 128, 2, 1), (16, 128, 1, 2), (16, 128, 2, 2), (16, 128, 1, 4),
-                                (16, 128, 4, 1), (16, 128, 2, 4), (16, 128, 4, 2), (16, 64, 2, 2), (16, 256, 2, 2),
-                                (32, 128, 2, 2), (32, 256, 1, 4), (8, 64, 2, 2)]
-] + [(f"{wk}.gemv64x4", wk, 0, 64, 0, 0) for wk in ("f16", "int8", "nf4")]  # fmt: skip
-# (lanes 0: the 64-lane GEMV-style kernel, matmul.wgsl / matmul_quant.wgsl, 4 rows per workgroup)
+    (f"{wk}.l{lanes}w{wgs}u{un}", wk, lanes, wgs, un)
+    for wk, settings in (
+        ("f16", [(16, 128, 1), (16, 128, 2), (16, 128, 4), (32, 128, 1), (32, 128, 2), (32, 256, 4), (8, 64, 1)]),
+        ("int8", [(16, 128, 1), (16, 128, 2), (32, 128, 1), (8, 64, 1), (8, 64, 2)]),
+        ("nf4", [(16, 128, 1), (16, 128, 2), (32, 128, 1), (8, 64, 1), (8, 64, 2)]),
+    )
+    for lanes, wgs, un in settings
+] + [(f"{wk}.gemv{wg}x{rows}", wk, 0, wg, rows) for wk in ("f16", "int8", "nf4") for wg, rows in ((64, 4), (128, 2), (256, 1))]  # fmt: skip
+# (lanes 0: the GEMV-style kernel, matmul.wgsl / matmul_quant.wgsl: WG lanes per row, ROWS rows per
+# workgroup, given in the WGS and UNROLL places)
 COLD_BYTES = 256 << 20  # distinct copies of the weights per pass: several times the H100's 50 MB L2
 
 
@@ -126,13 +129,13 @@ def cold_weights(dev, wk: str, r: int, k: int) -> tuple[list, int]:
 
 def time_decode_cold(dev, variant: tuple, mats: list, k: int) -> float:
     """Seconds per one-token product through ``variant`` with weights read cold (``mats``)."""
-    _, wk, lanes, wgs, rpl, un = variant
+    _, wk, lanes, wgs, un = variant
     xa, ya = act_buffer(dev, 1, k, "x"), act_buffer(dev, 1, mats[0].rows, "y")
     dev.write(xa.buffer, np.random.default_rng(1).standard_normal((1, k), np.float32))
     cnt = Counter(dev, "n")
     cnt.set(1)
-    consts = {"LANES": lanes, "WGS": wgs, "RPL": rpl, "UNROLL": un} if lanes else {"WG": 64, "ROWS": 4}
-    per = wgs // lanes * rpl if lanes else 4
+    consts = {"LANES": lanes, "WGS": wgs, "UNROLL": un} if lanes else {"WG": wgs, "ROWS": un}
+    per = wgs // lanes if lanes else un
     shader = ("matmul_subgroup" if wk == "f16" else "matmul_quant_subgroup") if lanes else \
         ("matmul" if wk == "f16" else "matmul_quant")  # fmt: skip
     g = Graph(dev)

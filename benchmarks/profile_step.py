@@ -32,20 +32,19 @@ def main() -> None:
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--quant", default=None, help="int8, nf4 or sf4")
-    ap.add_argument("--decode", type=int, nargs=2, metavar=("RPL", "UNROLL"), default=None,
-                    help="experiment: the one-token matmul kernels' rows per lane group and words in flight")  # fmt: skip
+    ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
     args = ap.parse_args()
     import importlib
 
     mm = importlib.import_module("rwkv_webgpu.ops.matmul")
-    if args.decode:
-        mm.DECODE_RPL, mm.DECODE_UNROLL = args.decode
+    if args.unroll:
+        mm.DECODE_UNROLL = args.unroll
     if args.decode_max_k:
         mm.DECODE_MAX_K = args.decode_max_k
     model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant)
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},
-                    "decode_kernels": {"rpl": mm.DECODE_RPL, "unroll": mm.DECODE_UNROLL, "max_k": mm.DECODE_MAX_K}}  # fmt: skip
+                    "decode_kernels": {"unroll": mm.DECODE_UNROLL, "max_k": mm.DECODE_MAX_K}}  # fmt: skip
     for batch in args.batch:
         result["steps"][f"b{batch}"] = one_batch(model, batch, Plan, _group)
         print(json.dumps(result["steps"][f"b{batch}"], indent=1), flush=True)

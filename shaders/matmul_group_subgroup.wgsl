@@ -1,48 +1,54 @@
 // matmul_group_subgroup.wgsl: the products of matmul_group.wgsl for decoding on adapters with subgroups,
 // as matmul_subgroup.wgsl `decode` (same sums in the same order): LANES neighbouring invocations share
-// RPL rows (each lane reads every LANES-th 16-byte word of them, UNROLL words of each row in flight)
-// and sum through subgroup shuffles, one token per workgroup. The RPL rows of a lane group lie in one
-// segment (segments start at multiples of 4). Bindings as matmul_group.wgsl.
-// Grid: (ceil(rows / (WGS / LANES * RPL)), T).
+// a row (each lane reads every LANES-th 16-byte word of it, UNROLL of them in flight) and sum through
+// subgroup shuffles, one token per workgroup. Bindings as matmul_group.wgsl.
+// Grid: (ceil(rows / (WGS / LANES)), T).
 override LANES: u32 = 16u;  // invocations per row
 override WGS: u32 = 128u;   // invocations per workgroup
-override RPL: u32 = 2u;     // rows per LANES invocations: 1, 2 or 4
-override UNROLL: u32 = 2u;  // words of each row per lane in flight, RPL * UNROLL <= 16
+override UNROLL: u32 = 1u;  // words of the row per lane in flight: 1, 2 or 4
 
 @compute @workgroup_size(WGS)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = li % LANES;
-    let row0 = (wid.x * (WGS / LANES) + li / LANES) * RPL;
+    let row = wid.x * (WGS / LANES) + li / LANES;
     let t = wid.y;
-    let g = segment_of(min(row0, p.rows - 1u));
-    let r0 = row0 - g.row0;
-    let kv = g.kv;
-    // rows past the segment (padding it to a multiple of 4) read its last row and store nothing
-    var base: array<u32, 4>;
-    for (var j = 0u; j < RPL; j++) { base[j] = g.w_off + min(r0 + j, g.rows - 1u) * kv; }
-    var acc: array<f32, 4>;
-    if row0 < p.rows && t < count.n {
+    let g = segment_of(min(row, p.rows - 1u));
+    let r = row - g.row0;
+    let live = row < p.rows && r < g.rows;  // rows padding a segment to a multiple of 4 are idle
+    var acc = 0.0;
+    if live && t < count.n {
+        let base = g.w_off + r * g.kv;
+        let kv = g.kv;
         var i = lane;
-        for (; i + (UNROLL - 1u) * LANES < kv; i += UNROLL * LANES) {
-            var q: array<vec4<u32>, 16>;
-            for (var u = 0u; u < UNROLL; u++) {
-                for (var j = 0u; j < RPL; j++) { q[u * RPL + j] = w[base[j] + i + u * LANES]; }
+        if UNROLL >= 4u {
+            for (; i + 3u * LANES < kv; i += 4u * LANES) {
+                let q0 = w[base + i];
+                let q1 = w[base + i + LANES];
+                let q2 = w[base + i + 2u * LANES];
+                let q3 = w[base + i + 3u * LANES];
+                acc += dot8(q0, x8g(g, t, i * 8u));
+                acc += dot8(q1, x8g(g, t, (i + LANES) * 8u));
+                acc += dot8(q2, x8g(g, t, (i + 2u * LANES) * 8u));
+                acc += dot8(q3, x8g(g, t, (i + 3u * LANES) * 8u));
             }
-            for (var u = 0u; u < UNROLL; u++) {
-                let v = x8g(g, t, (i + u * LANES) * 8u);
-                for (var j = 0u; j < RPL; j++) { acc[j] += dot8(q[u * RPL + j], v); }
+        }
+        if UNROLL >= 2u {
+            for (; i + LANES < kv; i += 2u * LANES) {
+                let q0 = w[base + i];
+                let q1 = w[base + i + LANES];
+                acc += dot8(q0, x8g(g, t, i * 8u));
+                acc += dot8(q1, x8g(g, t, (i + LANES) * 8u));
             }
         }
         for (; i < kv; i += LANES) {
-            let v = x8g(g, t, i * 8u);
-            for (var j = 0u; j < RPL; j++) { acc[j] += dot8(w[base[j] + i], v); }
+            acc += dot8(w[base + i], x8g(g, t, i * 8u));
         }
     }
-    for (var j = 0u; j < RPL; j++) {
-        var a = acc[j];
-        for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-            a += subgroupShuffleXor(a, s);
-        }
-        if lane == 0u && row0 < p.rows { store_group(g, t, r0 + j, a); }
+    // butterfly over the LANES lanes of this row (all invocations take part)
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        acc += subgroupShuffleXor(acc, s);
+    }
+    if lane == 0u && live {
+        store_group(g, t, r, acc);
     }
 }

@@ -1,18 +1,17 @@
 // matmul_quant_subgroup.wgsl: y[t, row0 + r] (+)= act(sum_k W[r, k] x[t, k]) with quantized W, for
 // decoding on adapters with subgroups, one token per workgroup. LANES neighbouring invocations
-// share RPL rows; each lane reads every LANES-th 16-byte word of the codes (16 int8 or 32 4-bit
-// weights, inside one scale block), UNROLL words of each row in flight, and the lanes sum through
+// share a row; each lane reads every LANES-th 16-byte word of the codes (16 int8 or 32 4-bit
+// weights, inside one scale block), UNROLL (1 or 2) of them in flight, and the lanes sum through
 // subgroup shuffles. The 4-bit codebook sits in workgroup memory (indexing a private array costs a
 // memory access per weight). Layouts in rwkv_webgpu/weights/quant.py; after quant_codebook.wgsl.
 // Bindings: codes [R, KP/4 or KP/8] u32 read as vec4 words (binding 2), scales f32 (binding 5),
-// x, y as matmul_quant.wgsl. Grid: (ceil(R / (WGS / LANES * RPL)), T).
+// x, y as matmul_quant.wgsl. Grid: (ceil(R / (WGS / LANES)), T).
 @group(0) @binding(2) var<storage, read> codes: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> scales: array<f32>;
 
 override LANES: u32 = 16u;  // invocations per row
 override WGS: u32 = 128u;   // invocations per workgroup
-override RPL: u32 = 2u;     // rows per LANES invocations: 1, 2 or 4
-override UNROLL: u32 = 2u;  // words of each row per lane in flight, RPL * UNROLL <= 16
+override UNROLL: u32 = 1u;  // words of the row per lane in flight: 1 or 2
 
 var<workgroup> book: array<f32, 16>;
 
@@ -47,33 +46,28 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     if QUANT != 0u && li < 16u { book[li] = code4(li); }
     workgroupBarrier();
     let lane = li % LANES;
-    let r0 = (wid.x * (WGS / LANES) + li / LANES) * RPL;
+    let r = wid.x * (WGS / LANES) + li / LANES;
     let t = wid.y;
     // words per row: 16 int8 or 32 4-bit weights each
     let words = select(p.kv / 4u, p.kv / 2u, QUANT == 0u);
-    var row: array<u32, 4>;
-    for (var j = 0u; j < RPL; j++) { row[j] = min(r0 + j, p.rows - 1u); }
-    var acc: array<f32, 4>;
-    if t < count.n {
+    var acc = 0.0;
+    if r < p.rows && t < count.n {
+        let base = r * words;
         var i = lane;
-        for (; i + (UNROLL - 1u) * LANES < words; i += UNROLL * LANES) {
-            var c: array<vec4<u32>, 16>;
-            for (var u = 0u; u < UNROLL; u++) {
-                for (var j = 0u; j < RPL; j++) { c[u * RPL + j] = codes[row[j] * words + i + u * LANES]; }
-            }
-            for (var u = 0u; u < UNROLL; u++) {
-                for (var j = 0u; j < RPL; j++) { acc[j] += word_dot(c[u * RPL + j], row[j], i + u * LANES, t); }
+        if UNROLL >= 2u {
+            for (; i + LANES < words; i += 2u * LANES) {
+                let c0 = codes[base + i];
+                let c1 = codes[base + i + LANES];
+                acc += word_dot(c0, r, i, t);
+                acc += word_dot(c1, r, i + LANES, t);
             }
         }
         for (; i < words; i += LANES) {
-            for (var j = 0u; j < RPL; j++) { acc[j] += word_dot(codes[row[j] * words + i], row[j], i, t); }
+            acc += word_dot(codes[base + i], r, i, t);
         }
     }
-    for (var j = 0u; j < RPL; j++) {
-        var a = acc[j];
-        for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-            a += subgroupShuffleXor(a, s);
-        }
-        if lane == 0u { store_out(t, r0 + j, a); }
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        acc += subgroupShuffleXor(acc, s);
     }
+    if lane == 0u { store_out(t, r, acc); }
 }

@@ -3,17 +3,15 @@
 // LANES-th 16-byte word of it, and sum their partials with subgroup shuffles (no workgroup
 // memory, no barriers). Needs subgroups of at least LANES invocations in local-index order.
 // Bindings as matmul.wgsl. Grid: (ceil(R / (WGS / LANES)), ceil(T / TOK)); workgroup of WGS.
-// `decode` (one token per workgroup row of the grid) gives each LANES invocations RPL rows and
-// has each lane load UNROLL words of every row before using them: more loads in flight and one
-// read of x for RPL rows. Every row's sum is `main`'s with TOK = 1, in the same order.
-// Grid: (ceil(R / (WGS / LANES * RPL)), T).
+// `decode` (one token per workgroup row of the grid) is `main` with TOK = 1 whose lanes load
+// UNROLL (1, 2 or 4) words of the row before using them (more loads in flight); same sums in
+// the same order. Grid: (ceil(R / (WGS / LANES)), T).
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 
 override LANES: u32 = 8u;  // invocations per row: 8, 16 or 32
 override WGS: u32 = 64u;   // invocations per workgroup
 override TOK: u32 = 4u;    // tokens per workgroup, at most 4
-override RPL: u32 = 2u;    // decode: rows per LANES invocations, 1, 2 or 4
-override UNROLL: u32 = 2u; // decode: words of each row per lane in flight, RPL * UNROLL <= 16
+override UNROLL: u32 = 1u; // decode: words of the row per lane in flight, 1, 2 or 4
 
 @compute @workgroup_size(WGS)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -43,34 +41,40 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
 @compute @workgroup_size(WGS)
 fn decode(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = li % LANES;
-    let r0 = (wid.x * (WGS / LANES) + li / LANES) * RPL;
+    let r = wid.x * (WGS / LANES) + li / LANES;
     let t = wid.y;
     let kv = p.kv;
-    var base: array<u32, 4>;
-    for (var j = 0u; j < RPL; j++) { base[j] = min(r0 + j, p.rows - 1u) * kv; }
-    var acc: array<f32, 4>;
-    if t < count.n {
+    var acc = 0.0;
+    if r < p.rows && t < count.n {
+        let base = r * kv;
         var i = lane;
-        for (; i + (UNROLL - 1u) * LANES < kv; i += UNROLL * LANES) {
-            var q: array<vec4<u32>, 16>;
-            for (var u = 0u; u < UNROLL; u++) {
-                for (var j = 0u; j < RPL; j++) { q[u * RPL + j] = w[base[j] + i + u * LANES]; }
+        // words in flight: named values, not an array (an indexed array may live in memory)
+        if UNROLL >= 4u {
+            for (; i + 3u * LANES < kv; i += 4u * LANES) {
+                let q0 = w[base + i];
+                let q1 = w[base + i + LANES];
+                let q2 = w[base + i + 2u * LANES];
+                let q3 = w[base + i + 3u * LANES];
+                acc += dot8(q0, x8(t, i * 8u));
+                acc += dot8(q1, x8(t, (i + LANES) * 8u));
+                acc += dot8(q2, x8(t, (i + 2u * LANES) * 8u));
+                acc += dot8(q3, x8(t, (i + 3u * LANES) * 8u));
             }
-            for (var u = 0u; u < UNROLL; u++) {
-                let v = x8(t, (i + u * LANES) * 8u);
-                for (var j = 0u; j < RPL; j++) { acc[j] += dot8(q[u * RPL + j], v); }
+        }
+        if UNROLL >= 2u {
+            for (; i + LANES < kv; i += 2u * LANES) {
+                let q0 = w[base + i];
+                let q1 = w[base + i + LANES];
+                acc += dot8(q0, x8(t, i * 8u));
+                acc += dot8(q1, x8(t, (i + LANES) * 8u));
             }
         }
         for (; i < kv; i += LANES) {
-            let v = x8(t, i * 8u);
-            for (var j = 0u; j < RPL; j++) { acc[j] += dot8(w[base[j] + i], v); }
+            acc += dot8(w[base + i], x8(t, i * 8u));
         }
     }
-    for (var j = 0u; j < RPL; j++) {
-        var a = acc[j];
-        for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-            a += subgroupShuffleXor(a, s);
-        }
-        if lane == 0u { store_out(t, r0 + j, a); }
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        acc += subgroupShuffleXor(acc, s);
     }
+    if lane == 0u { store_out(t, r, acc); }
 }

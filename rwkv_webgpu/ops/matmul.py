@@ -28,10 +28,9 @@ BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
 DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
 DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
-DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 lane groups of 16 (16 x 8 lanes on
+DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
 # adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
-DECODE_RPL = 2  # ... each lane group summing this many rows (one read of x for all of them) ...
-DECODE_UNROLL = 2  # ... with this many 16-byte words of each row per lane in flight
+DECODE_UNROLL = 1  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
@@ -161,12 +160,12 @@ def decode_lanes(graph: Graph) -> int:
 
 def decode_constants(graph: Graph) -> dict[str, float]:
     """Override constants of the one-token subgroup kernels (f16, group and quantized)."""
-    return {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "RPL": DECODE_RPL, "UNROLL": DECODE_UNROLL}
+    return {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "UNROLL": DECODE_UNROLL}
 
 
 def decode_grid(graph: Graph, rows: int) -> Grid:
     """Grid of those kernels for ``rows`` rows: one workgroup row per token."""
-    per = DECODE_WGS // decode_lanes(graph) * DECODE_RPL
+    per = DECODE_WGS // decode_lanes(graph)
     return lambda n: (ceil_div(rows, per), n, 1)
 
 

@@ -1,6 +1,6 @@
-"""The one-token subgroup kernels (f16, group, quantized) at every rows-per-lane-group (RPL) and
-words-in-flight (UNROLL) setting: the sums match numpy, and for f16 they are bit-identical to the
-plain order (RPL = UNROLL = 1), which the group kernel must reproduce too."""
+"""The one-token subgroup kernels (f16, group, quantized) at every words-in-flight setting
+(UNROLL): the sums match numpy, and for f16 they are bit-identical to the plain loop (UNROLL = 1),
+which the group kernel must reproduce too."""
 
 import dataclasses
 import importlib
@@ -15,7 +15,7 @@ from rwkv_webgpu.weights.quant import Quant
 
 mm = importlib.import_module("rwkv_webgpu.ops.matmul")  # the module (ops.matmul is the function)
 
-SETTINGS = [(1, 1), (2, 2), (4, 1), (1, 4), (4, 4), (2, 8)]
+SETTINGS = [1, 2, 4]
 # K long enough that the unrolled loop and its remainder both run (kv = 125 words of 8), short
 # rows that never reach the unrolled loop, and row counts off every lane-group edge
 SHAPES = [(1, 1000, 13), (3, 1000, 37), (2, 13, 7), (1, 264, 65)]
@@ -28,20 +28,19 @@ def subgroups(device):
     return device
 
 
-def use(monkeypatch, rpl, unroll):
-    monkeypatch.setattr(mm, "DECODE_RPL", rpl)
+def use(monkeypatch, unroll):
     monkeypatch.setattr(mm, "DECODE_UNROLL", unroll)
 
 
-@pytest.mark.parametrize("rpl,unroll", SETTINGS)
+@pytest.mark.parametrize("unroll", SETTINGS)
 @pytest.mark.parametrize("t,k,r", SHAPES)
-def test_decode_settings_sum_in_the_plain_order(subgroups, monkeypatch, rpl, unroll, t, k, r):
+def test_decode_settings_sum_in_the_plain_order(subgroups, monkeypatch, unroll, t, k, r):
     rng = np.random.default_rng(k + r + t)
     w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
     x = rng.standard_normal((t, k)).astype(np.float32)
-    use(monkeypatch, 1, 1)
+    use(monkeypatch, 1)
     plain, _ = run_matmul(subgroups, w, x, "tanh", kernel="decode")
-    use(monkeypatch, rpl, unroll)
+    use(monkeypatch, unroll)
     got, _ = run_matmul(subgroups, w, x, "tanh", kernel="decode")
     np.testing.assert_allclose(got, oracle(w, x, "tanh"), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got, plain)
@@ -51,11 +50,11 @@ LONG = [(7, 1000, 0, 0, "none", False), (33, 1000, 1, 0, "tanh", True), (5, 264,
         (65, 13, 3, 1, "relu_sq", False), (4, 1000, 3, 0, "silu", True)]  # fmt: skip
 
 
-@pytest.mark.parametrize("rpl,unroll", SETTINGS)
+@pytest.mark.parametrize("unroll", SETTINGS)
 @pytest.mark.parametrize("t", [1, 3])
-def test_group_decode_settings(subgroups, monkeypatch, rpl, unroll, t):
-    """Segments of odd row counts (lane groups overlapping a segment's padding) and long rows."""
-    use(monkeypatch, rpl, unroll)
+def test_group_decode_settings(subgroups, monkeypatch, unroll, t):
+    """Segments of odd row counts and long rows."""
+    use(monkeypatch, unroll)
     rng = np.random.default_rng(30 + t)
     x, ws, outs, y0, products = build(subgroups, t, rng, LONG)
     got, _ = run(subgroups, products, outs, y0, t, "decode")
@@ -67,10 +66,10 @@ def test_group_decode_settings(subgroups, monkeypatch, rpl, unroll, t):
 
 
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
-@pytest.mark.parametrize("rpl,unroll", SETTINGS)
+@pytest.mark.parametrize("unroll", SETTINGS)
 @pytest.mark.parametrize("t,k,r", [(1, 2100, 13), (2, 1000, 37), (1, 72, 5)])
-def test_quant_decode_settings(subgroups, monkeypatch, quant, rpl, unroll, t, k, r):
-    use(monkeypatch, rpl, unroll)
+def test_quant_decode_settings(subgroups, monkeypatch, quant, unroll, t, k, r):
+    use(monkeypatch, unroll)
     rng = np.random.default_rng(k + r + t)
     w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
     x = rng.standard_normal((t, k)).astype(np.float32)
