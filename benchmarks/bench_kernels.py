@@ -236,6 +236,8 @@ def main() -> None:
                     continue
                 mats, nbytes = cold_weights(dev, wk, r, k)
                 for v in chosen:
+                    if v[2] == 0 and ceil_div(max(part.rows for part in mats[0].parts), v[4]) > 65535:
+                        continue  # more workgroups than a dispatch takes
                     s = time_decode_cold(dev, v, mats, k)
                     row = {"group": "decode", "kernel": v[0], "R": r, "K": k, "T": 1, "us": round(s * 1e6, 2),
                            "weight_gb_s": round(nbytes / s / 1e9, 1)}  # fmt: skip

@@ -44,7 +44,7 @@ def main() -> None:
         mm.DECODE_MAX_K = args.decode_max_k
     model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant)
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},
-                    "decode_kernels": {"unroll": mm.DECODE_UNROLL, "max_k": mm.DECODE_MAX_K}}  # fmt: skip
+                    "decode_kernels": {"unroll": getattr(mm, "DECODE_UNROLL", 1), "max_k": mm.DECODE_MAX_K}}  # fmt: skip
     for batch in args.batch:
         result["steps"][f"b{batch}"] = one_batch(model, batch, Plan, _group)
         print(json.dumps(result["steps"][f"b{batch}"], indent=1), flush=True)

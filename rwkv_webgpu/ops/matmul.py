@@ -30,7 +30,7 @@ DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup ker
 DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
 DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
 # adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
-DECODE_UNROLL = 1  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
+DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
