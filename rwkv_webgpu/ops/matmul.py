@@ -27,10 +27,7 @@ SPLIT_MIN_ROWS = 64  # ... and matrices of at least this many rows
 BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
 DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
-DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster) ...
-GEMV_MAX_ROWS = 2048  # ... and, for a single token, more rows than this (fewer: the 64-lane GEMV,
-# whose 64 invocations per row keep more loads in flight; H100, weights read cold, 2048 x 2048:
-# 10.4 against 17 us)
+DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
 DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
 # adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
 DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
@@ -217,8 +214,7 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
 
     Real GPUs with subgroups (thresholds measured on the H100 with benchmarks/bench_kernels.py):
     under DECODE_UNTIL tokens the one-token subgroup kernel ("decode"; a single token with rows
-    longer than DECODE_MAX_K, or with at most GEMV_MAX_ROWS rows, takes the 64-lane GEMV, and
-    matrices of WIDE_ROWS rows or more take
+    longer than DECODE_MAX_K takes the 64-lane GEMV, and matrices of WIDE_ROWS rows or more take
     the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel; from
     SPLIT_FROM to TALL_MAX tokens 128-row x 64-token tiles with K in parts ("tall", matrices of
     TALL_MIN_ROWS rows or more) or 64 x 64 tiles with K in parts ("split", narrower ones, and
@@ -252,8 +248,8 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
         if not sub:
             return "gemv"
         if n < DECODE_UNTIL:
-            if n == 1 and (k > DECODE_MAX_K or rows <= GEMV_MAX_ROWS):
-                return "gemv"  # long rows or few of them, one token: the 64-lane GEMV
+            if n == 1 and k > DECODE_MAX_K:
+                return "gemv"  # long rows, one token: the 64-lane GEMV
             # wide matrices from a few tokens: 4 tokens per weight read beat one
             return "subgroup" if n >= WIDE_FROM and rows >= WIDE_ROWS else "decode"
         return "split" if split and n >= SPLIT_FROM else "subgroup"
@@ -261,7 +257,7 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
     names = ["decode", "gemv", "subgroup", "split", "tiled", "big"] if sub else ["gemv", "tiled", "big"]
     if tall:
         names.append("tall")
-    if sub and k <= DECODE_MAX_K and rows > GEMV_MAX_ROWS:
+    if sub and k <= DECODE_MAX_K:
         names.remove("gemv")
     if not split and "split" in names:
         names.remove("split")
@@ -316,9 +312,7 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
         f = f16(n)
         if f in ("tiled", "big") or (f == "tall" and _enough(rows, n, TILE)):
             return "tiled"
-        # the quantized one-token kernel stays faster than the GEMV on few rows (H100)
-        few_rows = f == "gemv" and "decode" in names and k <= DECODE_MAX_K and n < DECODE_UNTIL
-        return "decode" if f == "decode" or few_rows else "gemv"
+        return "decode" if f == "decode" else "gemv"
 
     kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]
     return [(name, _when(pick, name, _choose(graph, rows, name, k)[0][1])) for name in kernels]
@@ -351,9 +345,7 @@ def matmul_group(
     buffer and write at most two output buffers are computed together by matmul_group.wgsl
     for steps below the subgroup sizes (CPU adapters: below the tiled sizes); larger steps and
     the other products run through :func:`matmul` as usual. The result is the same as
-    calling :func:`matmul` for each product (the same sums in the same order), except for a
-    single token in a group of more than GEMV_MAX_ROWS rows: it keeps the one-token subgroup
-    kernel where a product of few rows alone would take the 64-lane GEMV. ``kernel``
+    calling :func:`matmul` for each product (the same sums in the same order). ``kernel``
     ("gemv", "rowwise" or "decode") forces one group kernel for every step (tests).
     """
     if kernel not in (None, "gemv", "rowwise", "decode"):
@@ -382,14 +374,8 @@ def matmul_group(
         wide = any(pr.w.rows >= WIDE_ROWS for pr in grouped)
         short = all(pr.w.k <= DECODE_MAX_K for pr in grouped)
         first = limit = (WIDE_FROM if wide else DECODE_UNTIL) if short else 0
-        # a group of at most GEMV_MAX_ROWS rows runs a single token through the 64-lane GEMV
-        # entry, as each of its products would; a larger group keeps the one-token subgroup
-        # kernel (then products of few rows, alone, would take the GEMV: same sums, other order)
-        gemv_single = short and sum(ceil_div(pr.w.rows, ROWS) * ROWS for pr in grouped) <= GEMV_MAX_ROWS
     else:
         first, limit = 0, SUBGROUP_FROM
-    if kernel is not None or cpu or not info.subgroup:
-        gemv_single = False
     outputs: list = []
     segs = np.zeros(len(grouped), SEGMENT)
     row = 0
@@ -411,12 +397,8 @@ def matmul_group(
     table = graph.device.upload(segs, f"{label}.segments")
     y1 = outputs[1] if len(outputs) > 1 else graph.device.storage(4, f"{label}.unused")
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
-    if gemv_single:
-        with graph.only_when(lambda: counter.value == 1):
-            graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
-                           label=label, WG=64, ROWS=ROWS)  # fmt: skip
     if first:
-        with graph.only_when(lambda: (2 if gemv_single else 0) <= counter.value < first):
+        with graph.only_when(lambda: counter.value < first):
             graph.dispatch("matmul_group_subgroup", counter, params, buffers, decode_grid(graph, rows),
                            label=label, **decode_constants(graph))  # fmt: skip
     if first >= limit:

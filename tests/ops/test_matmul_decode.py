@@ -61,9 +61,7 @@ def test_group_decode_settings(subgroups, monkeypatch, unroll, t):
     for g, want in zip(got, expected(x, ws, y0, t, LONG)):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
     # the products one by one through the kernels a GPU picks: the one-token kernel for each
-    # (also for a single token: no product counts as few rows here)
     monkeypatch.setattr(subgroups, "info", dataclasses.replace(subgroups.info, adapter_type="DiscreteGPU"))
-    monkeypatch.setattr(mm, "GEMV_MAX_ROWS", 0)
     assert_one_by_one_equals(subgroups, products, outs, y0, t, got)
 
 

@@ -108,38 +108,12 @@ def test_group_on_gpus_equals_products_one_by_one(device, monkeypatch, t, wide_r
     rng = np.random.default_rng(20 + t)
     _, _, outs, y0, products = build(device, t, rng)
     got, g = run(device, products, outs, y0, t)
-    # two group dispatches are recorded: the 64-lane GEMV entry for a single token (the group has
-    # fewer than GEMV_MAX_ROWS rows) and the one-token subgroup entry (the 4-token one never runs)
-    assert [item.label for item in g.items].count("group") == 2
+    # one group dispatch is recorded (the one-token entry; the 4-token one would never run)
+    assert [item.label for item in g.items].count("group") == 1
     live = [item.label for item in g.items if item.grid(t) != (0, 0, 0)]
     grouped = t < (mm.WIDE_FROM if wide_rows == 32 else mm.DECODE_UNTIL)
     assert live == ["group"] if grouped else "group" not in live
     assert_one_by_one_equals(device, products, outs, y0, t, got)
-
-
-@pytest.mark.parametrize("gemv_rows", [1 << 20, 32])
-def test_single_token_group_kernel_follows_the_group_rows(device, monkeypatch, gemv_rows):
-    """One token: a group of at most GEMV_MAX_ROWS rows runs the GEMV entry (bit-identical to its
-    products alone); a larger group the one-token subgroup entry (the same products, within rounding)."""
-    import dataclasses
-    import importlib
-
-    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
-    if not device.info.subgroup:
-        pytest.skip("adapter without subgroups")
-    monkeypatch.setattr(device, "info", dataclasses.replace(device.info, adapter_type="DiscreteGPU"))
-    monkeypatch.setattr(mm, "GEMV_MAX_ROWS", gemv_rows)  # 32: the 116-row group is large
-    rng = np.random.default_rng(40)
-    x, ws, outs, y0, products = build(device, 1, rng)
-    got, g = run(device, products, outs, y0, 1)
-    live = [item for item in g.items if item.grid(1) != (0, 0, 0)]
-    gemv = device.pipelines.get("matmul_group", "main", WG=64, ROWS=mm.ROWS)
-    assert [item.label for item in live] == ["group"]
-    assert (live[0].pipeline is gemv) == (gemv_rows > 32)
-    for a, b in zip(got, expected(x, ws, y0, 1)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    if gemv_rows > 32:
-        assert_one_by_one_equals(device, products, outs, y0, 1, got)
 
 
 def test_matrices_share_one_aligned_buffer(device):
