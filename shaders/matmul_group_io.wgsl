@@ -19,6 +19,7 @@ struct Segment {
     y_stride: u32,
     act: u32,
     accumulate: u32,
+    s_off: u32,     // quantized groups: first scale of this segment (f32 elements); else unused
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;

@@ -11,6 +11,7 @@ from .tensor import (
     act_buffer,
     upload_matrices,
     upload_matrix,
+    upload_qmatrices,
     upload_qmatrix,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "pack_params",
     "upload_matrices",
     "upload_matrix",
+    "upload_qmatrices",
     "upload_qmatrix",
 ]

@@ -63,6 +63,7 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "matmul_subgroup": ("matmul_io",),
     "matmul_group": ("matmul_group_io",),
     "matmul_group_subgroup": ("matmul_group_io",),
+    "matmul_quant_group": ("matmul_group_io", "quant_codebook"),
     "matmul_tiled": ("matmul_io", "weights_f16"),
     "layer_norm": ("reduce",),
     "sample": ("reduce",),

@@ -154,3 +154,39 @@ def upload_qmatrix(device: Device, qm: Any, label: str) -> QMatrix:
 
 
 Weight = Matrix | QMatrix  # what a model layer holds for each linear map
+
+
+def upload_qmatrices(device: Device, qms: list[Any], labels: list[str]) -> list[QMatrix]:
+    """Several quantized matrices of one kind with their codes back to back in one buffer and
+    their scales in another (each start 256-byte aligned), so one dispatch can read them all
+    (ops.matmul_group); each is still a QMatrix of its own. Mixed kinds, a single matrix, or
+    matrices that would not fit one binding together are uploaded separately."""
+    limit = min(device.info.max_binding_size, device.info.max_buffer_size)
+
+    def layout(arrays: list[np.ndarray]) -> tuple[list[int], int]:
+        offsets, total = [], 0
+        for a in arrays:
+            offsets.append(total)
+            total += -(-a.nbytes // RANGE_ALIGN) * RANGE_ALIGN
+        return offsets, total
+
+    code_offs, code_total = layout([qm.codes for qm in qms])
+    scale_offs, scale_total = layout([qm.scales for qm in qms])
+    too_big = max(code_total, scale_total) > limit or any(qm.rows > 65535 * 4 for qm in qms)
+    if len(qms) < 2 or len({qm.quant for qm in qms}) > 1 or too_big:
+        return [upload_qmatrix(device, qm, label) for qm, label in zip(qms, labels)]
+    codes, scales = np.zeros(code_total, np.uint8), np.zeros(scale_total, np.uint8)
+    for qm, co, so in zip(qms, code_offs, scale_offs):
+        codes[co : co + qm.codes.nbytes] = np.ascontiguousarray(qm.codes).view(np.uint8).ravel()
+        scales[so : so + qm.scales.nbytes] = np.ascontiguousarray(qm.scales, np.float32).view(np.uint8).ravel()
+    name = "+".join(labels)
+    cbuf = device.upload(codes.view(np.uint32), f"{name}.codes")
+    sbuf = device.upload(scales.view(np.uint32), f"{name}.scales")
+    return [
+        QMatrix(
+            (QMatrixPart(BufferRange(cbuf, co, qm.codes.nbytes), BufferRange(sbuf, so, qm.scales.nbytes), 0, qm.rows),),
+            qm.rows, qm.k, qm.kp, qm.quant,
+        )
+        for qm, co, so in zip(qms, code_offs, scale_offs)
+    ]
+

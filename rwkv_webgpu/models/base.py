@@ -24,7 +24,7 @@ from ..gpu import (
     Weight,
     act_buffer,
     upload_matrices,
-    upload_qmatrix,
+    upload_qmatrices,
 )
 from ..hooks import Frame, HookRegistry
 from ..ops import Product, layer_norm, matmul, matmul_group, norm_mix, token_mix
@@ -158,19 +158,23 @@ class Model:
         products that read the same input can run as one dispatch (ops.matmul_group)."""
         out: list[Matrix | QMatrix | None] = [None] * len(names)
         plain: list[tuple[int, np.ndarray, str]] = []
+        packed: list[tuple[int, Any, str]] = []
         for i, (name, transpose) in enumerate(names):
             ready = ckpt.quantized(name) if hasattr(ckpt, "quantized") else None
             if ready is not None:
-                out[i] = upload_qmatrix(self.device, ready, name)
+                packed.append((i, ready, name))
             elif self.quantizes(name):
                 w = ckpt.load(name, np.float32)
-                out[i] = upload_qmatrix(self.device, quantize(w.T if transpose else w, self.quant), name)
+                packed.append((i, quantize(w.T if transpose else w, self.quant), name))
             else:
                 w = ckpt.load(name, np.float16)
                 w = w.reshape(-1, w.shape[-1]) if w.ndim > 2 else w
                 plain.append((i, w.T if transpose else w, name))
         for (i, _, _), m in zip(plain, upload_matrices(self.device, [w for _, w, _ in plain], [n for *_, n in plain])):
             out[i] = m
+        # quantized matrices of one kind share buffers too (ops.matmul_group on quantized weights)
+        for (i, _, _), q in zip(packed, upload_qmatrices(self.device, [qm for _, qm, _ in packed], [n for *_, n in packed])):
+            out[i] = q
         return out  # type: ignore[return-value]
 
     def set_quantization(self, quant: Quant, layers: Iterable[int] | None) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import ShapeError
 from ..gpu import Act, BufferRange, Counter, Graph, Matrix, QMatrix, ceil_div, pack_params
 from ..gpu.recorder import Grid
-from ..gpu.tensor import MatrixPart
+from ..gpu.tensor import MatrixPart, QMatrixPart
 
 _FIELDS = ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate", "gate")
 PARAMS = np.dtype([(n, "<u4") for n in _FIELDS])
@@ -319,7 +320,8 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
 
 
 SEGMENT = np.dtype(
-    [(n, "<u4") for n in ("row0", "rows", "k", "kv", "w_off", "x_off", "x_stride", "y_sel", "y_off", "y_stride", "act", "accumulate")]
+    [(n, "<u4") for n in ("row0", "rows", "k", "kv", "w_off", "x_off", "x_stride", "y_sel", "y_off", "y_stride",
+                          "act", "accumulate", "s_off")]
 )
 GROUP_PARAMS = np.dtype([(n, "<u4") for n in ("segments", "rows", "_pad0", "_pad1")])
 
@@ -344,21 +346,35 @@ def matmul_group(
     Products whose f16 weights share one buffer (``upload_matrices``), read the same input
     buffer and write at most two output buffers are computed together by matmul_group.wgsl
     for steps below the subgroup sizes (CPU adapters: below the tiled sizes); larger steps and
-    the other products run through :func:`matmul` as usual. The result is the same as
+    the other products run through :func:`matmul` as usual. Quantized products of one kind
+    whose codes and scales share buffers (``upload_qmatrices``) are grouped the same way for
+    one-token steps on GPUs with subgroups (matmul_quant_group.wgsl). The result is the same as
     calling :func:`matmul` for each product (the same sums in the same order). ``kernel``
     ("gemv", "rowwise" or "decode") forces one group kernel for every step (tests).
     """
     if kernel not in (None, "gemv", "rowwise", "decode"):
         raise ValueError(f"unknown group kernel {kernel!r}; choose 'gemv', 'rowwise' or 'decode'")
-    grouped, rest = _groupable(products)
-    for pr in rest:
-        matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
-    if not grouped:
-        return
     info = graph.device.info
-    cpu = info.adapter_type.lower() == "cpu"
     if kernel == "decode" and not info.subgroup:
         raise ValueError("the decode group kernel needs an adapter with the 'subgroup' feature")
+    grouped, rest = _groupable(products, quantized=False)
+    # quantized products group only for the one-token kernel (GPUs with subgroups, or forced)
+    one_token = kernel == "decode" or (kernel is None and info.subgroup and info.adapter_type.lower() != "cpu")
+    qgrouped, rest = _groupable(rest, quantized=True) if one_token else ([], rest)
+    for pr in rest:
+        matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
+    if grouped:
+        _record_group(graph, counter, grouped, kernel, label)
+    if qgrouped:
+        _record_group(graph, counter, qgrouped, kernel, label)
+
+
+def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel: str | None, label: str) -> None:
+    """One group dispatch per step-size range (see :func:`matmul_group`); ``grouped`` are all f16
+    or all quantized of one kind (then only the one-token entry exists)."""
+    info = graph.device.info
+    cpu = info.adapter_type.lower() == "cpu"
+    qw = grouped[0].w if isinstance(grouped[0].w, QMatrix) else None
     # Steps under `first` tokens run the one-token subgroup entry, steps in [first, limit) the
     # 4-token (or CPU: row-wise) entry, larger steps the products one by one, so that each step
     # uses the kernel matmul would pick for every product (see _rule).
@@ -376,6 +392,8 @@ def matmul_group(
         first = limit = (WIDE_FROM if wide else DECODE_UNTIL) if short else 0
     else:
         first, limit = 0, SUBGROUP_FROM
+    if qw is not None:
+        limit = first  # quantized weights: the one-token entry, then the products one by one
     outputs: list = []
     segs = np.zeros(len(grouped), SEGMENT)
     row = 0
@@ -384,18 +402,32 @@ def matmul_group(
         if pr.y.buffer not in outputs:
             outputs.append(pr.y.buffer)
         part = pr.w.parts[0]
-        assert isinstance(part, MatrixPart) and isinstance(part.buffer, BufferRange)  # _groupable checked
-        segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, part.buffer.offset // 16, pr.x.offset, pr.x.stride,
-                   outputs.index(pr.y.buffer), pr.y.offset, pr.y.stride, ACTIVATIONS[pr.act], int(pr.accumulate))  # fmt: skip
+        w_range = part.codes if isinstance(part, QMatrixPart) else part.buffer
+        s_off = part.scales.offset // 4 if isinstance(part, QMatrixPart) else 0
+        assert isinstance(w_range, BufferRange)  # _groupable checked
+        segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, w_range.offset // 16, pr.x.offset, pr.x.stride,
+                   outputs.index(pr.y.buffer), pr.y.offset, pr.y.stride, ACTIVATIONS[pr.act], int(pr.accumulate),
+                   s_off)  # fmt: skip
         row += ceil_div(pr.w.rows, ROWS) * ROWS
         if kernel is None:
             with graph.only_when(lambda: counter.value >= limit):
                 matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
     rows = int(segs[-1]["row0"] + segs[-1]["rows"])
     params = pack_params(GROUP_PARAMS, segments=len(grouped), rows=rows, _pad0=0, _pad1=0)
-    weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
     table = graph.device.upload(segs, f"{label}.segments")
     y1 = outputs[1] if len(outputs) > 1 else graph.device.storage(4, f"{label}.unused")
+    if qw is not None:
+        part0 = qw.parts[0]
+        assert isinstance(part0, QMatrixPart) and isinstance(part0.codes, BufferRange)
+        assert isinstance(part0.scales, BufferRange)
+        buffers = {2: part0.codes.buffer, 3: grouped[0].x.buffer, 4: outputs[0], 5: y1, 6: table, 7: part0.scales.buffer}
+        if first:
+            with graph.only_when(lambda: counter.value < first):
+                graph.dispatch("matmul_quant_group", counter, params, buffers, decode_grid(graph, rows),
+                               label=f"{label}.{qw.quant.value}", QUANT=QUANT_CODE[qw.quant.value],
+                               **decode_constants(graph))  # fmt: skip
+        return
+    weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
     if first:
         with graph.only_when(lambda: counter.value < first):
@@ -412,17 +444,30 @@ def matmul_group(
                            label=label, WG=64, ROWS=ROWS)  # fmt: skip
 
 
-def _groupable(products: list[Product]) -> tuple[list[Product], list[Product]]:
-    """Split ``products`` into those one group dispatch can compute and the others."""
+def _groupable(products: list[Product], quantized: bool) -> tuple[list[Product], list[Product]]:
+    """Split ``products`` into those one group dispatch can compute and the others: f16 weights
+    in one buffer, or (``quantized``) weights of one quantization with their codes in one buffer
+    and their scales in another (``upload_qmatrices``)."""
     grouped: list[Product] = []
     rest: list[Product] = []
     outputs: set = set()
+
+    def ranges(w: Matrix | QMatrix) -> tuple[Any, ...] | None:
+        """The buffers a group shares, or None when ``w`` cannot join one."""
+        if len(w.parts) != 1:
+            return None
+        part = w.parts[0]
+        if quantized and isinstance(part, QMatrixPart) and isinstance(part.codes, BufferRange):
+            return (w.quant, part.codes.buffer, part.scales.buffer)
+        if not quantized and isinstance(part, MatrixPart) and isinstance(part.buffer, BufferRange):
+            return (part.buffer.buffer,)
+        return None
+
     for pr in products:
-        part = pr.w.parts[0] if isinstance(pr.w, Matrix) and len(pr.w.parts) == 1 else None
+        key = ranges(pr.w)
         fits = (
-            part is not None
-            and isinstance(part.buffer, BufferRange)
-            and (not grouped or part.buffer.buffer is grouped[0].w.parts[0].buffer.buffer)  # type: ignore[union-attr]
+            key is not None
+            and (not grouped or key == ranges(grouped[0].w))
             and (not grouped or pr.x.buffer is grouped[0].x.buffer)
             and (pr.y.buffer in outputs or len(outputs) < 2)
             and pr.y.buffer is not pr.x.buffer
