@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--quant", default=None, help="int8, nf4 or sf4")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
+    ap.add_argument("--quant-decode-max-k", type=int, default=None, help="experiment: the same for quantized weights")
     args = ap.parse_args()
     import importlib
 
@@ -42,9 +43,12 @@ def main() -> None:
         mm.DECODE_UNROLL = args.unroll
     if args.decode_max_k:
         mm.DECODE_MAX_K = args.decode_max_k
+    if args.quant_decode_max_k:
+        mm.QUANT_DECODE_MAX_K = args.quant_decode_max_k
     model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant)
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},
-                    "decode_kernels": {"unroll": getattr(mm, "DECODE_UNROLL", 1), "max_k": mm.DECODE_MAX_K}}  # fmt: skip
+                    "decode_kernels": {"unroll": getattr(mm, "DECODE_UNROLL", 1), "max_k": mm.DECODE_MAX_K,
+                                       "quant_max_k": getattr(mm, "QUANT_DECODE_MAX_K", mm.DECODE_MAX_K)}}  # fmt: skip
     for batch in args.batch:
         result["steps"][f"b{batch}"] = one_batch(model, batch, Plan, _group)
         print(json.dumps(result["steps"][f"b{batch}"], indent=1), flush=True)

@@ -29,6 +29,7 @@ BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
 DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
 DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
+QUANT_DECODE_MAX_K = 4096  # the same bound for quantized weights
 DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
 # adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
 DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
@@ -313,7 +314,8 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
         f = f16(n)
         if f in ("tiled", "big") or (f == "tall" and _enough(rows, n, TILE)):
             return "tiled"
-        return "decode" if f == "decode" else "gemv"
+        long_rows = f == "gemv" and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
+        return "decode" if f == "decode" or long_rows else "gemv"
 
     kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]
     return [(name, _when(pick, name, _choose(graph, rows, name, k)[0][1])) for name in kernels]
@@ -388,7 +390,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         # matrices of WIDE_ROWS rows take the 4-token subgroup kernel from WIDE_FROM tokens; rows
         # longer than DECODE_MAX_K take the 64-lane GEMV for one token: then no group at all
         wide = any(pr.w.rows >= WIDE_ROWS for pr in grouped)
-        short = all(pr.w.k <= DECODE_MAX_K for pr in grouped)
+        short = all(pr.w.k <= (DECODE_MAX_K if qw is None else max(DECODE_MAX_K, QUANT_DECODE_MAX_K)) for pr in grouped)
         first = limit = (WIDE_FROM if wide else DECODE_UNTIL) if short else 0
     else:
         first, limit = 0, SUBGROUP_FROM

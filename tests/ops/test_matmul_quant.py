@@ -163,3 +163,21 @@ def test_quant_tiles_where_f16_takes_tall_tiles(device, monkeypatch):
     assert grids["tiled"](64) == (128, 1, 1) and grids["gemv"](64) == (0, 0, 0)
     grids = dict(_choose_quant(Graph(device), 2048, None, 2048))
     assert grids["tiled"](64) == (0, 0, 0) and grids["gemv"](64) != (0, 0, 0)
+
+
+def test_quant_long_rows_follow_their_own_bound(device, monkeypatch):
+    """One token with rows longer than DECODE_MAX_K: the GEMV-style kernel, unless
+    QUANT_DECODE_MAX_K lets the quantized one-token kernel take them."""
+    import dataclasses
+    import importlib
+
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
+    if not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
+    monkeypatch.setattr(device, "info", dataclasses.replace(device.info, adapter_type="DiscreteGPU"))
+    g = Graph(device)
+    for bound, one_token in ((mm.DECODE_MAX_K, "gemv"), (8192, "decode")):
+        monkeypatch.setattr(mm, "QUANT_DECODE_MAX_K", bound)
+        grids = dict(mm._choose_quant(g, 2048, None, 7168))
+        assert [name for name, grid in grids.items() if grid(1) != (0, 0, 0)] == [one_token]
+        assert grids["decode"](2) != (0, 0, 0)  # a few tokens: the one-token kernel either way

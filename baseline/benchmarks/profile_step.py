@@ -1,0 +1,116 @@
+"""Where one decode step of B slots spends its time: GPU per kernel (timestamp queries), the
+GPU time of the whole step as it really runs (one timestamp before its first dispatch, one after
+its last: gaps between dispatches included, no per-kernel passes), and the host side (packing,
+encoding, readback). At batch 1 also the GPU-sampling loop's tokens/s.
+
+    python benchmarks/profile_step.py MODEL --batch 1 8 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    from bench_models import _group
+
+    import rwkv_webgpu as rw
+    from rwkv_webgpu.models.step import Plan
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--batch", type=int, nargs="*", default=[64])
+    ap.add_argument("--adapter", default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--quant", default=None, help="int8, nf4 or sf4")
+    ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
+    ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
+    args = ap.parse_args()
+    import importlib
+
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
+    if args.unroll:
+        mm.DECODE_UNROLL = args.unroll
+    if args.decode_max_k:
+        mm.DECODE_MAX_K = args.decode_max_k
+    model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant)
+    result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},
+                    "decode_kernels": {"unroll": getattr(mm, "DECODE_UNROLL", 1), "max_k": mm.DECODE_MAX_K}}  # fmt: skip
+    for batch in args.batch:
+        result["steps"][f"b{batch}"] = one_batch(model, batch, Plan, _group)
+        print(json.dumps(result["steps"][f"b{batch}"], indent=1), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+def step_span_us(model, state, plan) -> float:
+    """GPU microseconds from the step's first dispatch to its last, as the step normally runs."""
+    from rwkv_webgpu.gpu.recorder import Profiler
+
+    prof = Profiler(model.device, 2)
+    g, _ = model.runner.graph(state)
+    enc = model.device.device.create_command_encoder()
+    writes = prof.writes("step")
+    enc.begin_compute_pass(timestamp_writes={"query_set": writes["query_set"],
+                                             "beginning_of_pass_write_index": 0}).end()  # fmt: skip
+    g.encode(enc, plan, key=plan.shape)
+    enc.begin_compute_pass(timestamp_writes={"query_set": writes["query_set"], "end_of_pass_write_index": 1}).end()
+    prof.finish(enc)
+    model.runner.submit(state, plan, enc.finish())
+    model.runner.collect(state, plan)
+    return prof.read()[0][1]
+
+
+def one_batch(model, batch: int, Plan, _group) -> dict:
+    state = model.new_state(batch)
+    toks = [[int(t)] for t in np.random.default_rng(0).integers(1, model.info.num_vocab, batch)]
+    end = time.perf_counter() + 1.0  # clocks up
+    while time.perf_counter() < end:
+        model.run([list(t) for t in toks], state)
+    out: dict = {"batch": batch}
+    t0 = time.perf_counter()
+    for _ in range(32):
+        model.run([list(t) for t in toks], state)
+    out["step_ms"] = (time.perf_counter() - t0) / 32 * 1000
+    plan = Plan.pack(toks, list(range(batch)), False)
+    t0 = time.perf_counter()
+    cmd = model.runner.encode(state, plan)
+    out["encode_ms"] = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    model.runner.submit(state, plan, cmd)
+    out["submit_ms"] = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    model.runner.collect(state, plan)
+    out["wait_and_read_ms"] = (time.perf_counter() - t0) * 1000
+    if model.device.info.timestamp_query:
+        out["gpu_step_us"] = float(np.median([step_span_us(model, state, plan) for _ in range(16)]))
+        out["gpu_us"] = _group(model.runner.profile(state, plan))
+    if batch == 1:
+        import rwkv_webgpu as rw
+
+        cfg, rng, st = rw.SamplingConfig(temperature=1.0, top_p=0.9), np.random.default_rng(0), model.new_state()
+        tok = model.forward_sample([1, 2, 3], st, cfg, rng)
+        for _ in range(16):
+            tok = model.forward_sample([tok], st, cfg, rng)
+        t0 = time.perf_counter()
+        for _ in range(64):
+            tok = model.forward_sample([tok], st, cfg, rng)
+        out["gpu_sampling_tok_s"] = 64 / (time.perf_counter() - t0)
+        sample_plan = Plan.pack([[tok]], [0], False)
+        sample_plan.sample = np.array([[1.0, 0.9, 0, 0.5]], np.float32)
+        if model.device.info.timestamp_query:
+            out["gpu_step_sampling_us"] = float(np.median([step_span_us(model, st, sample_plan) for _ in range(16)]))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""y = act(x @ W^T), optionally added into y: every linear layer of every version."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..gpu import Act, BufferRange, Counter, Graph, Matrix, QMatrix, ceil_div, pack_params
+from ..gpu.recorder import Grid
+from ..gpu.tensor import MatrixPart
+
+_FIELDS = ("k", "kv", "rows", "row0", "x_off", "x_stride", "y_off", "y_stride", "act", "accumulate", "gate")
+PARAMS = np.dtype([(n, "<u4") for n in _FIELDS])
+ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "silu": 4}
+ROWS = 4  # rows per workgroup (matmul.wgsl)
+TOK = 4  # tokens per workgroup (fixed in matmul.wgsl)
+TILE = 64  # rows and tokens per workgroup (matmul_tiled.wgsl)
+NO_GRID = (0, 0, 0)
+SPLIT_MAX = 16  # K parts of the split kernel at most ...
+SPLIT_MIN_PART = 128  # ... each at least this long ...
+SPLIT_MIN_K = 512  # ... for K from this ...
+SPLIT_MIN_ROWS = 64  # ... and matrices of at least this many rows
+BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
+RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
+DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
+DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
+DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
+# adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
+DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
+SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
+WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
+SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
+TALL_MAX = 128  # GPUs: 128 x 64 tiles (K in parts) for steps of SPLIT_FROM up to this many tokens ...
+TALL_MIN_ROWS = 512  # ... on matrices of this many rows (narrower ones: the split 64 x 64 tiles)
+TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel (GPUs: from 32) ...
+GPU_TILED_FROM = 32
+TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
+
+
+def matmul(
+    graph: Graph,
+    counter: Counter,
+    x: Act,
+    w: Matrix | QMatrix,
+    y: Act,
+    *,
+    act: str = "none",
+    accumulate: bool = False,
+    gate: Act | None = None,
+    kernel: str | None = None,
+    label: str = "matmul",
+) -> None:
+    """Record ``y[t, :R] (+)= act(W @ x[t, :K])`` for the counter's T rows.
+
+    With ``gate`` (a view into y's buffer with y's stride, e.g. another plane of it):
+    ``y[t, r] += gate[t, r] * act(...)`` (RWKV-4..6's gated channel-mix output in one dispatch).
+
+    Shapes: x [T, K], W [R, K] (f16, split in row blocks), y [T, >= R]. Every kernel that may
+    suit this matrix is recorded; each step runs the one :func:`_choose` picks for its token
+    count (the others get an empty grid): GEMV-style kernels for decoding and small batches,
+    tiles (K in parts where the tiles are few) for batches and prompts. ``kernel`` (one of
+    KERNELS) forces one kernel for every token count (tests use it to check each on any adapter).
+    """
+    _check(x, w, y, act, label)
+    if gate is not None and (gate.buffer is not y.buffer or gate.stride != y.stride):
+        raise ShapeError(f"{label}: the gate must be a view of the output's buffer with its row stride")
+    if isinstance(w, QMatrix):
+        _matmul_quant(graph, counter, x, w, y, act, accumulate, gate, label, kernel)
+        return
+    for part in w.parts:
+        params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)
+
+        for name, grid in _choose(graph, part.rows, kernel, w.k):
+            if name in ("split", "tall"):
+                _matmul_parts(graph, counter, params, part, x, y, grid, label, name, kernel is not None)
+                continue
+            consts: dict[str, float]
+            if name == "decode":
+                shader, entry, consts = "matmul_subgroup", "decode", decode_constants(graph)
+            else:
+                shader, entry, consts = _KERNEL_SOURCES[name]
+            suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise") else f".{name}"
+            graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
+                           label=label + suffix, **consts)  # fmt: skip
+
+
+def _params(k: int, kp: int, rows: int, row0: int, x: Act, y: Act, act: str, accumulate: bool,
+            gate: Act | None) -> np.ndarray:  # fmt: skip
+    """matmul_io.wgsl's Params for one matrix part."""
+    return pack_params(
+        PARAMS, k=k, kv=kp // 8, rows=rows, row0=row0, x_off=x.offset, x_stride=x.stride, y_off=y.offset,
+        y_stride=y.stride, act=ACTIVATIONS[act], accumulate=2 if gate is not None else int(accumulate),
+        gate=0 if gate is None else (gate.offset - y.offset) % 2**32,
+    )  # fmt: skip
+
+
+# kernel name -> (shader, entry point, override constants)
+_KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
+    "gemv": ("matmul", "main", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
+    "rowwise": ("matmul", "rowwise", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
+    "subgroup": ("matmul_subgroup", "main", {"LANES": 8, "WGS": 64, "TOK": TOK}),
+    "tiled": ("matmul_tiled", "main", {}),
+    "big": ("matmul_tiled", "big", {}),
+}
+KERNELS = ("gemv", "subgroup", "decode", "rowwise", "tiled", "big", "split", "tall")
+
+
+def split_parts(rows: int, k: int) -> int:
+    """How many K parts the split kernel cuts a matrix of ``rows`` x ``k`` into: enough 64 x 64
+    tiles per token tile to reach TILED_MIN_TILES workgroups, at most SPLIT_MAX parts of at
+    least SPLIT_MIN_PART (two for shorter K, when a test forces the kernel)."""
+    return max(1, min(SPLIT_MAX, max(2, k // SPLIT_MIN_PART), ceil_div(TILED_MIN_TILES, ceil_div(rows, TILE))))
+
+
+def tall_parts(rows: int, k: int) -> int:
+    """K parts of the `tall` kernel (128-row x 64-token tiles) for a matrix of ``rows`` x ``k``:
+    TILED_MIN_TILES workgroups for one token tile, at most SPLIT_MAX parts of SPLIT_MIN_PART."""
+    return max(1, min(SPLIT_MAX, k // SPLIT_MIN_PART, ceil_div(TILED_MIN_TILES, ceil_div(rows, BIG))))
+
+
+def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: MatrixPart, x: Act, y: Act,
+                  grid: Grid, label: str, entry: str, forced: bool) -> None:  # fmt: skip
+    """Record a kernel that sums K in parts (`split`, `tall`): partial sums per part into the
+    device's scratch buffer, then `reduce` adds them into y (`tall` in one part writes y itself)."""
+    k = int(params["k"][0])
+    parts = split_parts(part.rows, k) if entry == "split" else tall_parts(part.rows, k)
+    if entry == "tall" and parts == 1:
+        graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, y.buffer], grid, entry="tall",
+                       label=label + ".tall", SPLIT=1)  # fmt: skip
+        return
+    # the most tokens a step can send here (forced: any the input holds)
+    if forced:
+        tokens = x.max_rows or 4096
+    elif entry == "tall":
+        tokens = TALL_MAX
+    else:  # below the count at which 64 x 64 tiles take over
+        tokens = TILE * (ceil_div(TILED_MIN_TILES, ceil_div(part.rows, TILE)) - 1)
+    if x.max_rows:
+        tokens = min(tokens, x.max_rows)
+    scratch = graph.device.scratch(parts * max(tokens, 1) * part.rows * 4)
+    graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, scratch], grid, entry=entry,
+                   label=f"{label}.{entry}", SPLIT=parts)  # fmt: skip
+
+    def reduce_grid(n: int) -> tuple[int, int, int]:
+        return (ceil_div(part.rows, 64), n, 1) if grid(n) != NO_GRID else NO_GRID
+
+    graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer}, reduce_grid, entry="reduce",
+                   label=label + ".reduce", SPLIT=parts)  # fmt: skip
+
+
+def decode_lanes(graph: Graph) -> int:
+    """Invocations per row in the one-token subgroup kernels: 16 where subgroups have 32 or more
+    invocations (NVIDIA, AMD, Apple), else 8 (what the other subgroup kernel assumes too)."""
+    return 16 if graph.device.info.subgroup_size >= 32 else 8
+
+
+def decode_constants(graph: Graph) -> dict[str, float]:
+    """Override constants of the one-token subgroup kernels (f16, group and quantized)."""
+    return {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "UNROLL": DECODE_UNROLL}
+
+
+def decode_grid(graph: Graph, rows: int) -> Grid:
+    """Grid of those kernels for ``rows`` rows: one workgroup row per token."""
+    per = DECODE_WGS // decode_lanes(graph)
+    return lambda n: (ceil_div(rows, per), n, 1)
+
+
+def _check(x: Act, w: Matrix | QMatrix, y: Act, act: str, label: str) -> None:
+    if x.cols != w.k:
+        raise ShapeError(f"{label}: input [T, {x.cols}] and weight [R={w.rows}, K={w.k}] do not fit (K differs)")
+    if y.cols < w.rows:
+        raise ShapeError(f"{label}: output [T, {y.cols}] and weight [R={w.rows}, K={w.k}] do not fit (fewer than R columns)")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}")
+
+
+def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tuple[str, Grid]]:
+    """The kernels to record for a matrix part of ``rows`` x ``k`` and the grid of each: the grid
+    is empty on the steps where :func:`_rule` picks another kernel. ``kernel`` forces one."""
+    grids: dict[str, Grid] = {
+        "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
+        "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
+        "decode": decode_grid(graph, rows),
+        "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
+        "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
+        "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
+        "split": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), split_parts(rows, k)),
+        "tall": lambda n: (ceil_div(rows, BIG), ceil_div(n, TILE), tall_parts(rows, k)),
+    }
+    if kernel is not None:
+        if kernel not in grids:
+            raise ValueError(f"unknown matmul kernel {kernel!r}; choose from {KERNELS}")
+        if kernel == "split" and split_parts(rows, k) < 2:
+            raise ValueError(f"the split matmul needs fewer than {TILED_MIN_TILES // 2 * TILE} rows, got {rows}")
+        if kernel in ("subgroup", "decode") and not graph.device.info.subgroup:
+            raise ValueError(f"the {kernel} matmul needs an adapter with the 'subgroup' feature")
+        return [(kernel, grids[kernel])]
+    names, pick = _rule(graph, rows, k)
+    return [(name, _when(pick, name, grids[name])) for name in names]
+
+
+def _enough(rows: int, n: int, tile: int) -> bool:
+    """Whether a GPU step of ``n`` tokens makes enough ``tile`` x ``tile`` tiles to fill the GPU."""
+    return n >= GPU_TILED_FROM and ceil_div(rows, tile) * ceil_div(n, tile) >= TILED_MIN_TILES
+
+
+def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], str]]:
+    """The kernels a matrix of ``rows`` x ``k`` may need and ``pick(n)``, the one for a step of
+    ``n`` tokens (cached: it runs for every recorded kernel of every step).
+
+    Real GPUs with subgroups (thresholds measured on the H100 with benchmarks/bench_kernels.py):
+    under DECODE_UNTIL tokens the one-token subgroup kernel ("decode"; a single token with rows
+    longer than DECODE_MAX_K takes the 64-lane GEMV, and matrices of WIDE_ROWS rows or more take
+    the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel; from
+    SPLIT_FROM to TALL_MAX tokens 128-row x 64-token tiles with K in parts ("tall", matrices of
+    TALL_MIN_ROWS rows or more) or 64 x 64 tiles with K in parts ("split", narrower ones, and
+    beyond TALL_MAX where the rows are too few to fill the GPU with tiles); then, from
+    GPU_TILED_FROM tokens, tiles once there are TILED_MIN_TILES of them: 128 x 128 where there
+    are enough of those, else 64 x 64. GPUs without subgroups: the GEMV, "tall" and the tiles.
+    CPU adapters: the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers
+    cost most there), 64 x 64 tiles up to BIG tokens and 128 x 128 tiles from there.
+    """
+    info = graph.device.info
+    if info.adapter_type.lower() == "cpu":
+        # lavapipe: the row-wise kernel costs the same per token at any step size (each token
+        # re-reads the rows), tiles win from a few dozen tokens (2x on a 128-token chunk)
+        def pick_cpu(n: int) -> str:
+            return "rowwise" if n < TILED_FROM else "tiled" if n < BIG else "big"
+
+        return ["rowwise", "tiled", "big"], pick_cpu
+
+    sub = info.subgroup
+    split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2
+    tall = k >= SPLIT_MIN_K and rows >= TALL_MIN_ROWS
+
+    @functools.cache
+    def pick(n: int) -> str:
+        if _enough(rows, n, BIG):
+            return "big"
+        if tall and SPLIT_FROM <= n <= TALL_MAX:
+            return "tall"  # batched steps: 128 x 64 tiles with K in parts
+        if _enough(rows, n, TILE):
+            return "tiled"
+        if not sub:
+            return "gemv"
+        if n < DECODE_UNTIL:
+            if n == 1 and k > DECODE_MAX_K:
+                return "gemv"  # long rows, one token: the 64-lane GEMV
+            # wide matrices from a few tokens: 4 tokens per weight read beat one
+            return "subgroup" if n >= WIDE_FROM and rows >= WIDE_ROWS else "decode"
+        return "split" if split and n >= SPLIT_FROM else "subgroup"
+
+    names = ["decode", "gemv", "subgroup", "split", "tiled", "big"] if sub else ["gemv", "tiled", "big"]
+    if tall:
+        names.append("tall")
+    if sub and k <= DECODE_MAX_K:
+        names.remove("gemv")
+    if not split and "split" in names:
+        names.remove("split")
+    return names, pick
+
+
+def _when(pick: Callable[[int], str], name: str, grid: Grid) -> Grid:
+    """``grid`` on the steps where ``pick`` chooses ``name``, no grid on the others."""
+    return lambda n: grid(n) if pick(n) == name else NO_GRID
+
+
+QUANT_CODE = {"int8": 0, "nf4": 1, "sf4": 2}
+QUANT_KERNELS = ("gemv", "decode", "tiled")
+
+
+def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, act: str, accumulate: bool,
+                  gate: Act | None, label: str, kernel: str | None = None) -> None:  # fmt: skip
+    """Quantized weights: the GEMV-style kernels (matmul_quant.wgsl; matmul_quant_subgroup.wgsl
+    for one token at a time) for decoding, the tiled one (matmul_tiled.wgsl on
+    weights_quant.wgsl, kernel "matmul_quant_tiled") for prompts."""
+    quant = QUANT_CODE[w.quant.value]
+    for part in w.parts:
+        params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)
+        buffers = [part.codes, x.buffer, y.buffer, part.scales]  # bindings 2 to 5
+        for name, grid in _choose_quant(graph, part.rows, kernel, w.k):
+            if name == "gemv":
+                graph.dispatch("matmul_quant", counter, params, buffers, grid, label=f"{label}.{w.quant.value}",
+                               WG=64, ROWS=ROWS, QUANT=quant)  # fmt: skip
+            elif name == "decode":
+                graph.dispatch("matmul_quant_subgroup", counter, params, buffers, grid,
+                               label=f"{label}.{w.quant.value}.decode", QUANT=quant, **decode_constants(graph))  # fmt: skip
+            else:
+                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid,
+                               label=f"{label}.{w.quant.value}.tiled", QUANT=quant)  # fmt: skip
+
+
+def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tuple[str, Grid]]:
+    """As :func:`_choose`, for quantized weights, following the f16 rule: the one-token subgroup
+    kernel where f16 weights take it, 64 x 64 tiles where f16 weights tile (128 x 64 tiles count
+    when 64 x 64 ones would fill the GPU too; the 128 x 128 tiles were no faster with quantized
+    weights on the H100), the GEMV-style kernel on the other steps. ``kernel`` ("gemv",
+    "decode", "tiled") forces one for every step."""
+    if kernel is not None:
+        if kernel not in QUANT_KERNELS:
+            raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
+                             f"choose from {QUANT_KERNELS}")  # fmt: skip
+        return _choose(graph, rows, kernel, k)
+    names, f16 = _rule(graph, rows, k)
+
+    @functools.cache
+    def pick(n: int) -> str:
+        f = f16(n)
+        if f in ("tiled", "big") or (f == "tall" and _enough(rows, n, TILE)):
+            return "tiled"
+        return "decode" if f == "decode" else "gemv"
+
+    kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]
+    return [(name, _when(pick, name, _choose(graph, rows, name, k)[0][1])) for name in kernels]
+
+
+SEGMENT = np.dtype(
+    [(n, "<u4") for n in ("row0", "rows", "k", "kv", "w_off", "x_off", "x_stride", "y_sel", "y_off", "y_stride", "act", "accumulate")]
+)
+GROUP_PARAMS = np.dtype([(n, "<u4") for n in ("segments", "rows", "_pad0", "_pad1")])
+
+
+@dataclass(frozen=True)
+class Product:
+    """One ``y (+)= act(W x)`` of a :func:`matmul_group`."""
+
+    x: Act
+    w: Matrix | QMatrix
+    y: Act
+    act: str = "none"
+    accumulate: bool = False
+    label: str = "matmul"
+
+
+def matmul_group(
+    graph: Graph, counter: Counter, products: list[Product], *, kernel: str | None = None, label: str = "group"
+) -> None:
+    """Record several independent products that can run at once, as one dispatch for decoding.
+
+    Products whose f16 weights share one buffer (``upload_matrices``), read the same input
+    buffer and write at most two output buffers are computed together by matmul_group.wgsl
+    for steps below the subgroup sizes (CPU adapters: below the tiled sizes); larger steps and
+    the other products run through :func:`matmul` as usual. The result is the same as
+    calling :func:`matmul` for each product (the same sums in the same order). ``kernel``
+    ("gemv", "rowwise" or "decode") forces one group kernel for every step (tests).
+    """
+    if kernel not in (None, "gemv", "rowwise", "decode"):
+        raise ValueError(f"unknown group kernel {kernel!r}; choose 'gemv', 'rowwise' or 'decode'")
+    grouped, rest = _groupable(products)
+    for pr in rest:
+        matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
+    if not grouped:
+        return
+    info = graph.device.info
+    cpu = info.adapter_type.lower() == "cpu"
+    if kernel == "decode" and not info.subgroup:
+        raise ValueError("the decode group kernel needs an adapter with the 'subgroup' feature")
+    # Steps under `first` tokens run the one-token subgroup entry, steps in [first, limit) the
+    # 4-token (or CPU: row-wise) entry, larger steps the products one by one, so that each step
+    # uses the kernel matmul would pick for every product (see _rule).
+    if kernel is not None:
+        first = limit = 1 << 30
+        if kernel != "decode":
+            first = 0
+    elif cpu:
+        first, limit = 0, TILED_FROM
+    elif info.subgroup:
+        # matrices of WIDE_ROWS rows take the 4-token subgroup kernel from WIDE_FROM tokens; rows
+        # longer than DECODE_MAX_K take the 64-lane GEMV for one token: then no group at all
+        wide = any(pr.w.rows >= WIDE_ROWS for pr in grouped)
+        short = all(pr.w.k <= DECODE_MAX_K for pr in grouped)
+        first = limit = (WIDE_FROM if wide else DECODE_UNTIL) if short else 0
+    else:
+        first, limit = 0, SUBGROUP_FROM
+    outputs: list = []
+    segs = np.zeros(len(grouped), SEGMENT)
+    row = 0
+    for i, pr in enumerate(grouped):
+        _check(pr.x, pr.w, pr.y, pr.act, pr.label)
+        if pr.y.buffer not in outputs:
+            outputs.append(pr.y.buffer)
+        part = pr.w.parts[0]
+        assert isinstance(part, MatrixPart) and isinstance(part.buffer, BufferRange)  # _groupable checked
+        segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, part.buffer.offset // 16, pr.x.offset, pr.x.stride,
+                   outputs.index(pr.y.buffer), pr.y.offset, pr.y.stride, ACTIVATIONS[pr.act], int(pr.accumulate))  # fmt: skip
+        row += ceil_div(pr.w.rows, ROWS) * ROWS
+        if kernel is None:
+            with graph.only_when(lambda: counter.value >= limit):
+                matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
+    rows = int(segs[-1]["row0"] + segs[-1]["rows"])
+    params = pack_params(GROUP_PARAMS, segments=len(grouped), rows=rows, _pad0=0, _pad1=0)
+    weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
+    table = graph.device.upload(segs, f"{label}.segments")
+    y1 = outputs[1] if len(outputs) > 1 else graph.device.storage(4, f"{label}.unused")
+    buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
+    if first:
+        with graph.only_when(lambda: counter.value < first):
+            graph.dispatch("matmul_group_subgroup", counter, params, buffers, decode_grid(graph, rows),
+                           label=label, **decode_constants(graph))  # fmt: skip
+    if first >= limit:
+        return
+    with graph.only_when(lambda: first <= counter.value < limit):
+        if kernel == "rowwise" or (kernel is None and cpu):
+            graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
+                           entry="rowwise", label=label, WG=64, RTOK=RTOK)  # fmt: skip
+        else:
+            graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
+                           label=label, WG=64, ROWS=ROWS)  # fmt: skip
+
+
+def _groupable(products: list[Product]) -> tuple[list[Product], list[Product]]:
+    """Split ``products`` into those one group dispatch can compute and the others."""
+    grouped: list[Product] = []
+    rest: list[Product] = []
+    outputs: set = set()
+    for pr in products:
+        part = pr.w.parts[0] if isinstance(pr.w, Matrix) and len(pr.w.parts) == 1 else None
+        fits = (
+            part is not None
+            and isinstance(part.buffer, BufferRange)
+            and (not grouped or part.buffer.buffer is grouped[0].w.parts[0].buffer.buffer)  # type: ignore[union-attr]
+            and (not grouped or pr.x.buffer is grouped[0].x.buffer)
+            and (pr.y.buffer in outputs or len(outputs) < 2)
+            and pr.y.buffer is not pr.x.buffer
+        )
+        if fits:
+            grouped.append(pr)
+            outputs.add(pr.y.buffer)
+        else:
+            rest.append(pr)
+    if len(grouped) < 2:
+        return [], products
+    return grouped, rest

@@ -1,0 +1,80 @@
+// matmul_subgroup.wgsl: the same product as matmul.wgsl, y[t, row0 + r] (+)= act(sum_k W[r, k] x[t, k]),
+// for adapters with subgroups: LANES neighbouring invocations share a row, each reading every
+// LANES-th 16-byte word of it, and sum their partials with subgroup shuffles (no workgroup
+// memory, no barriers). Needs subgroups of at least LANES invocations in local-index order.
+// Bindings as matmul.wgsl. Grid: (ceil(R / (WGS / LANES)), ceil(T / TOK)); workgroup of WGS.
+// `decode` (one token per workgroup row of the grid) is `main` with TOK = 1 whose lanes load
+// UNROLL (1, 2 or 4) words of the row before using them (more loads in flight); same sums in
+// the same order. Grid: (ceil(R / (WGS / LANES)), T).
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+
+override LANES: u32 = 8u;  // invocations per row: 8, 16 or 32
+override WGS: u32 = 64u;   // invocations per workgroup
+override TOK: u32 = 4u;    // tokens per workgroup, at most 4
+override UNROLL: u32 = 1u; // decode: words of the row per lane in flight, 1, 2 or 4
+
+@compute @workgroup_size(WGS)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = li % LANES;
+    let r = wid.x * (WGS / LANES) + li / LANES;
+    let t0 = wid.y * TOK;
+    let n = count.n;
+    var acc = vec4<f32>(0.0);
+    if r < p.rows {
+        let base = r * p.kv;
+        for (var i = lane; i < p.kv; i += LANES) {
+            let q = w[base + i];
+            for (var j = 0u; j < TOK; j++) {
+                if t0 + j < n { acc[j] += dot8(q, x8(t0 + j, i * 8u)); }
+            }
+        }
+    }
+    // butterfly over the LANES lanes of this row (all invocations take part)
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        acc += subgroupShuffleXor(acc, s);
+    }
+    if lane == 0u {
+        for (var j = 0u; j < TOK; j++) { store_out(t0 + j, r, acc[j]); }
+    }
+}
+
+@compute @workgroup_size(WGS)
+fn decode(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = li % LANES;
+    let r = wid.x * (WGS / LANES) + li / LANES;
+    let t = wid.y;
+    let kv = p.kv;
+    var acc = 0.0;
+    if r < p.rows && t < count.n {
+        let base = r * kv;
+        var i = lane;
+        // words in flight: named values, not an array (an indexed array may live in memory)
+        if UNROLL >= 4u {
+            for (; i + 3u * LANES < kv; i += 4u * LANES) {
+                let q0 = w[base + i];
+                let q1 = w[base + i + LANES];
+                let q2 = w[base + i + 2u * LANES];
+                let q3 = w[base + i + 3u * LANES];
+                acc += dot8(q0, x8(t, i * 8u));
+                acc += dot8(q1, x8(t, (i + LANES) * 8u));
+                acc += dot8(q2, x8(t, (i + 2u * LANES) * 8u));
+                acc += dot8(q3, x8(t, (i + 3u * LANES) * 8u));
+            }
+        }
+        if UNROLL >= 2u {
+            for (; i + LANES < kv; i += 2u * LANES) {
+                let q0 = w[base + i];
+                let q1 = w[base + i + LANES];
+                acc += dot8(q0, x8(t, i * 8u));
+                acc += dot8(q1, x8(t, (i + LANES) * 8u));
+            }
+        }
+        for (; i < kv; i += LANES) {
+            acc += dot8(w[base + i], x8(t, i * 8u));
+        }
+    }
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        acc += subgroupShuffleXor(acc, s);
+    }
+    if lane == 0u { store_out(t, r, acc); }
+}

@@ -1,0 +1,332 @@
+// matmul_tiled.wgsl: y[t, row0 + r] (+)= act(sum_k W[r, k] x[t, k]) tiled for prompts: a workgroup
+// computes a 64-row x 64-token tile, staging 32-wide K slices of W (from weights8) and x in
+// workgroup memory as vec4s of four rows / four tokens; each of its 16 x 16 invocations sums a
+// 4 x 4 block in f32. Built twice: matmul_tiled (weights_f16.wgsl: w [R, KP/8] vec4<u32>) and
+// matmul_quant_tiled (weights_quant.wgsl: codes, scales); x [T, K] f32, y [T, y_stride] f32.
+// Grid: (ceil(R / 64), ceil(T / 64)).
+const TILE: u32 = 64u;   // rows and tokens per workgroup
+const TK: u32 = 32u;     // K slice staged per iteration
+const Q: u32 = 16u;      // TILE / 4: vec4 groups per K step
+
+var<workgroup> ws: array<vec4<f32>, 512>;   // [TK][Q]: four consecutive rows
+var<workgroup> xs: array<vec4<f32>, 512>;   // [TK][Q]: four consecutive tokens
+
+// The 4 x 4 block of invocation (lid.x, lid.y) of the 64 x 64 tile at rows r0.., tokens t0..,
+// summed over K in [kb0, kb1) (multiples of TK, or kb1 = KP): acc[i][j] = row 4ly + i, token 4lx + j.
+struct Block { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32> }
+
+fn tile64(lid: vec3<u32>, tid: u32, r0: u32, t0: u32, kb0: u32, kb1: u32) -> Block {
+    let n = count.n;
+    // staging: invocation tid brings 8 consecutive K values of row (and token) tid / 4
+    let l = tid / 4u;
+    let lk = (tid % 4u) * 8u;
+    let lq = l / 4u;
+    let lc = l % 4u;
+    let kp = p.kv * 8u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var k0 = kb0; k0 < kb1; k0 += TK) {
+        let kb = k0 + lk;
+        var wv: array<f32, 8>;
+        if r0 + l < p.rows && kb < kb1 {
+            wv = weights8(r0 + l, kb / 8u);
+        }
+        let t = t0 + l;
+        let xb = p.x_off + t * p.x_stride + kb;
+        for (var e = 0u; e < 8u; e++) {
+            ws[(lk + e) * Q + lq][lc] = wv[e];
+            var v = 0.0;
+            if t < n && kb + e < p.k && kb < kb1 {
+                v = x[xb + e];
+            }
+            xs[(lk + e) * Q + lq][lc] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let a = ws[kk * Q + lid.y];
+            let b = xs[kk * Q + lid.x];
+            acc0 += a.x * b;
+            acc1 += a.y * b;
+            acc2 += a.z * b;
+            acc3 += a.w * b;
+        }
+        workgroupBarrier();
+    }
+    return Block(acc0, acc1, acc2, acc3);
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let acc = tile64(lid, tid, wid.x * TILE, wid.y * TILE, 0u, p.kv * 8u);
+    let r = wid.x * TILE + lid.y * 4u;
+    let tb = wid.y * TILE + lid.x * 4u;
+    for (var j = 0u; j < 4u; j++) {
+        store_out(tb + j, r, acc.a0[j]);
+        store_out(tb + j, r + 1u, acc.a1[j]);
+        store_out(tb + j, r + 2u, acc.a2[j]);
+        store_out(tb + j, r + 3u, acc.a3[j]);
+    }
+}
+
+// `split`: the 64 x 64 tiles with K cut in SPLIT parts (grid z), for steps with too few tiles to
+// fill the GPU: part z writes its raw sums to y as partials [SPLIT, T, R] (y_off, y_stride, act
+// and accumulate unused) and `reduce` adds them up. Grid: (ceil(R / 64), ceil(T / 64), SPLIT).
+override SPLIT: u32 = 4u;
+
+@compute @workgroup_size(16, 16)
+fn split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+         @builtin(local_invocation_index) tid: u32) {
+    let kp = p.kv * 8u;
+    let part = (kp + SPLIT * TK - 1u) / (SPLIT * TK) * TK;  // K per part, a multiple of TK
+    let kb0 = min(wid.z * part, kp);
+    let acc = tile64(lid, tid, wid.x * TILE, wid.y * TILE, kb0, min(kb0 + part, kp));
+    let r = wid.x * TILE + lid.y * 4u;
+    let tb = wid.y * TILE + lid.x * 4u;
+    for (var j = 0u; j < 4u; j++) {
+        store_part(wid.z, tb + j, r, acc.a0[j]);
+        store_part(wid.z, tb + j, r + 1u, acc.a1[j]);
+        store_part(wid.z, tb + j, r + 2u, acc.a2[j]);
+        store_part(wid.z, tb + j, r + 3u, acc.a3[j]);
+    }
+}
+
+// The raw sum of K part z for token t and row r, as partial [z, t, r] of y (rows p.rows).
+fn store_part(z: u32, t: u32, r: u32, v: f32) {
+    let n = count.n;
+    if t < n && r < p.rows {
+        y[(z * n + t) * p.rows + r] = v;
+    }
+}
+
+// `reduce`: y[t, row0 + r] (+)= act(sum_z partial[z, t, r]), the partials of `split` bound as x.
+// Grid: (ceil(R / 64), T).
+@compute @workgroup_size(64)
+fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    let t = gid.y;
+    let n = count.n;
+    if r >= p.rows || t >= n { return; }
+    var s = 0.0;
+    for (var z = 0u; z < SPLIT; z++) {
+        s += x[(z * n + t) * p.rows + r];
+    }
+    store_out(t, r, s);
+}
+
+// `big`: the same product in 128-row x 128-token tiles for large prompts: 16-wide K slices
+// (workgroup memory 16 KiB), each invocation an 8 x 8 block (rows 4ty.. and 64 + 4ty..,
+// tokens 4tx.. and 64 + 4tx..) in named registers (drivers may spill indexed arrays to
+// memory); the next slice is read into registers while this one is summed.
+// Grid: (ceil(R / 128), ceil(T / 128)).
+const BT: u32 = 128u;  // rows and tokens per workgroup
+const BK: u32 = 16u;   // K slice staged per iteration
+const BQ: u32 = 32u;   // BT / 4
+
+var<workgroup> wb: array<vec4<f32>, 512>;   // [BK][BQ]: four consecutive rows
+var<workgroup> xb: array<vec4<f32>, 512>;   // [BK][BQ]: four consecutive tokens
+
+// 8 values along K from index kb: W[r, kb ..] or x[t, kb ..], zero outside the matrix / the step.
+struct Eight { lo: vec4<f32>, hi: vec4<f32> }
+
+fn stage_w(r: u32, kb: u32, kp: u32) -> Eight {
+    if r >= p.rows || kb >= kp {
+        return Eight(vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let v = weights8(r, kb / 8u);
+    return Eight(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+}
+
+fn stage_x(t: u32, kb: u32, n: u32) -> Eight {
+    if t >= n {
+        return Eight(vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let v = x8(t, kb);
+    return Eight(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+}
+
+// Stage 8 K values of a weight row (into wb) and of a token (into xb) as component c (0..3) of
+// slot q in K rows k .. k + 7 of the [BK][BQ] workgroup arrays.
+// (spelled out: a loop over e measured ~8% slower for the whole kernel on the H100)
+fn put8(k: u32, q: u32, c: u32, w: Eight, t: Eight) {
+    wb[k * BQ + q][c] = w.lo.x;
+    wb[(k + 1u) * BQ + q][c] = w.lo.y;
+    wb[(k + 2u) * BQ + q][c] = w.lo.z;
+    wb[(k + 3u) * BQ + q][c] = w.lo.w;
+    wb[(k + 4u) * BQ + q][c] = w.hi.x;
+    wb[(k + 5u) * BQ + q][c] = w.hi.y;
+    wb[(k + 6u) * BQ + q][c] = w.hi.z;
+    wb[(k + 7u) * BQ + q][c] = w.hi.w;
+    xb[k * BQ + q][c] = t.lo.x;
+    xb[(k + 1u) * BQ + q][c] = t.lo.y;
+    xb[(k + 2u) * BQ + q][c] = t.lo.z;
+    xb[(k + 3u) * BQ + q][c] = t.lo.w;
+    xb[(k + 4u) * BQ + q][c] = t.hi.x;
+    xb[(k + 5u) * BQ + q][c] = t.hi.y;
+    xb[(k + 6u) * BQ + q][c] = t.hi.z;
+    xb[(k + 7u) * BQ + q][c] = t.hi.w;
+}
+
+fn store4(tb: u32, r: u32, v: vec4<f32>) {
+    store_out(tb, r, v.x);
+    store_out(tb + 1u, r, v.y);
+    store_out(tb + 2u, r, v.z);
+    store_out(tb + 3u, r, v.w);
+}
+
+@compute @workgroup_size(16, 16)
+fn big(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+       @builtin(local_invocation_index) tid: u32) {
+    let n = count.n;
+    let r0 = wid.x * BT;
+    let t0 = wid.y * BT;
+    // staging: invocation tid brings 8 consecutive K values of row (and token) tid / 2
+    let l = tid / 2u;
+    let lk = (tid % 2u) * 8u;
+    let kp = p.kv * 8u;
+    // c<i><h>: rows 4ty + i (i < 4) or 64 + 4ty + i - 4, tokens 4tx + 64h .. + 3
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0); var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0); var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
+    var wv = stage_w(r0 + l, lk, kp);
+    var xv = stage_x(t0 + l, lk, n);
+    for (var k0 = 0u; k0 < kp; k0 += BK) {
+        put8(lk, l / 4u, l % 4u, wv, xv);
+        workgroupBarrier();
+        if k0 + BK < kp {
+            wv = stage_w(r0 + l, k0 + BK + lk, kp);
+            xv = stage_x(t0 + l, k0 + BK + lk, n);
+        }
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = wb[kk * BQ + lid.y];
+            let a1 = wb[kk * BQ + 16u + lid.y];
+            let b0 = xb[kk * BQ + lid.x];
+            let b1 = xb[kk * BQ + 16u + lid.x];
+            c00 += a0.x * b0; c01 += a0.x * b1;
+            c10 += a0.y * b0; c11 += a0.y * b1;
+            c20 += a0.z * b0; c21 += a0.z * b1;
+            c30 += a0.w * b0; c31 += a0.w * b1;
+            c40 += a1.x * b0; c41 += a1.x * b1;
+            c50 += a1.y * b0; c51 += a1.y * b1;
+            c60 += a1.z * b0; c61 += a1.z * b1;
+            c70 += a1.w * b0; c71 += a1.w * b1;
+        }
+        workgroupBarrier();
+    }
+    let ra = r0 + lid.y * 4u;
+    let rb = ra + 64u;
+    let ta = t0 + lid.x * 4u;
+    let tb = ta + 64u;
+    store4(ta, ra, c00); store4(tb, ra, c01);
+    store4(ta, ra + 1u, c10); store4(tb, ra + 1u, c11);
+    store4(ta, ra + 2u, c20); store4(tb, ra + 2u, c21);
+    store4(ta, ra + 3u, c30); store4(tb, ra + 3u, c31);
+    store4(ta, rb, c40); store4(tb, rb, c41);
+    store4(ta, rb + 1u, c50); store4(tb, rb + 1u, c51);
+    store4(ta, rb + 2u, c60); store4(tb, rb + 2u, c61);
+    store4(ta, rb + 3u, c70); store4(tb, rb + 3u, c71);
+}
+
+// `tall`: 128-row x 64-token tiles for batched steps (each invocation 8 rows x 4 tokens: rows
+// 4ty.. and 64 + 4ty.., tokens 4tx..), 16-wide K slices in the `big` arrays, K cut in SPLIT
+// parts (grid z) whose raw sums go to y as partials [SPLIT, T, R] for `reduce`; SPLIT = 1 writes
+// y directly. Grid: (ceil(R / 128), ceil(T / 64), SPLIT).
+const TQ: u32 = 16u;  // 64 tokens / 4
+
+// x[t, kb .. kb + 4], zero past K or the step.
+fn stage_x4(t: u32, kb: u32, n: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if t < n {
+        let base = p.x_off + t * p.x_stride + kb;
+        for (var e = 0u; e < 4u; e++) {
+            if kb + e < p.k { v[e] = x[base + e]; }
+        }
+    }
+    return v;
+}
+
+fn put_tall(lw: u32, kw: u32, w: Eight, lt: u32, kt: u32, t: vec4<f32>) {
+    let q = lw / 4u;
+    let c = lw % 4u;
+    wb[kw * BQ + q][c] = w.lo.x;
+    wb[(kw + 1u) * BQ + q][c] = w.lo.y;
+    wb[(kw + 2u) * BQ + q][c] = w.lo.z;
+    wb[(kw + 3u) * BQ + q][c] = w.lo.w;
+    wb[(kw + 4u) * BQ + q][c] = w.hi.x;
+    wb[(kw + 5u) * BQ + q][c] = w.hi.y;
+    wb[(kw + 6u) * BQ + q][c] = w.hi.z;
+    wb[(kw + 7u) * BQ + q][c] = w.hi.w;
+    xb[kt * TQ + lt / 4u][lt % 4u] = t.x;
+    xb[(kt + 1u) * TQ + lt / 4u][lt % 4u] = t.y;
+    xb[(kt + 2u) * TQ + lt / 4u][lt % 4u] = t.z;
+    xb[(kt + 3u) * TQ + lt / 4u][lt % 4u] = t.w;
+}
+
+// Row r's 4 tokens from tb: to y (SPLIT = 1) or as partials of part z.
+fn store_tall(z: u32, tb: u32, r: u32, v: vec4<f32>) {
+    if SPLIT == 1u {
+        store4(tb, r, v);
+    } else {
+        store_part(z, tb, r, v.x);
+        store_part(z, tb + 1u, r, v.y);
+        store_part(z, tb + 2u, r, v.z);
+        store_part(z, tb + 3u, r, v.w);
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn tall(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let n = count.n;
+    let r0 = wid.x * BT;
+    let t0 = wid.y * 64u;
+    let kp = p.kv * 8u;
+    let part = (kp + SPLIT * BK - 1u) / (SPLIT * BK) * BK;  // K per part, a multiple of BK
+    let kb0 = min(wid.z * part, kp);
+    let kb1 = min(kb0 + part, kp);
+    // staging: weights as in `big` (row tid / 2, 8 values), tokens tid / 4 with 4 values each
+    let lw = tid / 2u;
+    let kw = (tid % 2u) * 8u;
+    let lt = tid / 4u;
+    let kt = (tid % 4u) * 4u;
+    var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
+    var wv = stage_w(r0 + lw, kb0 + kw, kb1);
+    var xv = stage_x4(t0 + lt, kb0 + kt, select(0u, n, kb0 + kt < kb1));
+    for (var k0 = kb0; k0 < kb1; k0 += BK) {
+        put_tall(lw, kw, wv, lt, kt, xv);
+        workgroupBarrier();
+        if k0 + BK < kb1 {
+            wv = stage_w(r0 + lw, k0 + BK + kw, kb1);
+            xv = stage_x4(t0 + lt, k0 + BK + kt, select(0u, n, k0 + BK + kt < kb1));
+        }
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = wb[kk * BQ + lid.y];
+            let a1 = wb[kk * BQ + 16u + lid.y];
+            let b = xb[kk * TQ + lid.x];
+            c0 += a0.x * b;
+            c1 += a0.y * b;
+            c2 += a0.z * b;
+            c3 += a0.w * b;
+            c4 += a1.x * b;
+            c5 += a1.y * b;
+            c6 += a1.z * b;
+            c7 += a1.w * b;
+        }
+        workgroupBarrier();
+    }
+    let ra = r0 + lid.y * 4u;
+    let rb = ra + 64u;
+    let tb = t0 + lid.x * 4u;
+    store_tall(wid.z, tb, ra, c0);
+    store_tall(wid.z, tb, ra + 1u, c1);
+    store_tall(wid.z, tb, ra + 2u, c2);
+    store_tall(wid.z, tb, ra + 3u, c3);
+    store_tall(wid.z, tb, rb, c4);
+    store_tall(wid.z, tb, rb + 1u, c5);
+    store_tall(wid.z, tb, rb + 2u, c6);
+    store_tall(wid.z, tb, rb + 3u, c7);
+}

@@ -1,0 +1,255 @@
+// sample.wgsl: choose one token per logits row on the GPU, so only ids are read back.
+// Bindings: logits [R, V] f32, params per row (temperature, top_p, top_k, u) f32 [R, 4],
+// ids [R] u32 out, allowed [ceil(V / 32)] u32: bit i set when id i may be chosen (ids the
+// tokenizer cannot decode are cleared). Grid: (R, 1); one workgroup of WG invocations per row.
+// temperature 0 picks the argmax (lowest index on ties). Otherwise, with p = softmax(l / T):
+// keep the k most likely tokens (top_k; 0 keeps all), of those the fewest most likely holding
+// top_p of their mass, then take the first token, in index order, whose cumulative kept mass
+// reaches u * (kept mass): the rule of rwkv_webgpu.Sampler with one uniform draw u.
+struct Params {
+    v: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> logits: array<f32>;
+@group(0) @binding(3) var<storage, read> row_params: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> ids: array<u32>;
+@group(0) @binding(5) var<storage, read> allowed: array<u32>;
+
+const NONE: f32 = -3.0e38;  // the logit of an id that may not be chosen
+
+// logits[base + i], or NONE for an id that may not be chosen or lies past the row.
+fn logit(base: u32, i: u32) -> f32 {
+    if i >= p.v { return NONE; }
+    let ok = (allowed[i >> 5u] >> (i & 31u)) & 1u;
+    return select(NONE, logits[base + i], ok == 1u);
+}
+
+// Logits i, i + WG, ..., i + 7 WG: eight independent loads in flight per invocation (one
+// workgroup reads the whole row, so it must not wait on one load at a time).
+fn logits8(base: u32, i: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(
+        vec4<f32>(logit(base, i), logit(base, i + WG), logit(base, i + 2u * WG), logit(base, i + 3u * WG)),
+        vec4<f32>(logit(base, i + 4u * WG), logit(base, i + 5u * WG), logit(base, i + 6u * WG), logit(base, i + 7u * WG)));
+}
+
+var<workgroup> red_i: array<u32, WG>;
+var<workgroup> red2: array<vec2<f32>, WG>;
+var<workgroup> scan: array<f32, WG>;
+var<workgroup> row_p: vec4<f32>;
+
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s { red[lid] = max(red[lid], red[lid + s]); }
+        workgroupBarrier();
+    }
+    let m = red[0];
+    workgroupBarrier();
+    return m;
+}
+
+const CUTS: u32 = 24u;  // bisection steps of a threshold
+
+// min (lowest = true) or max of `v` over the workgroup.
+fn reduce_index(lid: u32, v: u32, lowest: bool) -> u32 {
+    red_i[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s { red_i[lid] = select(max(red_i[lid], red_i[lid + s]), min(red_i[lid], red_i[lid + s]), lowest); }
+        workgroupBarrier();
+    }
+    let m = red_i[0];
+    workgroupBarrier();
+    return m;
+}
+
+// (mass, count) summed over the workgroup: one reduction per bisection step.
+fn reduce_pair(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    red2[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s { red2[lid] += red2[lid + s]; }
+        workgroupBarrier();
+    }
+    let total = red2[0];
+    workgroupBarrier();
+    return total;
+}
+
+// (mass, count) over the row of the tokens whose logit reaches `c`; every invocation calls it.
+fn kept_sums(lid: u32, base: u32, c: f32, top: f32, temp: f32, total: f32) -> vec2<f32> {
+    var mass = vec4<f32>(0.0);
+    var cnt = vec4<f32>(0.0);
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        for (var h = 0u; h < 2u; h++) {
+            let keep = l[h] >= vec4<f32>(c);
+            mass += select(vec4<f32>(0.0), exp((l[h] - top) / temp) / total, keep);
+            cnt += select(vec4<f32>(0.0), vec4<f32>(1.0), keep);
+        }
+    }
+    return reduce_pair(lid, vec2<f32>(dot(mass, vec4<f32>(1.0)), dot(cnt, vec4<f32>(1.0))));
+}
+
+const CAND: u32 = 2048u;  // candidates the top_p search can hold in workgroup memory
+var<workgroup> cand: array<f32, CAND>;  // their logits
+var<workgroup> n_cand: atomic<u32>;
+var<workgroup> n_seen: u32;
+
+// Gather the logits >= c into `cand` (in any order); returns how many there are (only the first
+// CAND are kept). Every invocation calls it.
+fn gather_candidates(lid: u32, base: u32, c: f32) -> u32 {
+    if lid == 0u { atomicStore(&n_cand, 0u); }
+    workgroupBarrier();
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        for (var e = 0u; e < 8u; e++) {
+            let v = l[e / 4u][e % 4u];
+            if v >= c {
+                let slot = atomicAdd(&n_cand, 1u);
+                if slot < CAND { cand[slot] = v; }
+            }
+        }
+    }
+    workgroupBarrier();
+    if lid == 0u { n_seen = atomicLoad(&n_cand); }
+    return workgroupUniformLoad(&n_seen);
+}
+
+// The mass of the candidates whose logit reaches `c`; every invocation calls it.
+fn candidate_mass(lid: u32, n: u32, c: f32, top: f32, temp: f32, total: f32) -> f32 {
+    var acc = 0.0;
+    for (var j = lid; j < n; j += WG) {
+        let v = cand[j];
+        if v >= c { acc += exp((v - top) / temp) / total; }
+    }
+    return reduce_sum(lid, acc);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lid = lid3.x;
+    let row = wid.x;
+    if row >= count.n { return; }
+    let base = row * p.v;
+    if lid == 0u { row_p = row_params[row]; }
+    let rp = workgroupUniformLoad(&row_p);  // uniform, so the branches below may hold barriers
+    let temp = rp.x;
+    // Passes whose order does not matter stride through the row (neighbouring invocations read
+    // neighbouring logits); the final scan gives each invocation one contiguous chunk, so that
+    // chunks follow index order.
+    var m = NONE;
+    var arg = 0xffffffffu;
+    var low = -NONE;
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        for (var e = 0u; e < 8u; e++) {  // in index order: the lowest index of a maximum is kept
+            let v = l[e / 4u][e % 4u];
+            if v > m { m = v; arg = i + e * WG; }
+            if v > NONE { low = min(low, v); }
+        }
+    }
+    let top = reduce_max(lid, m);
+    if temp <= 0.0 {
+        // argmax: the lowest index holding the maximum
+        let first = reduce_index(lid, select(0xffffffffu, arg, m == top), true);
+        if lid == 0u { ids[row] = first; }
+        return;
+    }
+    let bottom = -reduce_max(lid, -low);  // the lowest logit that may be chosen
+    var z = vec4<f32>(0.0);
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        z += exp((l[0] - top) / temp) + exp((l[1] - top) / temp);
+    }
+    let total = reduce_sum(lid, dot(z, vec4<f32>(1.0)));
+    let top_p = rp.y;
+    let top_k = rp.z;
+    // The kept set is {l >= keep}, as Sampler does it: top_k keeps the k most likely tokens (the
+    // highest cut keeping >= k), then top_p the fewest of those holding top_p of their mass (the
+    // highest cut above that one which still does). Both by bisection on the logit cut between
+    // the lowest and the highest logit; CUTS halvings leave it within ~1e-7 of that range.
+    var keep = NONE * 1.1;  // everything (the ids that may not be chosen get no mass)
+    if (top_k > 0.0 && top_k < f32(p.v)) || top_p < 1.0 {
+        keep = bottom;
+    }
+    if top_k > 0.0 && top_k < f32(p.v) {
+        var hi_c = top;
+        for (var it = 0u; it < CUTS; it++) {
+            let mid = 0.5 * (keep + hi_c);
+            if kept_sums(lid, base, mid, top, temp, total).y >= top_k { keep = mid; } else { hi_c = mid; }
+        }
+    }
+    if top_p < 1.0 {
+        let goal = top_p * kept_sums(lid, base, keep, top, temp, total).x;
+        var hi_c = top;
+        // Without top_k, every token the nucleus keeps has p >= (1 - top_p) / V (the others hold
+        // less than 1 - top_p together): when those candidates are few (a peaked distribution),
+        // the bisection runs on them in workgroup memory instead of re-reading the row.
+        var searched = false;
+        if !(top_k > 0.0 && top_k < f32(p.v)) {
+            let floor_c = max(keep, top + temp * log((1.0 - top_p) / f32(p.v) * total));
+            let n = gather_candidates(lid, base, floor_c);
+            if n <= CAND {
+                keep = floor_c;
+                for (var it = 0u; it < CUTS; it++) {
+                    let mid = 0.5 * (keep + hi_c);
+                    if candidate_mass(lid, n, mid, top, temp, total) >= goal { keep = mid; } else { hi_c = mid; }
+                }
+                searched = true;
+            }
+        }
+        if !searched {
+            for (var it = 0u; it < CUTS; it++) {
+                let mid = 0.5 * (keep + hi_c);
+                if kept_sums(lid, base, mid, top, temp, total).x >= goal { keep = mid; } else { hi_c = mid; }
+            }
+        }
+    }
+    let chunk = (p.v + WG - 1u) / WG;
+    let lo = min(lid * chunk, p.v);
+    let hi = min(lo + chunk, p.v);
+    var kept = 0.0;
+    var last = 0u;  // the highest kept index: the pick when rounding leaves the goal past the end
+    for (var i0 = lo; i0 < hi; i0 += 8u) {  // eight loads in flight (logit() past hi is never kept)
+        var l: array<f32, 8>;
+        for (var e = 0u; e < 8u; e++) { l[e] = select(NONE, logit(base, i0 + e), i0 + e < hi); }
+        for (var e = 0u; e < 8u; e++) {
+            if l[e] >= keep {
+                let q = exp((l[e] - top) / temp) / total;
+                if q > 0.0 { kept += q; last = i0 + e; }
+            }
+        }
+    }
+    let fallback = reduce_index(lid, last, false);
+    // exclusive scan of the chunks' kept mass (invocation 0 walks WG values)
+    scan[lid] = kept;
+    workgroupBarrier();
+    if lid == 0u {
+        var acc = 0.0;
+        for (var j = 0u; j < WG; j++) { let s = scan[j]; scan[j] = acc; acc += s; }
+        red[0] = acc;
+        ids[row] = fallback;  // replaced below unless rounding put the goal past every chunk
+    }
+    workgroupBarrier();
+    let goal = min(rp.w, 0.99999994) * red[0];
+    let start = scan[lid];
+    if kept > 0.0 && goal >= start && goal < start + kept {
+        var acc = start;
+        var pick = lo;
+        for (var i = lo; i < hi; i++) {
+            let l = logit(base, i);
+            let q = select(0.0, exp((l - top) / temp) / total, l >= keep);
+            if q > 0.0 {
+                pick = i;
+                acc += q;
+                if acc > goal { break; }
+            }
+        }
+        ids[row] = pick;
+    }
+}

@@ -1,0 +1,216 @@
+// time_mix_v7.wgsl: the RWKV-7 time-mix core, for tokens of several slots packed in order.
+// tm is [7, plane] f32 holding planes r, w, k, v, kk, a, g, each [T, C] (C = H * N); y is [T, C].
+// `prepare` (grid (H, T)): turns the raw projections into the kernel inputs, in place:
+//     w = exp(-e^-0.5 * sigmoid(w0 + w)), a = sigmoid(a0 + a), kk = normalize_head(k * k_k),
+//     k = k * (1 + (a - 1) * k_a), v = v + (v_first - v) * sigmoid(v0 + vgate) (layer 0 saves v_first).
+// `wkv` (grid (H * ceil(N / ROWS), B), WKV_WG invocations): per slot and head, for each token
+//     S = S * w[j] - (S kk) (kk * a)[j] + v k[j];  y = o = S r  (raw; ROWS state rows per workgroup).
+// `norm` (grid (H, T)), in place: y = (group_norm(o) * ln_x + (sum r * k * r_k) * v) * g.
+// State S is [B, H, N, N] f32 (row = value index, column = key index).
+struct Params {
+    c: u32,
+    h: u32,
+    n: u32,
+    plane: u32,     // elements between two planes of tm
+    slots: u32,
+    layer0: u32,
+    w0_off: u32,
+    a0_off: u32,
+    v0_off: u32,
+    k_k_off: u32,
+    k_a_off: u32,
+    r_k_off: u32,
+    lnw_off: u32,
+    lnb_off: u32,
+    eps: f32,
+    _pad: u32,
+}
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> cursors: array<u32>;
+@group(0) @binding(3) var<storage, read_write> tm: array<f32>;
+@group(0) @binding(4) var<storage, read> vgate: array<f32>;
+@group(0) @binding(5) var<storage, read_write> v_first: array<f32>;
+@group(0) @binding(6) var<storage, read> vec: array<f32>;
+@group(0) @binding(7) var<storage, read_write> state: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+
+const R: u32 = 0u;
+const W: u32 = 1u;
+const K: u32 = 2u;
+const V: u32 = 3u;
+const KK: u32 = 4u;
+const A: u32 = 5u;
+const G: u32 = 6u;
+const MAX_N: u32 = 64u;
+override N_HEAD: u32 = 64u;   // head size
+
+@compute @workgroup_size(WG)
+fn prepare(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let h = wid.x;
+    let t = wid.y;
+    if t >= count.n { return; }
+    let row = t * p.c + h * p.n;
+    var q = 0.0;
+    for (var i = lid.x; i < p.n; i += WG) {
+        let kk = tm[K * p.plane + row + i] * vec[p.k_k_off + h * p.n + i];
+        q += kk * kk;
+    }
+    let norm = max(sqrt(reduce_sum(lid.x, q)), 1e-12);
+    for (var i = lid.x; i < p.n; i += WG) {
+        let c = h * p.n + i;
+        let e = row + i;
+        let k = tm[K * p.plane + e];
+        let a = sigmoid(vec[p.a0_off + c] + tm[A * p.plane + e]);
+        tm[KK * p.plane + e] = k * vec[p.k_k_off + c] / norm;
+        tm[A * p.plane + e] = a;
+        tm[W * p.plane + e] = exp(-0.606531 * sigmoid(vec[p.w0_off + c] + tm[W * p.plane + e]));
+        tm[K * p.plane + e] = k * (1.0 + (a - 1.0) * vec[p.k_a_off + c]);
+        let v = tm[V * p.plane + e];
+        if p.layer0 != 0u {
+            v_first[e] = v;
+        } else {
+            tm[V * p.plane + e] = v + (v_first[e] - v) * sigmoid(vec[p.v0_off + c] + vgate[e]);
+        }
+    }
+}
+
+// wkv: LANES invocations share a state row; lane l owns column groups l and l + LANES (4 columns
+// each, held as vec4s s0, s1). One token costs one barrier (to sum S kk over the row). r, w, k, kk,
+// kk * a of TB tokens are staged at once in s_tok [5, TB, N4] (zero beyond column N), each
+// invocation loading one column group of one token for the next block while the current one runs:
+// TB + 2 barriers per TB tokens.
+const LANES: u32 = 8u;
+const ROWS: u32 = 16u;
+const TB: u32 = 8u;
+const N4: u32 = MAX_N / 4u;
+const WKV_WG: u32 = ROWS * LANES;   // = TB * N4 = TB * ROWS: one staged item per invocation
+const SR: u32 = 0u;                 // planes of s_tok
+const SW: u32 = 1u;
+const SK: u32 = 2u;
+const SKK: u32 = 3u;
+const SAB: u32 = 4u;
+
+var<workgroup> s_tok: array<vec4<f32>, 5u * TB * N4>;
+var<workgroup> s_v: array<f32, TB * ROWS>;          // [TB, ROWS] v of this workgroup's rows
+var<workgroup> s_sa: array<vec4<f32>, WKV_WG / 2u>;  // partial S kk per invocation [2 (parity of b), ROWS, LANES]
+var<workgroup> s_o: array<vec4<f32>, TB * WKV_WG / 4u>;  // partial S r per invocation [TB, ROWS, LANES]
+var<workgroup> span: vec2<u32>;                    // 15.5 KiB of workgroup memory in all
+
+// One invocation's share of a block of tokens: one column group of one token, and one v.
+struct Staged {
+    r: vec4<f32>,
+    w: vec4<f32>,
+    k: vec4<f32>,
+    kk: vec4<f32>,
+    ab: vec4<f32>,
+    v: f32,
+}
+
+// Tokens t.. of a block (clamped to the slot's last token `last`) of the head at column hc: this
+// invocation's column group of token tid / N4, and v of row row0 + tid % ROWS of token tid / ROWS
+// (a padding row beyond N reads row N - 1; its results are never stored).
+fn fetch(tid: u32, t: u32, last: u32, hc: u32, row0: u32) -> Staged {
+    let i = min(t + tid / N4, last) * p.c + hc;
+    let j0 = tid % N4 * 4u;
+    var x: Staged;
+    x.r = tm4(R, i, j0);
+    x.w = tm4(W, i, j0);
+    x.k = tm4(K, i, j0);
+    x.kk = tm4(KK, i, j0);
+    x.ab = x.kk * tm4(A, i, j0);
+    x.v = tm[V * p.plane + min(t + tid / ROWS, last) * p.c + hc + min(row0 + tid % ROWS, N_HEAD - 1u)];
+    return x;
+}
+
+fn commit(tid: u32, x: Staged) {
+    s_tok[SR * TB * N4 + tid] = x.r;
+    s_tok[SW * TB * N4 + tid] = x.w;
+    s_tok[SK * TB * N4 + tid] = x.k;
+    s_tok[SKK * TB * N4 + tid] = x.kk;
+    s_tok[SAB * TB * N4 + tid] = x.ab;
+    s_v[tid] = x.v;
+}
+
+@compute @workgroup_size(WKV_WG)
+fn wkv(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n = N_HEAD;
+    let splits = (n + ROWS - 1u) / ROWS;
+    let h = wid.x / splits;
+    let row0 = wid.x % splits * ROWS;
+    let s = wid.y;
+    let lr = tid / LANES;
+    let lane = tid % LANES;
+    let g1 = lane + LANES;
+    if count.n == 0u { return; }
+    // The state loads do not wait for the slot's span: both are in flight together.
+    let live = row0 + lr < n;   // a padding row works on a copy of row N - 1 and is not stored
+    let sbase = ((s * p.h + h) * n + min(row0 + lr, n - 1u)) * n;
+    var s0 = load_state(sbase, 4u * lane);
+    var s1 = load_state(sbase, 4u * g1);
+    if tid == 0u {
+        span = vec2<u32>(cursors[2u * s], cursors[2u * s + 1u]);
+    }
+    let sp = workgroupUniformLoad(&span);
+    if sp.y == 0u { return; }
+    let hc = h * n;
+    let last = sp.x + sp.y - 1u;
+    var next = fetch(tid, sp.x, last, hc, row0);
+    for (var t0 = 0u; t0 < sp.y; t0 += TB) {
+        let nb = min(TB, sp.y - t0);
+        commit(tid, next);
+        workgroupBarrier();
+        if t0 + TB < sp.y {
+            next = fetch(tid, sp.x + t0 + TB, last, hc, row0);
+        }
+        for (var b = 0u; b < nb; b++) {
+            let v = s_v[b * ROWS + lr];
+            let sa4 = s0 * tok(SKK, b, lane) + s1 * tok(SKK, b, g1);
+            let par = b % 2u * WKV_WG / 4u;
+            s_sa[par + tid / 4u][tid % 4u] = sa4.x + sa4.y + sa4.z + sa4.w;
+            workgroupBarrier();
+            let sa = row_sum(s_sa[par + 2u * lr], s_sa[par + 2u * lr + 1u]);
+            s0 = s0 * tok(SW, b, lane) - sa * tok(SAB, b, lane) + v * tok(SK, b, lane);
+            s1 = s1 * tok(SW, b, g1) - sa * tok(SAB, b, g1) + v * tok(SK, b, g1);
+            let o4 = s0 * tok(SR, b, lane) + s1 * tok(SR, b, g1);
+            s_o[(b * WKV_WG + tid) / 4u][tid % 4u] = o4.x + o4.y + o4.z + o4.w;
+        }
+        workgroupBarrier();
+        // Flush: invocation tid sums the partials of row tid % ROWS for token tid / ROWS.
+        let ob = tid / ROWS;
+        let orow = tid % ROWS;
+        if ob < nb && row0 + orow < n {
+            let q = (ob * ROWS + orow) * 2u;
+            y[(sp.x + t0 + ob) * p.c + hc + row0 + orow] = row_sum(s_o[q], s_o[q + 1u]);
+        }
+    }
+    if live {
+        store_state(sbase, 4u * lane, s0);
+        store_state(sbase, 4u * g1, s1);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let h = wid.x;
+    let t = wid.y;
+    if t >= count.n { return; }
+    let n = p.n;
+    let i = lid.x;
+    let live = i < n;
+    let c = h * n + i;
+    let e = t * p.c + c;
+    var o = 0.0;
+    var rkr = 0.0;
+    if live {
+        o = y[e];
+        rkr = tm[R * p.plane + e] * tm[K * p.plane + e] * vec[p.r_k_off + c];
+    }
+    let bonus = reduce_sum(i, rkr);
+    let mean = reduce_sum(i, o) / f32(n);
+    let d = select(0.0, o - mean, live);
+    let inv = inverseSqrt(reduce_sum(i, d * d) / f32(n) + p.eps);
+    if live {
+        let gn = d * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];
+        y[e] = (gn + bonus * tm[V * p.plane + e]) * tm[G * p.plane + e];
+    }
+}

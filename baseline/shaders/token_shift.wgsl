@@ -1,0 +1,143 @@
+// token_shift.wgsl: RWKV's token shift, for tokens of several slots packed one after another.
+// `mix`:      out[m, t, c] = x[t, c] + (prev[t, c] - x[t, c]) * mu[m, c]   for m < mixes, where prev is
+//             the previous token of the same slot, or the slot's saved row for its first token;
+//             with `store` set, the slot's last row then replaces its saved row.
+//             With `with_delta` set, mu[m, c] + delta[m, t, c] replaces mu (RWKV-6's data-dependent mix).
+// `mix_lora`: `mix` with RWKV-6's delta computed in place, delta[m, t, c] = sum_j W2[m][c, j] h[t, m * D + j]
+//             (the second halves of the five mix LoRAs; W2[m] [C, D] f16 packed as matmul weights, at
+//             lora_w + m * lora_step vec4s of binding 9; h [T, 5 D] at lora_h with row stride lora_hs,
+//             binding 10). For steps where every slot has at most one token: each invocation reads
+//             its D weights per mix, so longer steps keep the matmul and `mix`.
+// `norm_mix`: the layer norm before it fused in (xn = ln(x) is written too), for steps where every
+//             slot has at most one token (decoding), so prev is always the saved row.
+// Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
+// vec f32 (mu at mu_off, [mixes, C]; ln weight/bias at ln_w_off/ln_b_off), out [mixes, out_plane, C]
+// f32, delta like out, xn [T, C] f32. Grid: `mix` (ceil(C / WG), T): an invocation per channel and
+// token; the one of a slot's first token both reads and replaces the saved row, so they cannot race; `norm_mix`
+// (ceil(C / WG), T): each workgroup repeats layer_norm.wgsl's sums over the row, then owns WG channels.
+struct Params {
+    c: u32,
+    slots: u32,
+    mixes: u32,
+    mu_off: u32,
+    x_off: u32,
+    out_plane: u32,     // elements between two outputs m and m + 1
+    store: u32,         // 1: `mix` also saves each slot's last row
+    with_delta: u32,    // 1: add delta to mu (otherwise delta is never read)
+    ln_w_off: u32,      // norm_mix only
+    ln_b_off: u32,
+    eps: f32,
+    _pad: u32,
+    lora_d: u32,        // mix_lora only: D, the LoRA width ...
+    lora_kv: u32,       // ... vec4s (8 weights) per row of W2[m] ...
+    lora_w: u32,        // ... where W2[0] starts and how far apart they are (vec4s) ...
+    lora_step: u32,
+    lora_h: u32,        // ... and where h starts, with its row stride (elements)
+    lora_hs: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> cursors: array<u32>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> shift: array<f32>;
+@group(0) @binding(5) var<storage, read> vec: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read> delta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> xn: array<f32>;
+@group(0) @binding(9) var<storage, read> lora_w: array<vec4<u32>>;
+@group(0) @binding(10) var<storage, read> lora_h: array<f32>;
+
+@compute @workgroup_size(WG)
+fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let t = gid.y;
+    if c >= p.c || t >= count.n { return; }
+    let s = cursors[2u * p.slots + t];
+    let start = cursors[2u * s];
+    let cur = x[p.x_off + t * p.c + c];
+    var prev: f32;
+    if t == start {
+        prev = shift[s * p.c + c];
+        // the slot's first token owns its saved row: read above, replaced here by the last row
+        if p.store != 0u {
+            shift[s * p.c + c] = x[p.x_off + (start + cursors[2u * s + 1u] - 1u) * p.c + c];
+        }
+    } else {
+        prev = x[p.x_off + (t - 1u) * p.c + c];
+    }
+    let d = prev - cur;
+    for (var m = 0u; m < p.mixes; m++) {
+        let e = m * p.out_plane + t * p.c + c;
+        var mu = vec[p.mu_off + m * p.c + c];
+        if p.with_delta != 0u { mu += delta[e]; }
+        out[e] = cur + d * mu;
+    }
+}
+
+// sum_j W2[m][c, j] h[t, m * D + j]
+fn lora_delta(m: u32, t: u32, c: u32) -> f32 {
+    let wb = p.lora_w + m * p.lora_step + c * p.lora_kv;
+    let hb = p.lora_h + t * p.lora_hs + m * p.lora_d;
+    var acc = 0.0;
+    for (var i = 0u; i < p.lora_kv; i++) {
+        let q = lora_w[wb + i];
+        let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+        let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+        let j = i * 8u;
+        if j + 8u <= p.lora_d {
+            acc += dot(lo, vec4<f32>(lora_h[hb + j], lora_h[hb + j + 1u], lora_h[hb + j + 2u], lora_h[hb + j + 3u]))
+                 + dot(hi, vec4<f32>(lora_h[hb + j + 4u], lora_h[hb + j + 5u], lora_h[hb + j + 6u], lora_h[hb + j + 7u]));
+        } else {
+            let w8 = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+            for (var e = 0u; j + e < p.lora_d; e++) { acc += w8[e] * lora_h[hb + j + e]; }
+        }
+    }
+    return acc;
+}
+
+@compute @workgroup_size(WG)
+fn mix_lora(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let t = gid.y;
+    if c >= p.c || t >= count.n { return; }
+    let s = cursors[2u * p.slots + t];
+    let cur = x[p.x_off + t * p.c + c];
+    let d = shift[s * p.c + c] - cur;  // one token per slot: prev is the saved row
+    for (var m = 0u; m < p.mixes; m++) {
+        let mu = vec[p.mu_off + m * p.c + c] + lora_delta(m, t, c);
+        out[m * p.out_plane + t * p.c + c] = cur + d * mu;
+    }
+    if p.store != 0u {
+        shift[s * p.c + c] = cur;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = wid.y;
+    if t >= count.n { return; }
+    let s = cursors[2u * p.slots + t];
+    let xb = p.x_off + t * p.c;
+    // every workgroup of the row sums the whole row (as layer_norm.wgsl), then mixes its WG channels
+    var sum = 0.0;
+    for (var i = lid.x; i < p.c; i += WG) { sum += x[xb + i]; }
+    let mean = reduce_sum(lid.x, sum) / f32(p.c);
+    var q = 0.0;
+    for (var i = lid.x; i < p.c; i += WG) { let d = x[xb + i] - mean; q += d * d; }
+    let inv = inverseSqrt(reduce_sum(lid.x, q) / f32(p.c) + p.eps);
+    let c = wid.x * WG + lid.x;
+    if c >= p.c { return; }
+    let cur = (x[xb + c] - mean) * inv * vec[p.ln_w_off + c] + vec[p.ln_b_off + c];
+    xn[t * p.c + c] = cur;
+    let d = shift[s * p.c + c] - cur;
+    for (var m = 0u; m < p.mixes; m++) {
+        let e = m * p.out_plane + t * p.c + c;
+        var mu = vec[p.mu_off + m * p.c + c];
+        if p.with_delta != 0u { mu += delta[e]; }
+        out[e] = cur + d * mu;
+    }
+    if p.store != 0u {
+        shift[s * p.c + c] = cur;
+    }
+}

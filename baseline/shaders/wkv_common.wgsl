@@ -1,0 +1,49 @@
+// wkv_common.wgsl: helpers of the WKV recurrence kernels (time_mix_v5.wgsl, time_mix_v7.wgsl),
+// prepended to them. They use what each kernel declares: p.plane, tm [planes, T, C] f32, state
+// [B, H, N, N] f32, the staging array s_tok [planes, TB, N4] vec4 and the constants N_HEAD, TB, N4.
+// An invocation owns groups of four state columns; columns past N read as zero and are not stored.
+// No dispatch of its own.
+
+fn cols(j0: u32) -> vec4<u32> {
+    return min(vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(N_HEAD - 1u));
+}
+
+fn in_head(j0: u32) -> vec4<bool> {
+    return vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(N_HEAD);
+}
+
+// Plane `pl` of tm, columns j0..j0+3 of the head whose column 0 is element i. Indices are clamped
+// so that every load is in bounds without a branch (the loads issue together); zero beyond N.
+fn tm4(pl: u32, i: u32, j0: u32) -> vec4<f32> {
+    let j = cols(j0) + pl * p.plane + i;
+    return select(vec4<f32>(0.0), vec4<f32>(tm[j.x], tm[j.y], tm[j.z], tm[j.w]), in_head(j0));
+}
+
+// Staged vector `pl`, token b of the block, column group g.
+fn tok(pl: u32, b: u32, g: u32) -> vec4<f32> {
+    return s_tok[(pl * TB + b) * N4 + g];
+}
+
+// The sum of a row's LANES = 8 partials, stored as two vec4s.
+fn row_sum(a: vec4<f32>, b: vec4<f32>) -> f32 {
+    return dot(a + b, vec4<f32>(1.0));
+}
+
+// Columns j0..j0+3 of the state row starting at element base (zero beyond N).
+fn load_state(base: u32, j0: u32) -> vec4<f32> {
+    let j = cols(j0) + base;
+    return select(vec4<f32>(0.0), vec4<f32>(state[j.x], state[j.y], state[j.z], state[j.w]), in_head(j0));
+}
+
+fn store_state(base: u32, j0: u32, x: vec4<f32>) {
+    if j0 + 3u < N_HEAD {
+        state[base + j0] = x.x;
+        state[base + j0 + 1u] = x.y;
+        state[base + j0 + 2u] = x.z;
+        state[base + j0 + 3u] = x.w;
+    } else {
+        for (var e = 0u; e < 4u; e++) {
+            if j0 + e < N_HEAD { state[base + j0 + e] = x[e]; }
+        }
+    }
+}
