@@ -29,7 +29,7 @@ BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
 DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
 DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
-QUANT_DECODE_MAX_K = 4096  # the same bound for quantized weights
+QUANT_DECODE_MAX_K = 8192  # the same bound for quantized weights (H100: faster than the GEMV up to 7168)
 DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
 # adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
 DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
