@@ -66,14 +66,107 @@ fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>) {
     if tn == 1u {
         // decoding: one accumulator in a register (the array below lives in memory on lavapipe)
         var a = 0.0;
-        for (var i = 0u; i < p.kv; i++) { a += dot8(w[base + i], x8(t0, i * 8u)); }
+        for (var i = 0u; i < p.kv; i++) { a += dot8v(w[base + i], x_at(t0, i * 8u)); }
         store_out(t0, r, a);
         return;
     }
     var acc: array<f32, 16>;
     for (var i = 0u; i < p.kv; i++) {
         let q = w[base + i];
-        for (var j = 0u; j < tn; j++) { acc[j] += dot8(q, x8(t0 + j, i * 8u)); }
+        for (var j = 0u; j < tn; j++) { acc[j] += dot8v(q, x_at(t0 + j, i * 8u)); }
     }
     for (var j = 0u; j < tn; j++) { store_out(t0 + j, r, acc[j]); }
+}
+
+// `rows4`: one token, four rows per invocation reading each group of 8 x values once for the four
+// (CPU adapters: loads of x cost as much as loads of weights); every row's sum as `rowwise`.
+// Grid: (ceil(R / (4 WG)), T) with a workgroup of WG x 1.
+@compute @workgroup_size(WG)
+fn rows4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r0 = gid.x * 4u;
+    let t = gid.y;
+    let kv = p.kv;
+    if r0 >= p.rows || t >= count.n { return; }
+    if r0 + 4u > p.rows {
+        for (var r = r0; r < p.rows; r++) {
+            var a = 0.0;
+            for (var i = 0u; i < kv; i++) { a += dot8v(w[r * kv + i], x_at(t, i * 8u)); }
+            store_out(t, r, a);
+        }
+        return;
+    }
+    var a0 = 0.0;
+    var a1 = 0.0;
+    var a2 = 0.0;
+    var a3 = 0.0;
+    for (var i = 0u; i < kv; i++) {
+        let v = x_at(t, i * 8u);
+        a0 += dot8v(w[r0 * kv + i], v);
+        a1 += dot8v(w[(r0 + 1u) * kv + i], v);
+        a2 += dot8v(w[(r0 + 2u) * kv + i], v);
+        a3 += dot8v(w[(r0 + 3u) * kv + i], v);
+    }
+    store_out(t, r0, a0);
+    store_out(t, r0 + 1u, a1);
+    store_out(t, r0 + 2u, a2);
+    store_out(t, r0 + 3u, a3);
+}
+
+// `tile8`: 8 rows x 4 tokens per invocation, the 32 sums in registers, no workgroup memory and no
+// barriers (CPU adapters' steps of several tokens: each group of 8 weights is loaded once for four
+// tokens and each group of 8 x values once for eight rows). Every sum as `rowwise` (same
+// products, same order). Grid: (ceil(R / (8 WG)), ceil(T / 4)) with a workgroup of WG x 1.
+@compute @workgroup_size(WG)
+fn tile8(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r0 = gid.x * 8u;
+    let t0 = gid.y * 4u;
+    let n = count.n;
+    let kv = p.kv;
+    if r0 >= p.rows || t0 >= n { return; }
+    // rows and tokens past the end read the last ones and are not stored
+    let last = p.rows - 1u;
+    let t1 = min(t0 + 1u, n - 1u);
+    let t2 = min(t0 + 2u, n - 1u);
+    let t3 = min(t0 + 3u, n - 1u);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    for (var i = 0u; i < kv; i++) {
+        let kb = i * 8u;
+        let x0 = x_at(t0, kb);
+        let x1 = x_at(t1, kb);
+        let x2 = x_at(t2, kb);
+        let x3 = x_at(t3, kb);
+        let q0 = w[r0 * kv + i];
+        let q1 = w[min(r0 + 1u, last) * kv + i];
+        let q2 = w[min(r0 + 2u, last) * kv + i];
+        let q3 = w[min(r0 + 3u, last) * kv + i];
+        let q4 = w[min(r0 + 4u, last) * kv + i];
+        let q5 = w[min(r0 + 5u, last) * kv + i];
+        let q6 = w[min(r0 + 6u, last) * kv + i];
+        let q7 = w[min(r0 + 7u, last) * kv + i];
+        a0 += vec4<f32>(dot8v(q0, x0), dot8v(q0, x1), dot8v(q0, x2), dot8v(q0, x3));
+        a1 += vec4<f32>(dot8v(q1, x0), dot8v(q1, x1), dot8v(q1, x2), dot8v(q1, x3));
+        a2 += vec4<f32>(dot8v(q2, x0), dot8v(q2, x1), dot8v(q2, x2), dot8v(q2, x3));
+        a3 += vec4<f32>(dot8v(q3, x0), dot8v(q3, x1), dot8v(q3, x2), dot8v(q3, x3));
+        a4 += vec4<f32>(dot8v(q4, x0), dot8v(q4, x1), dot8v(q4, x2), dot8v(q4, x3));
+        a5 += vec4<f32>(dot8v(q5, x0), dot8v(q5, x1), dot8v(q5, x2), dot8v(q5, x3));
+        a6 += vec4<f32>(dot8v(q6, x0), dot8v(q6, x1), dot8v(q6, x2), dot8v(q6, x3));
+        a7 += vec4<f32>(dot8v(q7, x0), dot8v(q7, x1), dot8v(q7, x2), dot8v(q7, x3));
+    }
+    for (var j = 0u; j < 4u; j++) {
+        store_out(t0 + j, r0, a0[j]);
+        store_out(t0 + j, r0 + 1u, a1[j]);
+        store_out(t0 + j, r0 + 2u, a2[j]);
+        store_out(t0 + j, r0 + 3u, a3[j]);
+        store_out(t0 + j, r0 + 4u, a4[j]);
+        store_out(t0 + j, r0 + 5u, a5[j]);
+        store_out(t0 + j, r0 + 6u, a6[j]);
+        store_out(t0 + j, r0 + 7u, a7[j]);
+    }
 }

@@ -53,11 +53,18 @@ fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = count.n;
     if r >= g.rows || t0 >= n { return; }
     let tn = min(RTOK, n - t0);
-    var acc: array<f32, 16>;
     let base = g.w_off + r * g.kv;
+    if tn == 1u {
+        // decoding: one accumulator in a register, as matmul.wgsl `rowwise`
+        var a = 0.0;
+        for (var i = 0u; i < g.kv; i++) { a += dot8v(w[base + i], xg_at(g, t0, i * 8u)); }
+        store_group(g, t0, r, a);
+        return;
+    }
+    var acc: array<f32, 16>;
     for (var i = 0u; i < g.kv; i++) {
         let q = w[base + i];
-        for (var j = 0u; j < tn; j++) { acc[j] += dot8(q, x8g(g, t0 + j, i * 8u)); }
+        for (var j = 0u; j < tn; j++) { acc[j] += dot8v(q, xg_at(g, t0 + j, i * 8u)); }
     }
     for (var j = 0u; j < tn; j++) { store_group(g, t0 + j, r, acc[j]); }
 }

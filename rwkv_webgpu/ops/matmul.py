@@ -27,6 +27,8 @@ SPLIT_MIN_K = 512  # ... for K from this ...
 SPLIT_MIN_ROWS = 64  # ... and matrices of at least this many rows
 BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
+ROWS4_MIN_ROWS = 512  # CPU adapters, one token: four rows per invocation from this many rows
+# (lavapipe: the 65536 x 256 head 104 -> 56 ms; fewer rows would leave cores idle)
 DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
 DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
 QUANT_DECODE_MAX_K = 8192  # the same bound for quantized weights (H100: faster than the GEMV up to 7168)
@@ -85,7 +87,7 @@ def matmul(
                 shader, entry, consts = "matmul_subgroup", "decode", decode_constants(graph)
             else:
                 shader, entry, consts = _KERNEL_SOURCES[name]
-            suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise") else f".{name}"
+            suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8") else f".{name}"
             graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
                            label=label + suffix, **consts)  # fmt: skip
 
@@ -104,11 +106,13 @@ def _params(k: int, kp: int, rows: int, row0: int, x: Act, y: Act, act: str, acc
 _KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
     "gemv": ("matmul", "main", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "rowwise": ("matmul", "rowwise", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
+    "rows4": ("matmul", "rows4", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
+    "tile8": ("matmul", "tile8", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "subgroup": ("matmul_subgroup", "main", {"LANES": 8, "WGS": 64, "TOK": TOK}),
     "tiled": ("matmul_tiled", "main", {}),
     "big": ("matmul_tiled", "big", {}),
 }
-KERNELS = ("gemv", "subgroup", "decode", "rowwise", "tiled", "big", "split", "tall")
+KERNELS = ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8", "tiled", "big", "split", "tall")
 
 
 def split_parts(rows: int, k: int) -> int:
@@ -188,6 +192,8 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
         "decode": decode_grid(graph, rows),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
+        "rows4": lambda n: (ceil_div(rows, 4 * 64), n, 1),
+        "tile8": lambda n: (ceil_div(rows, 8 * 64), ceil_div(n, 4), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
         "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
         "split": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), split_parts(rows, k)),
@@ -223,17 +229,21 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
     beyond TALL_MAX where the rows are too few to fill the GPU with tiles); then, from
     GPU_TILED_FROM tokens, tiles once there are TILED_MIN_TILES of them: 128 x 128 where there
     are enough of those, else 64 x 64. GPUs without subgroups: the GEMV, "tall" and the tiles.
-    CPU adapters: the barrier-free row-per-invocation kernel below TILED_FROM tokens (barriers
-    cost most there), 64 x 64 tiles up to BIG tokens and 128 x 128 tiles from there.
+    CPU adapters (barriers and gathered loads cost most there): no workgroup memory at all; a
+    single token runs a row per invocation ("rowwise"; four rows, "rows4", on ROWS4_MIN_ROWS rows
+    or more), larger steps 8 rows x 4 tokens per invocation ("tile8"; on lavapipe faster than
+    the 128 x 128 tiles at every step size measured, 4 to 256 tokens).
     """
     info = graph.device.info
     if info.adapter_type.lower() == "cpu":
         # lavapipe: the row-wise kernel costs the same per token at any step size (each token
         # re-reads the rows), tiles win from a few dozen tokens (2x on a 128-token chunk)
         def pick_cpu(n: int) -> str:
-            return "rowwise" if n < TILED_FROM else "tiled" if n < BIG else "big"
+            if n == 1:
+                return "rows4" if rows >= ROWS4_MIN_ROWS else "rowwise"
+            return "tile8"
 
-        return ["rowwise", "tiled", "big"], pick_cpu
+        return (["rows4"] if rows >= ROWS4_MIN_ROWS else []) + ["rowwise", "tile8"], pick_cpu
 
     sub = info.subgroup
     split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2
@@ -312,8 +322,8 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
     @functools.cache
     def pick(n: int) -> str:
         f = f16(n)
-        if f in ("tiled", "big") or (f == "tall" and _enough(rows, n, TILE)):
-            return "tiled"
+        if f in ("tiled", "big") or (f == "tall" and _enough(rows, n, TILE)) or (f == "tile8" and n >= TILED_FROM):
+            return "tiled"  # (CPU adapters: from TILED_FROM tokens)
         long_rows = f == "gemv" and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
         return "decode" if f == "decode" or long_rows else "gemv"
 
@@ -385,7 +395,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         if kernel != "decode":
             first = 0
     elif cpu:
-        first, limit = 0, TILED_FROM
+        first, limit = 0, 2  # one token: the row-wise entry; more: the products through tile8
     elif info.subgroup:
         # matrices of WIDE_ROWS rows take the 4-token subgroup kernel from WIDE_FROM tokens; rows
         # longer than DECODE_MAX_K take the 64-lane GEMV for one token: then no group at all

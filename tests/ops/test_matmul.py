@@ -45,7 +45,7 @@ def test_matmul_matches_numpy(device, t, k, r, act):
     np.testing.assert_allclose(y, oracle(w, x, act), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "subgroup", "decode", "big", "split", "tall"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall"])
 @pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129), (131, 264, 257), (33, 2100, 70)])
 def test_every_matmul_kernel(device, kernel, t, k, r):
     """Each kernel variant on every adapter, whatever that adapter would pick by itself."""
@@ -59,7 +59,7 @@ def test_every_matmul_kernel(device, kernel, t, k, r):
     np.testing.assert_allclose(y, y0 + oracle(w, x, "tanh"), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "subgroup", "decode", "big", "split", "tall"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall"])
 @pytest.mark.parametrize("t,k,r", [(1, 13, 7), (17, 37, 65), (70, 100, 129), (33, 2100, 70)])
 def test_every_kernel_adds_times_a_gate(device, kernel, t, k, r):
     """y += gate * act(W x) with the gate in y's own buffer (the plane after y), per kernel."""
@@ -135,3 +135,33 @@ def test_kernel_choice_on_gpus(device, monkeypatch):
     no_sub = dataclasses.replace(gpu, subgroup=False, subgroup_size=0)
     monkeypatch.setattr(device, "info", no_sub)
     assert set(picks(2048, 2048).values()) == {"gemv", "tall", "tiled", "big"}
+
+
+@pytest.mark.parametrize("kernel", ["rows4", "tile8"])
+@pytest.mark.parametrize("t,r", [(1, 512), (1, 515), (1, 6), (3, 13), (16, 70), (50, 9)])
+def test_register_tiles_sum_like_rowwise(device, kernel, t, r):
+    """Several rows (and tokens) per invocation (CPU adapters) give the row-per-invocation sums bit
+    for bit, rows and tokens past a multiple of the tile included."""
+    rng = np.random.default_rng(r + t)
+    w = rng.standard_normal((r, 100)).astype(np.float32) / 10
+    x = rng.standard_normal((t, 100)).astype(np.float32)
+    tiles, _ = run_matmul(device, w, x, "none", kernel=kernel)
+    one, _ = run_matmul(device, w, x, "none", kernel="rowwise")
+    np.testing.assert_array_equal(tiles, one)
+    np.testing.assert_allclose(tiles, oracle(w, x, "none"), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_choice_on_cpu_adapters(device, monkeypatch):
+    import dataclasses
+
+    from rwkv_webgpu.ops.matmul import ROWS4_MIN_ROWS, _choose
+
+    monkeypatch.setattr(device, "info", dataclasses.replace(device.info, adapter_type="CPU"))
+    g = Graph(device)
+
+    def live(rows, n):
+        return [name for name, grid in _choose(g, rows, None, 256) if grid(n) != (0, 0, 0)]
+
+    assert live(ROWS4_MIN_ROWS, 1) == ["rows4"] and live(ROWS4_MIN_ROWS - 1, 1) == ["rowwise"]
+    assert all(live(rows, n) == ["tile8"] for rows in (7, ROWS4_MIN_ROWS) for n in (2, 48, 128, 1024))
+
