@@ -4,6 +4,7 @@
 // per token w = exp(-exp(vec[decay_off] + w_plane)) (V6). u (bonus) is vec[u_off].
 // `wkv` (grid (H * ceil(N / ROWS), B), WKV_WG invocations), per slot and head, for each token
 //     y = o_i = sum_j r_j (u_j k_j v_i + S_ij);  S_ij = k_j v_i + w_j S_ij  (raw; ROWS rows per workgroup).
+// `wkv_lanes` (time_mix_v5_lanes.wgsl): the same recurrence for CPU adapters.
 // `norm` (grid (H, T)), in place: y = group_norm(o) * ln_x  (times g when gated).
 // State S is [B, H, N, N] f32 (row = value index i, column = key index j).
 struct Params {

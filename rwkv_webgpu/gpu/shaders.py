@@ -68,6 +68,7 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "layer_norm": ("reduce",),
     "sample": ("reduce",),
     "time_mix_v5": ("reduce", "wkv_common"),
+    "time_mix_v5_lanes": ("reduce", "wkv_common", "time_mix_v5"),
     "time_mix_v7": ("reduce", "wkv_common"),
     "token_shift": ("reduce",),
 }

@@ -13,7 +13,8 @@ _FIELDS = ("c", "h", "n", "plane", "slots", "dynamic_decay", "gated", "decay_off
 PARAMS = np.dtype([(f, "<u4") for f in _FIELDS] + [("eps", "<f4")])
 MAX_HEAD = 64
 WG = 64
-ROWS = 16  # state rows per wkv workgroup (the shader's ROWS)
+ROWS = 16  # state rows per wkv workgroup (the shader's ROWS) ...
+LANES = 8  # ... and invocations per state row (the shader's LANES)
 
 
 def time_mix_v5(
@@ -37,10 +38,13 @@ def time_mix_v5(
         PARAMS, c=c, h=heads, n=n, plane=plane, slots=slots, dynamic_decay=int(dynamic_decay), gated=int(gated),
         decay_off=offsets["decay"], u_off=offsets["u"], lnw_off=offsets["lnw"], lnb_off=offsets["lnb"], eps=eps,
     )  # fmt: skip
+    info = graph.device.info
+    # CPU adapters with subgroups: the recurrence without workgroup memory or barriers
+    lanes = info.adapter_type.lower() == "cpu" and info.subgroup and info.subgroup_size >= LANES
     graph.dispatch(
-        "time_mix_v5", counter, params, {2: cursors, 3: tm, 4: vec, 5: state, 6: y},
+        "time_mix_v5_lanes" if lanes else "time_mix_v5", counter, params, {2: cursors, 3: tm, 4: vec, 5: state, 6: y},
         lambda k: (heads * ceil_div(n, ROWS), slots if k else 0, 1),
-        entry="wkv", label=label, N_HEAD=n,
+        entry="wkv_lanes" if lanes else "wkv", label=label, N_HEAD=n,
     )  # fmt: skip
     graph.dispatch(
         "time_mix_v5", counter, params, {3: tm, 4: vec, 6: y},
