@@ -270,3 +270,21 @@ def test_report_max_errors():
     """Not a check: prints the worst relative errors seen above (run with -s to see them)."""
     for name, err in sorted(MAX_ERR.items()):
         print(f"{name}: {err:.3g}")
+
+
+@pytest.mark.parametrize("adapter_type", ["CPU", "DiscreteGPU"])
+def test_both_recurrence_entries(device, monkeypatch, adapter_type):
+    """On an adapter with subgroups, CPU adapters record the barrier-free `wkv_lanes` and other
+    adapters `wkv`; both against the oracle (odd head size, uneven slots)."""
+    import dataclasses
+
+    if not device.info.subgroup:
+        pytest.skip("adapter without subgroups: only `wkv` exists there")
+    monkeypatch.setattr(device, "info", dataclasses.replace(device.info, adapter_type=adapter_type))
+    g = Graph(device)
+    time_mix_v5(g, Counter(device, "n"), device.storage(64), device.storage(4096), device.storage(256),
+                device.storage(4096), device.storage(1024), c=48, heads=2, plane=256, slots=2,
+                dynamic_decay=True, gated=False, offsets={"decay": 0, "u": 0, "lnw": 0, "lnb": 0}, eps=EPS)  # fmt: skip
+    lanes = device.pipelines.get("time_mix_v5_lanes", "wkv_lanes", N_HEAD=24)
+    assert (g.items[0].pipeline is lanes) == (adapter_type == "CPU")
+    check(device, 2, 24, ODD_LENS, True, True, seed=400)
