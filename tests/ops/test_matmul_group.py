@@ -5,22 +5,42 @@ import pytest
 from test_matmul import oracle
 
 from rwkv_webgpu.errors import ShapeError
-from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_matrices, upload_matrix
+from rwkv_webgpu.gpu import (
+    Counter,
+    Graph,
+    act_buffer,
+    upload_matrices,
+    upload_matrix,
+    upload_qmatrices,
+)
 from rwkv_webgpu.gpu.tensor import BufferRange
 from rwkv_webgpu.ops import Product, matmul, matmul_group
+from rwkv_webgpu.weights.quant import quantize
 
 # (rows, K, input plane, output buffer, activation, accumulate): odd sizes, mixed K, two outputs
 SPECS = [(7, 40, 0, 0, "none", False), (33, 40, 1, 0, "tanh", True), (5, 40, 2, 1, "sigmoid", False),
          (65, 13, 3, 1, "relu_sq", False), (4, 13, 3, 0, "silu", True)]  # fmt: skip
 
 
-def build(device, t, rng, specs=SPECS):
+ACTS = {"none": lambda y: y, "tanh": np.tanh, "sigmoid": lambda y: 1 / (1 + np.exp(-y)),
+        "relu_sq": lambda y: np.maximum(y, 0) ** 2, "silu": lambda y: y / (1 + np.exp(-y))}  # fmt: skip
+
+
+def build(device, t, rng, specs=SPECS, quant=None):
+    """x, the weights the oracle uses (``quant``: quantized on the GPU, dequantized here), the
+    output buffers, their start values and the products."""
     kmax = max(s[1] for s in specs)
     x = rng.standard_normal((4, t, kmax)).astype(np.float32)
     xa = act_buffer(device, t, kmax, "x", planes=4)
     device.write(xa.buffer, x)
     ws = [rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k) for r, k, *_ in specs]
-    mats = upload_matrices(device, ws, [f"w{i}" for i in range(len(ws))])
+    labels = [f"w{i}" for i in range(len(ws))]
+    if quant is None:
+        mats = upload_matrices(device, ws, labels)
+    else:
+        qms = [quantize(w, quant) for w in ws]
+        mats = upload_qmatrices(device, qms, labels)
+        ws = [qm.dequantize() for qm in qms]
     width = sum(s[0] for s in specs)
     outs = [act_buffer(device, t, width, f"y{j}") for j in range(2)]
     y0 = [rng.standard_normal((t, width)).astype(np.float32) for _ in range(2)]
@@ -33,11 +53,12 @@ def build(device, t, rng, specs=SPECS):
     return x, ws, outs, y0, products
 
 
-def expected(x, ws, y0, t, specs=SPECS):
+def expected(x, ws, y0, t, specs=SPECS, f16=True):
+    """The outputs in float64; ``f16``: the weights as the f16 upload rounds them."""
     want = [y.astype(np.float64).copy() for y in y0]
     col = 0
     for (r, k, plane, o, act, acc), w in zip(specs, ws):
-        v = oracle(w, x[plane][:, :k], act)
+        v = oracle(w, x[plane][:, :k], act) if f16 else ACTS[act](x[plane][:, :k].astype(np.float64) @ w.astype(np.float64).T)
         want[o][:, col : col + r] = (want[o][:, col : col + r] if acc else 0) + v
         col += r
     return want

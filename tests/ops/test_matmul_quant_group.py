@@ -5,54 +5,21 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_matmul_group import assert_one_by_one_equals
+from test_matmul_group import assert_one_by_one_equals, expected, run
+from test_matmul_group import build as group_build
 
-from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_qmatrices
+from rwkv_webgpu.gpu import upload_qmatrices
 from rwkv_webgpu.gpu.tensor import BufferRange
-from rwkv_webgpu.ops import Product, matmul_group
 from rwkv_webgpu.weights.quant import Quant, quantize
 
 # (rows, K, input plane, output buffer, activation, accumulate): odd sizes, K off the block sizes
 SPECS = [(7, 200, 0, 0, "none", False), (33, 1000, 1, 0, "tanh", True), (5, 72, 2, 1, "sigmoid", False),
          (65, 130, 3, 1, "relu_sq", False), (4, 1000, 3, 0, "silu", True)]  # fmt: skip
-ACTS = {"none": lambda y: y, "tanh": np.tanh, "sigmoid": lambda y: 1 / (1 + np.exp(-y)),
-        "relu_sq": lambda y: np.maximum(y, 0) ** 2, "silu": lambda y: y / (1 + np.exp(-y))}  # fmt: skip
 
 
 def build(device, quant, t, rng):
-    kmax = max(s[1] for s in SPECS)
-    x = rng.standard_normal((4, t, kmax)).astype(np.float32)
-    xa = act_buffer(device, t, kmax, "x", planes=4)
-    device.write(xa.buffer, x)
-    qms = [quantize(rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k), quant) for r, k, *_ in SPECS]
-    mats = upload_qmatrices(device, qms, [f"w{i}" for i in range(len(qms))])
-    width = sum(s[0] for s in SPECS)
-    outs = [act_buffer(device, t, width, f"y{j}") for j in range(2)]
-    y0 = [rng.standard_normal((t, width)).astype(np.float32) for _ in range(2)]
-    products, col = [], 0
-    for (r, k, plane, o, act, acc), m in zip(SPECS, mats):
-        xv = xa.at(plane * t * kmax, k)
-        xv = type(xv)(xv.buffer, k, kmax, xv.offset, t)
-        products.append(Product(xv, m, outs[o].at(col, width), act, acc, f"p{col}"))
-        col += r
-    want = [y.astype(np.float64).copy() for y in y0]
-    col = 0
-    for (r, k, plane, o, act, acc), qm in zip(SPECS, qms):
-        v = ACTS[act](x[plane][:, :k].astype(np.float64) @ qm.dequantize().astype(np.float64).T)
-        want[o][:, col : col + r] = (want[o][:, col : col + r] if acc else 0) + v
-        col += r
-    return outs, y0, products, want
-
-
-def run(device, products, outs, y0, t, kernel=None):
-    g, cnt = Graph(device), Counter(device, "n")
-    for buf, y in zip(outs, y0):
-        device.write(buf.buffer, y)
-    matmul_group(g, cnt, products, kernel=kernel)
-    cnt.set(t)
-    g.run()
-    width = outs[0].cols
-    return [device.read(b.buffer)[: t * width].reshape(t, width) for b in outs], g
+    x, ws, outs, y0, products = group_build(device, t, rng, SPECS, quant)
+    return outs, y0, products, expected(x, ws, y0, t, SPECS, f16=False)
 
 
 def test_quantized_matrices_share_aligned_buffers(device):
