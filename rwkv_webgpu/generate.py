@@ -222,7 +222,7 @@ def use_gpu_sampling(model: Model, sampler: Any, wanted: bool | None) -> bool:
         return True
     device = getattr(model, "device", None)  # stand-ins for a model (tests) have none
     own_rule = type(sampler).__call__ is not Sampler.__call__
-    return not (unsupported or own_rule) and device is not None and device.info.adapter_type.lower() != "cpu"
+    return not (unsupported or own_rule) and device is not None and not device.info.cpu
 
 
 def generate_stream(

@@ -68,7 +68,7 @@ def load_model(
         log.info("loading %s from %s", info.describe(), path)
         chunk = token_chunk_size
         if chunk is None:
-            chunk = 128 if dev.info.adapter_type.lower() == "cpu" else 512
+            chunk = 128 if dev.info.cpu else 512
         model = _model_class(info.version)(info, dev, token_chunk_size=chunk)
         layers = range(quant_layers) if isinstance(quant_layers, int) else quant_layers
         model.set_quantization(Quant.parse(quant), layers)

@@ -55,6 +55,12 @@ class AdapterInfo:
     max_invocations: int = 256  # per workgroup
     max_workgroup_storage: int = 16384  # bytes of workgroup memory
 
+    @property
+    def cpu(self) -> bool:
+        """A software adapter running on the CPU (lavapipe, llvmpipe): barriers, workgroup memory
+        and gathered loads cost most there, so some kernels have CPU variants."""
+        return self.adapter_type.lower() == "cpu"
+
     def describe(self) -> str:
         extras = [f for f, on in (("shader-f16", self.shader_f16), ("subgroup", self.subgroup)) if on]
         return f"{self.name} ({self.backend}{', ' + ', '.join(extras) if extras else ''})"

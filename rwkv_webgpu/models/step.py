@@ -133,7 +133,7 @@ class StepRunner:
         self._ahead: weakref.WeakKeyDictionary[State, tuple[Any, Any]] = weakref.WeakKeyDictionary()
         # Encode the next step while the GPU runs this one. On a CPU adapter (lavapipe) the
         # "GPU" shares the cores with Python, so the overlap would only slow it down.
-        self.encode_ahead = model.device.info.adapter_type.lower() != "cpu"
+        self.encode_ahead = not model.device.info.cpu
 
     def forget_graphs(self) -> None:
         """Drop every recorded graph (hooks changed); the next step records afresh."""

@@ -40,8 +40,8 @@ WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
 TALL_MAX = 128  # GPUs: 128 x 64 tiles (K in parts) for steps of SPLIT_FROM up to this many tokens ...
 TALL_MIN_ROWS = 512  # ... on matrices of this many rows (narrower ones: the split 64 x 64 tiles)
-TILED_FROM = 48  # steps with at least this many tokens use the tiled kernel (GPUs: from 32) ...
-GPU_TILED_FROM = 32
+TILED_FROM = 48  # CPU adapters: quantized steps with at least this many tokens use the tiled kernel
+GPU_TILED_FROM = 32  # GPUs: steps with at least this many tokens use tiles ...
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
 
 
@@ -235,7 +235,7 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
     the 128 x 128 tiles at every step size measured, 4 to 256 tokens).
     """
     info = graph.device.info
-    if info.adapter_type.lower() == "cpu":
+    if info.cpu:
         # lavapipe: the row-wise kernel costs the same per token at any step size (each token
         # re-reads the rows), tiles win from a few dozen tokens (2x on a 128-token chunk)
         def pick_cpu(n: int) -> str:
@@ -371,7 +371,7 @@ def matmul_group(
         raise ValueError("the decode group kernel needs an adapter with the 'subgroup' feature")
     grouped, rest = _groupable(products, quantized=False)
     # quantized products group only for the one-token kernel (GPUs with subgroups, or forced)
-    one_token = kernel == "decode" or (kernel is None and info.subgroup and info.adapter_type.lower() != "cpu")
+    one_token = kernel == "decode" or (kernel is None and info.subgroup and not info.cpu)
     qgrouped, rest = _groupable(rest, quantized=True) if one_token else ([], rest)
     for pr in rest:
         matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
@@ -385,7 +385,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
     """One group dispatch per step-size range (see :func:`matmul_group`); ``grouped`` are all f16
     or all quantized of one kind (then only the one-token entry exists)."""
     info = graph.device.info
-    cpu = info.adapter_type.lower() == "cpu"
+    cpu = info.cpu
     qw = grouped[0].w if isinstance(grouped[0].w, QMatrix) else None
     # Steps under `first` tokens run the one-token subgroup entry, steps in [first, limit) the
     # 4-token (or CPU: row-wise) entry, larger steps the products one by one, so that each step

@@ -16,7 +16,7 @@ BIG_WG_STORAGE = 32768  # the workgroup memory sample.wgsl needs with BIG_WG (~2
 
 def sample_workgroup(info: Any) -> int:
     """Invocations per row for the sampling kernel on an adapter."""
-    big = info.adapter_type.lower() != "cpu" and info.max_invocations >= BIG_WG
+    big = not info.cpu and info.max_invocations >= BIG_WG
     return BIG_WG if big and info.max_workgroup_storage >= BIG_WG_STORAGE else WG
 
 

@@ -40,7 +40,7 @@ def time_mix_v5(
     )  # fmt: skip
     info = graph.device.info
     # CPU adapters with subgroups: the recurrence without workgroup memory or barriers
-    lanes = info.adapter_type.lower() == "cpu" and info.subgroup and info.subgroup_size >= LANES
+    lanes = info.cpu and info.subgroup and info.subgroup_size >= LANES
     graph.dispatch(
         "time_mix_v5_lanes" if lanes else "time_mix_v5", counter, params, {2: cursors, 3: tm, 4: vec, 5: state, 6: y},
         lambda k: (heads * ceil_div(n, ROWS), slots if k else 0, 1),
