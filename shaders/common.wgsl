@@ -38,3 +38,11 @@ fn dot8(q: vec4<u32>, v: array<f32, 8>) -> f32 {
     let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
     return dot(lo, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(hi, vec4<f32>(v[4], v[5], v[6], v[7]));
 }
+
+// dot8 on the 8 values as two vec4 columns (x_reads.wgsl's x_span): the same products, summed
+// the same way.
+fn dot8v(q: vec4<u32>, v: mat2x4<f32>) -> f32 {
+    let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+    let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+    return dot(lo, v[0]) + dot(hi, v[1]);
+}

@@ -37,36 +37,13 @@ fn segment_of(row: u32) -> Segment {
     return segs[s];
 }
 
-// x[t, kb .. kb + 8] of segment g, zero past K.
+// x[t, kb .. kb + 8] of segment g, zero past K (x_reads.wgsl), as an array or as two vec4 columns.
 fn x8g(g: Segment, t: u32, kb: u32) -> array<f32, 8> {
-    var v: array<f32, 8>;
-    let base = g.x_off + t * g.x_stride + kb;
-    if kb + 8u <= g.k {
-        for (var e = 0u; e < 8u; e++) { v[e] = x[base + e]; }
-    } else {
-        for (var e = 0u; e < 8u; e++) { v[e] = select(0.0, x[base + e], kb + e < g.k); }
-    }
-    return v;
+    return x8_from(g.x_off + t * g.x_stride + kb, kb, g.k);
 }
 
-// x8g as two vec4 columns (matmul_io.wgsl's x_at for segment g).
 fn xg_at(g: Segment, t: u32, kb: u32) -> mat2x4<f32> {
-    let b = g.x_off + t * g.x_stride + kb;
-    var a = vec4<f32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
-    var c = vec4<f32>(x[b + 4u], x[b + 5u], x[b + 6u], x[b + 7u]);
-    if kb + 8u > g.k {
-        let e = vec4<u32>(kb) + vec4<u32>(0u, 1u, 2u, 3u);
-        a = select(vec4<f32>(0.0), a, e < vec4<u32>(g.k));
-        c = select(vec4<f32>(0.0), c, e + vec4<u32>(4u) < vec4<u32>(g.k));
-    }
-    return mat2x4<f32>(a, c);
-}
-
-// dot8 on x values from xg_at (matmul_io.wgsl's dot8v).
-fn dot8v(q: vec4<u32>, v: mat2x4<f32>) -> f32 {
-    let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-    let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-    return dot(lo, v[0]) + dot(hi, v[1]);
+    return x_span(g.x_off + t * g.x_stride + kb, kb, g.k);
 }
 
 fn store_group(g: Segment, t: u32, r: u32, v: f32) {

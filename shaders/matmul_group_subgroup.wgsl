@@ -1,7 +1,7 @@
 // matmul_group_subgroup.wgsl: the products of matmul_group.wgsl for decoding on adapters with subgroups,
 // as matmul_subgroup.wgsl `decode` (same sums in the same order): LANES neighbouring invocations share
-// a row (each lane reads every LANES-th 16-byte word of it, UNROLL of them in flight) and sum through
-// subgroup shuffles, one token per workgroup. Bindings as matmul_group.wgsl.
+// a row (decode_row.wgsl: each lane reads every LANES-th 16-byte word of it, UNROLL of them in
+// flight) and sum through subgroup shuffles, one token per workgroup. Bindings as matmul_group.wgsl.
 // Grid: (ceil(rows / (WGS / LANES)), T).
 override LANES: u32 = 16u;  // invocations per row
 override WGS: u32 = 128u;   // invocations per workgroup
@@ -17,32 +17,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     let live = row < p.rows && r < g.rows;  // rows padding a segment to a multiple of 4 are idle
     var acc = 0.0;
     if live && t < count.n {
-        let base = g.w_off + r * g.kv;
-        let kv = g.kv;
-        var i = lane;
-        if UNROLL >= 4u {
-            for (; i + 3u * LANES < kv; i += 4u * LANES) {
-                let q0 = w[base + i];
-                let q1 = w[base + i + LANES];
-                let q2 = w[base + i + 2u * LANES];
-                let q3 = w[base + i + 3u * LANES];
-                acc += dot8(q0, x8g(g, t, i * 8u));
-                acc += dot8(q1, x8g(g, t, (i + LANES) * 8u));
-                acc += dot8(q2, x8g(g, t, (i + 2u * LANES) * 8u));
-                acc += dot8(q3, x8g(g, t, (i + 3u * LANES) * 8u));
-            }
-        }
-        if UNROLL >= 2u {
-            for (; i + LANES < kv; i += 2u * LANES) {
-                let q0 = w[base + i];
-                let q1 = w[base + i + LANES];
-                acc += dot8(q0, x8g(g, t, i * 8u));
-                acc += dot8(q1, x8g(g, t, (i + LANES) * 8u));
-            }
-        }
-        for (; i < kv; i += LANES) {
-            acc += dot8(w[base + i], x8g(g, t, i * 8u));
-        }
+        acc = lane_sum(g.w_off + r * g.kv, g.kv, lane, g.x_off + t * g.x_stride, g.k);
     }
     // butterfly over the LANES lanes of this row (all invocations take part)
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {

@@ -18,37 +18,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-// x[t, kb .. kb + 8], zero past K.
+// x[t, kb .. kb + 8], zero past K (x_reads.wgsl), as an array or as two vec4 columns.
 fn x8(t: u32, kb: u32) -> array<f32, 8> {
-    var v: array<f32, 8>;
-    let base = p.x_off + t * p.x_stride + kb;
-    if kb + 8u <= p.k {
-        for (var e = 0u; e < 8u; e++) { v[e] = x[base + e]; }
-    } else {
-        for (var e = 0u; e < 8u; e++) { v[e] = select(0.0, x[base + e], kb + e < p.k); }
-    }
-    return v;
+    return x8_from(p.x_off + t * p.x_stride + kb, kb, p.k);
 }
 
-// x[t, kb .. kb + 8] as two vec4 columns, zero past K (x8 without an array: CPU adapters keep
-// arrays in memory).
 fn x_at(t: u32, kb: u32) -> mat2x4<f32> {
-    let b = p.x_off + t * p.x_stride + kb;
-    var a = vec4<f32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
-    var c = vec4<f32>(x[b + 4u], x[b + 5u], x[b + 6u], x[b + 7u]);
-    if kb + 8u > p.k {
-        let e = vec4<u32>(kb) + vec4<u32>(0u, 1u, 2u, 3u);
-        a = select(vec4<f32>(0.0), a, e < vec4<u32>(p.k));
-        c = select(vec4<f32>(0.0), c, e + vec4<u32>(4u) < vec4<u32>(p.k));
-    }
-    return mat2x4<f32>(a, c);
-}
-
-// dot8 on x values from x_at: the same products summed the same way.
-fn dot8v(q: vec4<u32>, v: mat2x4<f32>) -> f32 {
-    let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-    let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-    return dot(lo, v[0]) + dot(hi, v[1]);
+    return x_span(p.x_off + t * p.x_stride + kb, kb, p.k);
 }
 
 // Write (or add, or add times a gate) act(v) as y[t, row0 + r], for rows and tokens in range.

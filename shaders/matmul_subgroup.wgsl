@@ -4,8 +4,8 @@
 // memory, no barriers). Needs subgroups of at least LANES invocations in local-index order.
 // Bindings as matmul.wgsl. Grid: (ceil(R / (WGS / LANES)), ceil(T / TOK)); workgroup of WGS.
 // `decode` (one token per workgroup row of the grid) is `main` with TOK = 1 whose lanes load
-// UNROLL (1, 2 or 4) words of the row before using them (more loads in flight); same sums in
-// the same order. Grid: (ceil(R / (WGS / LANES)), T).
+// UNROLL (1, 2 or 4) words of the row before using them (decode_row.wgsl); same sums in the
+// same order. Grid: (ceil(R / (WGS / LANES)), T).
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 
 override LANES: u32 = 8u;  // invocations per row: 8, 16 or 32
@@ -43,35 +43,9 @@ fn decode(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: 
     let lane = li % LANES;
     let r = wid.x * (WGS / LANES) + li / LANES;
     let t = wid.y;
-    let kv = p.kv;
     var acc = 0.0;
     if r < p.rows && t < count.n {
-        let base = r * kv;
-        var i = lane;
-        // words in flight: named values, not an array (an indexed array may live in memory)
-        if UNROLL >= 4u {
-            for (; i + 3u * LANES < kv; i += 4u * LANES) {
-                let q0 = w[base + i];
-                let q1 = w[base + i + LANES];
-                let q2 = w[base + i + 2u * LANES];
-                let q3 = w[base + i + 3u * LANES];
-                acc += dot8(q0, x8(t, i * 8u));
-                acc += dot8(q1, x8(t, (i + LANES) * 8u));
-                acc += dot8(q2, x8(t, (i + 2u * LANES) * 8u));
-                acc += dot8(q3, x8(t, (i + 3u * LANES) * 8u));
-            }
-        }
-        if UNROLL >= 2u {
-            for (; i + LANES < kv; i += 2u * LANES) {
-                let q0 = w[base + i];
-                let q1 = w[base + i + LANES];
-                acc += dot8(q0, x8(t, i * 8u));
-                acc += dot8(q1, x8(t, (i + LANES) * 8u));
-            }
-        }
-        for (; i < kv; i += LANES) {
-            acc += dot8(w[base + i], x8(t, i * 8u));
-        }
+        acc = lane_sum(r * p.kv, p.kv, lane, p.x_off + t * p.x_stride, p.k);
     }
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         acc += subgroupShuffleXor(acc, s);

@@ -1,0 +1,26 @@
+// x_reads.wgsl: reads of 8 consecutive input values for the matmul kernels (prepended after
+// matmul_io.wgsl or matmul_group_io.wgsl, which declare x and give each kernel its row base).
+// No dispatch of its own.
+
+// x[b .. b + 8], the values at positions kb .. kb + 8 of a row of k values: zero past k.
+fn x8_from(b: u32, kb: u32, k: u32) -> array<f32, 8> {
+    var v: array<f32, 8>;
+    if kb + 8u <= k {
+        for (var e = 0u; e < 8u; e++) { v[e] = x[b + e]; }
+    } else {
+        for (var e = 0u; e < 8u; e++) { v[e] = select(0.0, x[b + e], kb + e < k); }
+    }
+    return v;
+}
+
+// The same values as two vec4 columns, without an array (CPU adapters keep arrays in memory).
+fn x_span(b: u32, kb: u32, k: u32) -> mat2x4<f32> {
+    var a = vec4<f32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
+    var c = vec4<f32>(x[b + 4u], x[b + 5u], x[b + 6u], x[b + 7u]);
+    if kb + 8u > k {
+        let e = vec4<u32>(kb) + vec4<u32>(0u, 1u, 2u, 3u);
+        a = select(vec4<f32>(0.0), a, e < vec4<u32>(k));
+        c = select(vec4<f32>(0.0), c, e + vec4<u32>(4u) < vec4<u32>(k));
+    }
+    return mat2x4<f32>(a, c);
+}
