@@ -92,15 +92,22 @@ def upload_matrix(device: Device, w: np.ndarray, label: str) -> Matrix:
 RANGE_ALIGN = 256
 
 
+def _aligned_ranges(sizes: list[int]) -> tuple[list[int], int]:
+    """Offsets of byte ranges of ``sizes`` back to back, each start RANGE_ALIGN-aligned, and the
+    total."""
+    offsets, total = [], 0
+    for size in sizes:
+        offsets.append(total)
+        total += -(-size // RANGE_ALIGN) * RANGE_ALIGN
+    return offsets, total
+
+
 def upload_matrices(device: Device, ws: list[np.ndarray], labels: list[str]) -> list[Matrix]:
     """Store several matrices back to back in one buffer (each start 256-byte aligned), so one
     dispatch can read them all (ops.matmul_group); each is still a Matrix of its own. A single
     matrix, or matrices that would not fit one binding together, are uploaded separately."""
     kps = [(w.shape[1] + 7) // 8 * 8 for w in ws]
-    offsets, total = [], 0
-    for w, kp in zip(ws, kps):
-        offsets.append(total)
-        total += -(-(w.shape[0] * kp * 2) // RANGE_ALIGN) * RANGE_ALIGN
+    offsets, total = _aligned_ranges([w.shape[0] * kp * 2 for w, kp in zip(ws, kps)])
     if len(ws) < 2 or total > min(device.info.max_binding_size, device.info.max_buffer_size):
         return [upload_matrix(device, w, label) for w, label in zip(ws, labels)]
     raw = np.zeros(total, np.uint8)
@@ -162,16 +169,8 @@ def upload_qmatrices(device: Device, qms: list[Any], labels: list[str]) -> list[
     (ops.matmul_group); each is still a QMatrix of its own. Mixed kinds, a single matrix, or
     matrices that would not fit one binding together are uploaded separately."""
     limit = min(device.info.max_binding_size, device.info.max_buffer_size)
-
-    def layout(arrays: list[np.ndarray]) -> tuple[list[int], int]:
-        offsets, total = [], 0
-        for a in arrays:
-            offsets.append(total)
-            total += -(-a.nbytes // RANGE_ALIGN) * RANGE_ALIGN
-        return offsets, total
-
-    code_offs, code_total = layout([qm.codes for qm in qms])
-    scale_offs, scale_total = layout([qm.scales for qm in qms])
+    code_offs, code_total = _aligned_ranges([qm.codes.nbytes for qm in qms])
+    scale_offs, scale_total = _aligned_ranges([qm.scales.nbytes for qm in qms])
     too_big = max(code_total, scale_total) > limit or any(qm.rows > 65535 * 4 for qm in qms)
     if len(qms) < 2 or len({qm.quant for qm in qms}) > 1 or too_big:
         return [upload_qmatrix(device, qm, label) for qm, label in zip(qms, labels)]
