@@ -385,7 +385,6 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
     """One group dispatch per step-size range (see :func:`matmul_group`); ``grouped`` are all f16
     or all quantized of one kind (then only the one-token entry exists)."""
     info = graph.device.info
-    cpu = info.cpu
     qw = grouped[0].w if isinstance(grouped[0].w, QMatrix) else None
     # Steps under `first` tokens run the one-token subgroup entry, steps in [first, limit) the
     # 4-token (or CPU: row-wise) entry, larger steps the products one by one, so that each step
@@ -394,7 +393,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         first = limit = 1 << 30
         if kernel != "decode":
             first = 0
-    elif cpu:
+    elif info.cpu:
         first, limit = 0, 2  # one token: the row-wise entry; more: the products through tile8
     elif info.subgroup:
         # matrices of WIDE_ROWS rows take the 4-token subgroup kernel from WIDE_FROM tokens; rows
@@ -448,7 +447,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
     if first >= limit:
         return
     with graph.only_when(lambda: first <= counter.value < limit):
-        if kernel == "rowwise" or (kernel is None and cpu):
+        if kernel == "rowwise" or (kernel is None and info.cpu):
             graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
                            entry="rowwise", label=label, WG=64, RTOK=RTOK)  # fmt: skip
         else:
