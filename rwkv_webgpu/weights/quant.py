@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
+
 
 class Quant(enum.Enum):
     """How the large attention/FFN matrices are stored on the GPU."""
@@ -35,7 +37,7 @@ class Quant(enum.Enum):
         try:
             return cls(value.lower())
         except ValueError:
-            raise ValueError(f"unknown quantization {value!r}; choose from {[q.value for q in cls]}") from None
+            raise ConfigError(f"unknown quantization {value!r}; choose from {[q.value for q in cls]}") from None
 
 
 # The matrices quantization applies to: each layer's large attention/FFN ones (the embedding,

@@ -71,5 +71,5 @@ def test_quantized_memory(vulkan_device, tmp_path):
 
 
 def test_unknown_quantization_is_refused(vulkan_device):
-    with pytest.raises(ValueError, match="int8"):
+    with pytest.raises(rw.RWKVError, match="int8"):
         rw.load_model(FIX / "models" / f"{ALL[0]}.pth", device=vulkan_device, quant="int3")
