@@ -1,9 +1,11 @@
 """Where one decode step of B slots spends its time: GPU per kernel (timestamp queries), the
 GPU time of the whole step as it really runs (one timestamp before its first dispatch, one after
 its last: gaps between dispatches included, no per-kernel passes), and the host side (packing,
-encoding, readback). At batch 1 also the GPU-sampling loop's tokens/s.
+encoding, readback). At batch 1 also the GPU-sampling loop's tokens/s. ``--prefill N ..``: the
+same for one prompt chunk of N tokens (and its tokens/s over a few chunks).
 
     python benchmarks/profile_step.py MODEL --batch 1 8 64
+    python benchmarks/profile_step.py MODEL --batch --prefill 512 1024
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="*", default=[64])
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--prefill", type=int, nargs="*", default=[], help="prompt chunk sizes to profile")
     ap.add_argument("--quant", default=None, help="int8, nf4 or sf4")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
@@ -45,13 +48,17 @@ def main() -> None:
         mm.DECODE_MAX_K = args.decode_max_k
     if args.quant_decode_max_k:
         mm.QUANT_DECODE_MAX_K = args.quant_decode_max_k
-    model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant)
+    chunk = max(args.prefill, default=None)
+    model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant, token_chunk_size=chunk)
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},
                     "decode_kernels": {"unroll": getattr(mm, "DECODE_UNROLL", 1), "max_k": mm.DECODE_MAX_K,
                                        "quant_max_k": getattr(mm, "QUANT_DECODE_MAX_K", mm.DECODE_MAX_K)}}  # fmt: skip
     for batch in args.batch:
         result["steps"][f"b{batch}"] = one_batch(model, batch, Plan, _group)
         print(json.dumps(result["steps"][f"b{batch}"], indent=1), flush=True)
+    for n in args.prefill:
+        result["steps"][f"prefill{n}"] = one_chunk(model, n, Plan, _group)
+        print(json.dumps(result["steps"][f"prefill{n}"], indent=1), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
@@ -72,6 +79,23 @@ def step_span_us(model, state, plan) -> float:
     model.runner.submit(state, plan, enc.finish())
     model.runner.collect(state, plan)
     return prof.read()[0][1]
+
+
+def one_chunk(model, n: int, Plan, _group) -> dict:
+    """One slot, a prompt chunk of ``n`` tokens: tokens/s over 4 chunks, then GPU time."""
+    state = model.new_state()
+    toks = [int(t) for t in np.random.default_rng(1).integers(1, model.info.num_vocab, n)]
+    for _ in range(2):
+        model.run([list(toks)], state, token_chunk_size=n)
+    t0 = time.perf_counter()
+    for _ in range(4):
+        model.run([list(toks)], state, token_chunk_size=n)
+    out: dict = {"tokens": n, "tok_s": 4 * n / (time.perf_counter() - t0)}
+    plan = Plan.pack([toks], [0], False)
+    if model.device.info.timestamp_query:
+        out["gpu_step_us"] = float(np.median([step_span_us(model, state, plan) for _ in range(4)]))
+        out["gpu_us"] = _group(model.runner.profile(state, plan))
+    return out
 
 
 def one_batch(model, batch: int, Plan, _group) -> dict:

@@ -32,6 +32,15 @@ fn activate(x: f32, act: u32) -> f32 {
     }
 }
 
+// The 8 f16 weights packed in a vec4<u32> (low half of each u32 first) as f32.
+fn f16x8(q: vec4<u32>) -> array<f32, 8> {
+    let a = unpack2x16float(q.x);
+    let b = unpack2x16float(q.y);
+    let c = unpack2x16float(q.z);
+    let d = unpack2x16float(q.w);
+    return array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);
+}
+
 // sum_e W[e] x[e] over 8 f16 weights packed in a vec4<u32> (low half of each u32 first).
 fn dot8(q: vec4<u32>, v: array<f32, 8>) -> f32 {
     let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));

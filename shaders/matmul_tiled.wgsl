@@ -116,122 +116,25 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_out(t, r, s);
 }
 
-// `big`: the same product in 128-row x 128-token tiles for large prompts: 16-wide K slices
-// (workgroup memory 16 KiB), each invocation an 8 x 8 block (rows 4ty.. and 64 + 4ty..,
-// tokens 4tx.. and 64 + 4tx..) in named registers (drivers may spill indexed arrays to
-// memory); the next slice is read into registers while this one is summed.
+// `big`: the same product in 128-row x 128-token tiles for large prompts (tile_big.wgsl).
 // Grid: (ceil(R / 128), ceil(T / 128)).
-const BT: u32 = 128u;  // rows and tokens per workgroup
-const BK: u32 = 16u;   // K slice staged per iteration
-const BQ: u32 = 32u;   // BT / 4
+struct TileSrc { unused: u32 }  // tile_big.wgsl's view of this dispatch's matrix: p
 
-var<workgroup> wb: array<vec4<f32>, 512>;   // [BK][BQ]: four consecutive rows
-var<workgroup> xb: array<vec4<f32>, 512>;   // [BK][BQ]: four consecutive tokens
-
-// 8 values along K from index kb: W[r, kb ..] or x[t, kb ..], zero outside the matrix / the step.
-struct Eight { lo: vec4<f32>, hi: vec4<f32> }
-
-fn stage_w(r: u32, kb: u32, kp: u32) -> Eight {
-    if r >= p.rows || kb >= kp {
-        return Eight(vec4<f32>(0.0), vec4<f32>(0.0));
-    }
-    let v = weights8(r, kb / 8u);
-    return Eight(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
-}
-
-fn stage_x(t: u32, kb: u32, n: u32) -> Eight {
-    if t >= n {
-        return Eight(vec4<f32>(0.0), vec4<f32>(0.0));
-    }
-    let v = x8(t, kb);
-    return Eight(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
-}
-
-// Stage 8 K values of a weight row (into wb) and of a token (into xb) as component c (0..3) of
-// slot q in K rows k .. k + 7 of the [BK][BQ] workgroup arrays.
-// (spelled out: a loop over e measured ~8% slower for the whole kernel on the H100)
-fn put8(k: u32, q: u32, c: u32, w: Eight, t: Eight) {
-    wb[k * BQ + q][c] = w.lo.x;
-    wb[(k + 1u) * BQ + q][c] = w.lo.y;
-    wb[(k + 2u) * BQ + q][c] = w.lo.z;
-    wb[(k + 3u) * BQ + q][c] = w.lo.w;
-    wb[(k + 4u) * BQ + q][c] = w.hi.x;
-    wb[(k + 5u) * BQ + q][c] = w.hi.y;
-    wb[(k + 6u) * BQ + q][c] = w.hi.z;
-    wb[(k + 7u) * BQ + q][c] = w.hi.w;
-    xb[k * BQ + q][c] = t.lo.x;
-    xb[(k + 1u) * BQ + q][c] = t.lo.y;
-    xb[(k + 2u) * BQ + q][c] = t.lo.z;
-    xb[(k + 3u) * BQ + q][c] = t.lo.w;
-    xb[(k + 4u) * BQ + q][c] = t.hi.x;
-    xb[(k + 5u) * BQ + q][c] = t.hi.y;
-    xb[(k + 6u) * BQ + q][c] = t.hi.z;
-    xb[(k + 7u) * BQ + q][c] = t.hi.w;
-}
-
-fn store4(tb: u32, r: u32, v: vec4<f32>) {
-    store_out(tb, r, v.x);
-    store_out(tb + 1u, r, v.y);
-    store_out(tb + 2u, r, v.z);
-    store_out(tb + 3u, r, v.w);
-}
+fn tile_rows(s: TileSrc) -> u32 { return p.rows; }
+fn tile_w8(s: TileSrc, r: u32, i: u32) -> array<f32, 8> { return weights8(r, i); }
+fn tile_x8(s: TileSrc, t: u32, kb: u32) -> array<f32, 8> { return x8(t, kb); }
+fn tile_store(s: TileSrc, t: u32, r: u32, v: f32) { store_out(t, r, v); }
 
 @compute @workgroup_size(16, 16)
 fn big(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
        @builtin(local_invocation_index) tid: u32) {
-    let n = count.n;
-    let r0 = wid.x * BT;
-    let t0 = wid.y * BT;
-    // staging: invocation tid brings 8 consecutive K values of row (and token) tid / 2
-    let l = tid / 2u;
-    let lk = (tid % 2u) * 8u;
-    let kp = p.kv * 8u;
-    // c<i><h>: rows 4ty + i (i < 4) or 64 + 4ty + i - 4, tokens 4tx + 64h .. + 3
-    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
-    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
-    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0); var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
-    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0); var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
-    var wv = stage_w(r0 + l, lk, kp);
-    var xv = stage_x(t0 + l, lk, n);
-    for (var k0 = 0u; k0 < kp; k0 += BK) {
-        put8(lk, l / 4u, l % 4u, wv, xv);
-        workgroupBarrier();
-        if k0 + BK < kp {
-            wv = stage_w(r0 + l, k0 + BK + lk, kp);
-            xv = stage_x(t0 + l, k0 + BK + lk, n);
-        }
-        for (var kk = 0u; kk < BK; kk++) {
-            let a0 = wb[kk * BQ + lid.y];
-            let a1 = wb[kk * BQ + 16u + lid.y];
-            let b0 = xb[kk * BQ + lid.x];
-            let b1 = xb[kk * BQ + 16u + lid.x];
-            c00 += a0.x * b0; c01 += a0.x * b1;
-            c10 += a0.y * b0; c11 += a0.y * b1;
-            c20 += a0.z * b0; c21 += a0.z * b1;
-            c30 += a0.w * b0; c31 += a0.w * b1;
-            c40 += a1.x * b0; c41 += a1.x * b1;
-            c50 += a1.y * b0; c51 += a1.y * b1;
-            c60 += a1.z * b0; c61 += a1.z * b1;
-            c70 += a1.w * b0; c71 += a1.w * b1;
-        }
-        workgroupBarrier();
-    }
-    let ra = r0 + lid.y * 4u;
-    let rb = ra + 64u;
-    let ta = t0 + lid.x * 4u;
-    let tb = ta + 64u;
-    store4(ta, ra, c00); store4(tb, ra, c01);
-    store4(ta, ra + 1u, c10); store4(tb, ra + 1u, c11);
-    store4(ta, ra + 2u, c20); store4(tb, ra + 2u, c21);
-    store4(ta, ra + 3u, c30); store4(tb, ra + 3u, c31);
-    store4(ta, rb, c40); store4(tb, rb, c41);
-    store4(ta, rb + 1u, c50); store4(tb, rb + 1u, c51);
-    store4(ta, rb + 2u, c60); store4(tb, rb + 2u, c61);
-    store4(ta, rb + 3u, c70); store4(tb, rb + 3u, c71);
+    let s = TileSrc(0u);
+    let c = big_tile(s, lid, tid, wid.x * BT, wid.y * BT, p.kv * 8u);
+    store_big(s, c, lid, wid.x * BT, wid.y * BT);
 }
 
 // `tall`: 128-row x 64-token tiles for batched steps (each invocation 8 rows x 4 tokens: rows
-// 4ty.. and 64 + 4ty.., tokens 4tx..), 16-wide K slices in the `big` arrays, K cut in SPLIT
+// 4ty.. and 64 + 4ty.., tokens 4tx..), 16-wide K slices in tile_big.wgsl's arrays, K cut in SPLIT
 // parts (grid z) whose raw sums go to y as partials [SPLIT, T, R] for `reduce`; SPLIT = 1 writes
 // y directly. Grid: (ceil(R / 128), ceil(T / 64), SPLIT).
 const TQ: u32 = 16u;  // 64 tokens / 4
@@ -268,7 +171,7 @@ fn put_tall(lw: u32, kw: u32, w: Eight, lt: u32, kt: u32, t: vec4<f32>) {
 // Row r's 4 tokens from tb: to y (SPLIT = 1) or as partials of part z.
 fn store_tall(z: u32, tb: u32, r: u32, v: vec4<f32>) {
     if SPLIT == 1u {
-        store4(tb, r, v);
+        store4(TileSrc(0u), tb, r, v);
     } else {
         store_part(z, tb, r, v.x);
         store_part(z, tb + 1u, r, v.y);
@@ -294,13 +197,13 @@ fn tall(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let kt = (tid % 4u) * 4u;
     var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
     var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
-    var wv = stage_w(r0 + lw, kb0 + kw, kb1);
+    var wv = stage_w(TileSrc(0u), r0 + lw, kb0 + kw, kb1);
     var xv = stage_x4(t0 + lt, kb0 + kt, select(0u, n, kb0 + kt < kb1));
     for (var k0 = kb0; k0 < kb1; k0 += BK) {
         put_tall(lw, kw, wv, lt, kt, xv);
         workgroupBarrier();
         if k0 + BK < kb1 {
-            wv = stage_w(r0 + lw, k0 + BK + kw, kb1);
+            wv = stage_w(TileSrc(0u), r0 + lw, k0 + BK + kw, kb1);
             xv = stage_x4(t0 + lt, k0 + BK + kt, select(0u, n, k0 + BK + kt < kb1));
         }
         for (var kk = 0u; kk < BK; kk++) {

@@ -6,10 +6,5 @@
 
 // The 8 weights of group i of row r: W[r, 8i .. 8i + 8].
 fn weights8(r: u32, i: u32) -> array<f32, 8> {
-    let q = w[r * p.kv + i];
-    let a = unpack2x16float(q.x);
-    let b = unpack2x16float(q.y);
-    let c = unpack2x16float(q.z);
-    let d = unpack2x16float(q.w);
-    return array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);
+    return f16x8(w[r * p.kv + i]);
 }

@@ -360,12 +360,16 @@ def matmul_group(
     for steps below the subgroup sizes (CPU adapters: below the tiled sizes); larger steps and
     the other products run through :func:`matmul` as usual. Quantized products of one kind
     whose codes and scales share buffers (``upload_qmatrices``) are grouped the same way for
-    one-token steps on GPUs with subgroups (matmul_quant_group.wgsl). The result is the same as
-    calling :func:`matmul` for each product (the same sums in the same order). ``kernel``
-    ("gemv", "rowwise" or "decode") forces one group kernel for every step (tests).
+    one-token steps on GPUs with subgroups (matmul_quant_group.wgsl). On GPUs, prompt steps
+    where every large f16 product of the group (TALL_MIN_ROWS rows or more) would take the
+    tiles run them as one dispatch of 128 x 128 tiles (matmul_group_tiled.wgsl), so that
+    2048-row products, 128 tiles each at a 1024-token chunk, share the GPU instead of each
+    leaving it part idle. The result is the same as calling :func:`matmul` for each product (the
+    same sums in the same order). ``kernel`` ("gemv", "rowwise", "decode" or "big") forces one
+    group kernel for every step (tests).
     """
-    if kernel not in (None, "gemv", "rowwise", "decode"):
-        raise ValueError(f"unknown group kernel {kernel!r}; choose 'gemv', 'rowwise' or 'decode'")
+    if kernel not in (None, "gemv", "rowwise", "decode", "big"):
+        raise ValueError(f"unknown group kernel {kernel!r}; choose 'gemv', 'rowwise', 'decode' or 'big'")
     info = graph.device.info
     if kernel == "decode" and not info.subgroup:
         raise ValueError("the decode group kernel needs an adapter with the 'subgroup' feature")
@@ -375,6 +379,12 @@ def matmul_group(
     qgrouped, rest = _groupable(rest, quantized=True) if one_token else ([], rest)
     for pr in rest:
         matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
+    if kernel == "big":
+        if grouped:
+            _record_tiled_group(graph, counter, grouped, lambda: True, label)
+        for pr in qgrouped:
+            matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
+        return
     if grouped:
         _record_group(graph, counter, grouped, kernel, label)
     if qgrouped:
@@ -405,24 +415,24 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         first, limit = 0, SUBGROUP_FROM
     if qw is not None:
         limit = first  # quantized weights: the one-token entry, then the products one by one
-    outputs: list = []
-    segs = np.zeros(len(grouped), SEGMENT)
-    row = 0
-    for i, pr in enumerate(grouped):
+    # GPU prompt steps: the large f16 products as one dispatch of 128 x 128 tiles, on the steps
+    # where matmul would give each of them tiles (the same sums in the same order)
+    tiled = [pr for pr in grouped if pr.w.rows >= TALL_MIN_ROWS] if qw is None and kernel is None and not info.cpu else []
+    picks = [_rule(graph, pr.w.rows, pr.w.k)[1] for pr in tiled]
+    tiles = sum(ceil_div(pr.w.rows, BIG) for pr in tiled)
+
+    def tiled_step(n: int) -> bool:
+        return len(tiled) >= 2 and all(pick(n) in ("tiled", "big") for pick in picks) and tiles * ceil_div(n, BIG) >= TILED_MIN_TILES
+
+    if len(tiled) >= 2:
+        _record_tiled_group(graph, counter, tiled, lambda: tiled_step(counter.value), label)
+    for pr in grouped:
         _check(pr.x, pr.w, pr.y, pr.act, pr.label)
-        if pr.y.buffer not in outputs:
-            outputs.append(pr.y.buffer)
-        part = pr.w.parts[0]
-        w_range = part.codes if isinstance(part, QMatrixPart) else part.buffer
-        s_off = part.scales.offset // 4 if isinstance(part, QMatrixPart) else 0
-        assert isinstance(w_range, BufferRange)  # _groupable checked
-        segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, w_range.offset // 16, pr.x.offset, pr.x.stride,
-                   outputs.index(pr.y.buffer), pr.y.offset, pr.y.stride, ACTIVATIONS[pr.act], int(pr.accumulate),
-                   s_off)  # fmt: skip
-        row += ceil_div(pr.w.rows, ROWS) * ROWS
         if kernel is None:
-            with graph.only_when(lambda: counter.value >= limit):
+            in_tiles = any(pr is t for t in tiled)
+            with graph.only_when(lambda in_tiles=in_tiles: counter.value >= limit and not (in_tiles and tiled_step(counter.value))):
                 matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
+    segs, outputs = _segment_table(grouped, ROWS)
     rows = int(segs[-1]["row0"] + segs[-1]["rows"])
     params = pack_params(GROUP_PARAMS, segments=len(grouped), rows=rows, _pad0=0, _pad1=0)
     table = graph.device.upload(segs, f"{label}.segments")
@@ -453,6 +463,43 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         else:
             graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
                            label=label, WG=64, ROWS=ROWS)  # fmt: skip
+
+
+def _segment_table(grouped: list[Product], align: int) -> tuple[np.ndarray, list]:
+    """The segment table of a group (each segment starting at a multiple of ``align`` group rows)
+    and its output buffers (y_sel indexes them)."""
+    outputs: list = []
+    segs = np.zeros(len(grouped), SEGMENT)
+    row = 0
+    for i, pr in enumerate(grouped):
+        if pr.y.buffer not in outputs:
+            outputs.append(pr.y.buffer)
+        part = pr.w.parts[0]
+        w_range = part.codes if isinstance(part, QMatrixPart) else part.buffer
+        s_off = part.scales.offset // 4 if isinstance(part, QMatrixPart) else 0
+        assert isinstance(w_range, BufferRange)  # _groupable checked
+        segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, w_range.offset // 16, pr.x.offset, pr.x.stride,
+                   outputs.index(pr.y.buffer), pr.y.offset, pr.y.stride, ACTIVATIONS[pr.act], int(pr.accumulate),
+                   s_off)  # fmt: skip
+        row += ceil_div(pr.w.rows, align) * align
+    return segs, outputs
+
+
+def _record_tiled_group(graph: Graph, counter: Counter, grouped: list[Product], when: Callable[[], bool],
+                        label: str) -> None:  # fmt: skip
+    """f16 products of one weight buffer and input buffer (at most two outputs) as one dispatch of
+    128 x 128 tiles (matmul_group_tiled.wgsl) on the steps where ``when()`` holds."""
+    for pr in grouped:
+        _check(pr.x, pr.w, pr.y, pr.act, pr.label)
+    segs, outputs = _segment_table(grouped, BIG)
+    tile_rows = int(segs[-1]["row0"]) // BIG + ceil_div(int(segs[-1]["rows"]), BIG)
+    params = pack_params(GROUP_PARAMS, segments=len(grouped), rows=tile_rows * BIG, _pad0=0, _pad1=0)
+    table = graph.device.upload(segs, f"{label}.tile_segments")
+    y1 = outputs[1] if len(outputs) > 1 else graph.device.storage(4, f"{label}.unused")
+    weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
+    with graph.only_when(when):
+        graph.dispatch("matmul_group_tiled", counter, params, [weights, grouped[0].x.buffer, outputs[0], y1, table],
+                       lambda n: (tile_rows, ceil_div(n, BIG), 1), label=f"{label}.tiles")  # fmt: skip
 
 
 def _groupable(products: list[Product], quantized: bool) -> tuple[list[Product], list[Product]]:

@@ -75,14 +75,14 @@ def run(device, products, outs, y0, t, kernel=None):
     return [device.read(b.buffer)[: t * width].reshape(t, width) for b in outs], g
 
 
-def assert_one_by_one_equals(device, products, outs, y0, t, got):
-    """The products run through matmul one at a time give exactly ``got`` (bit for bit)."""
+def assert_one_by_one_equals(device, products, outs, y0, t, got, kernel=None):
+    """The products run through matmul (``kernel``) one at a time give exactly ``got`` (bit for bit)."""
     single = Graph(device)
     cnt = Counter(device, "n")
     for buf, y in zip(outs, y0):
         device.write(buf.buffer, y)
     for pr in products:
-        matmul(single, cnt, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate)
+        matmul(single, cnt, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, kernel=kernel)
     cnt.set(t)
     single.run()
     width = outs[0].cols
@@ -90,7 +90,7 @@ def assert_one_by_one_equals(device, products, outs, y0, t, got):
         np.testing.assert_array_equal(device.read(buf.buffer)[: t * width].reshape(t, width), want)
 
 
-@pytest.mark.parametrize("kernel", [None, "gemv", "rowwise", "decode"])
+@pytest.mark.parametrize("kernel", [None, "gemv", "rowwise", "decode", "big"])
 @pytest.mark.parametrize("t", [1, 3, 17, 70])
 def test_group_matches_numpy(device, kernel, t):
     if kernel == "decode" and not device.info.subgroup:
@@ -134,6 +134,51 @@ def test_group_on_gpus_equals_products_one_by_one(device, monkeypatch, t, wide_r
     live = [item.label for item in g.items if item.grid(t) != (0, 0, 0)]
     grouped = t < (mm.WIDE_FROM if wide_rows == 32 else mm.DECODE_UNTIL)
     assert live == ["group"] if grouped else "group" not in live
+    assert_one_by_one_equals(device, products, outs, y0, t, got)
+
+
+# Prompt-sized products (odd rows, K past one 16-wide slice and not a multiple of it), two outputs.
+BIG_SPECS = [(130, 200, 0, 0, "none", False), (7, 200, 1, 1, "tanh", True), (260, 72, 2, 0, "silu", True),
+             (129, 200, 3, 1, "sigmoid", False)]  # fmt: skip
+
+
+@pytest.mark.parametrize("tiles", ["big", "tiled"])
+@pytest.mark.parametrize("t", [5, 130])
+def test_tiled_group_equals_products_through_tiles(device, tiles, t):
+    """The tile group (matmul_group_tiled.wgsl) sums like the 128 x 128 and 64 x 64 tiles of a
+    single product: bit-identical, whatever the step's size against the tiles."""
+    rng = np.random.default_rng(30 + t)
+    x, ws, outs, y0, products = build(device, t, rng, BIG_SPECS)
+    got, g = run(device, products, outs, y0, t, kernel="big")
+    assert [item.label for item in g.items] == ["group.tiles"]
+    for a, b in zip(got, expected(x, ws, y0, t, BIG_SPECS)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert_one_by_one_equals(device, products, outs, y0, t, got, kernel=tiles)
+
+
+@pytest.mark.parametrize("t", [1, 40, 130])
+def test_tiled_group_on_gpus(device, monkeypatch, t):
+    """On GPUs a prompt step whose large products would each take tiles runs them as one tile
+    group dispatch (small products alone), with the same results as one by one; at 40 tokens
+    the 130-row product would take another kernel (2 tiles of 128 or 3 of 64 are too few), so
+    the products run one by one."""
+    import dataclasses
+    import importlib
+
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
+    gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
+    monkeypatch.setattr(device, "info", gpu)
+    monkeypatch.setattr(mm, "TALL_MIN_ROWS", 64)  # the 130-, 260- and 129-row products are large
+    monkeypatch.setattr(mm, "TILED_MIN_TILES", 4)  # ... and enough tiles come from 32 tokens
+    rng = np.random.default_rng(40 + t)
+    _, _, outs, y0, products = build(device, t, rng, BIG_SPECS)
+    got, g = run(device, products, outs, y0, t)
+    live = [item.label for item in g.items if item.grid(t) != (0, 0, 0)]
+    if t == 130:
+        assert live[0] == "group.tiles"
+        assert [name.split(".")[0] for name in live[1:]] == ["p130"]  # the 7-row product, alone
+    else:
+        assert "group.tiles" not in live
     assert_one_by_one_equals(device, products, outs, y0, t, got)
 
 
