@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--prefill", type=int, nargs="*", default=[], help="prompt chunk sizes to profile")
     ap.add_argument("--quant", default=None, help="int8, nf4 or sf4")
+    ap.add_argument("--fma", action="store_true", help="experiment: the GEMM tiles accumulate through fma()")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
     ap.add_argument("--quant-decode-max-k", type=int, default=None, help="experiment: the same for quantized weights")
@@ -48,6 +49,12 @@ def main() -> None:
         mm.DECODE_MAX_K = args.decode_max_k
     if args.quant_decode_max_k:
         mm.QUANT_DECODE_MAX_K = args.quant_decode_max_k
+    if args.fma:
+        from bench_kernels import fma_text
+
+        sh = importlib.import_module("rwkv_webgpu.gpu.shaders")
+        plain = sh.read_shader
+        sh.read_shader = lambda name: fma_text(plain(name))[0] if name in ("tile_big", "matmul_tiled") else plain(name)
     chunk = max(args.prefill, default=None)
     model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant, token_chunk_size=chunk)
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},

@@ -43,6 +43,12 @@ TALL_MIN_ROWS = 512  # ... on matrices of this many rows (narrower ones: the spl
 TILED_FROM = 48  # CPU adapters: quantized steps with at least this many tokens use the tiled kernel
 GPU_TILED_FROM = 32  # GPUs: steps with at least this many tokens use tiles ...
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
+# A group's large products share one dispatch of 128 x 128 tiles when that costs fewer "waves"
+# (measured on the H100 at K = 2048, 2048-row products: a wave of two 128 x 128 workgroups per SM
+# ~700 us, 128 workgroups alone, one per SM, ~408 us; the 64 x 64 tiles of 2048 x 2048 x 512 ~292 us):
+TILE_SLOTS = 264  # 128 x 128 workgroups resident at once (two per SM on 132 SMs)
+SOLO_WAVE = 0.6  # a wave of at most TILE_SLOTS / 2 of them, against a full one
+TILED_WAVE = 0.42  # 256 workgroups of 64 x 64 tiles, against a full 128 x 128 wave
 
 
 def matmul(
@@ -417,12 +423,14 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         limit = first  # quantized weights: the one-token entry, then the products one by one
     # GPU prompt steps: the large f16 products as one dispatch of 128 x 128 tiles, on the steps
     # where matmul would give each of them tiles (the same sums in the same order)
-    tiled = [pr for pr in grouped if pr.w.rows >= TALL_MIN_ROWS] if qw is None and kernel is None and not info.cpu else []
+    large = qw is None and kernel is None and not info.cpu
+    tiled = [pr for pr in grouped if pr.w.rows >= TALL_MIN_ROWS and pr.w.k >= SPLIT_MIN_K] if large else []
     picks = [_rule(graph, pr.w.rows, pr.w.k)[1] for pr in tiled]
-    tiles = sum(ceil_div(pr.w.rows, BIG) for pr in tiled)
 
+    @functools.cache
     def tiled_step(n: int) -> bool:
-        return len(tiled) >= 2 and all(pick(n) in ("tiled", "big") for pick in picks) and tiles * ceil_div(n, BIG) >= TILED_MIN_TILES
+        return len(tiled) >= 2 and all(pick(n) in ("tiled", "big") for pick in picks) and _tile_group_pays(
+            [pr.w.rows for pr in tiled], [pick(n) for pick in picks], n)
 
     if len(tiled) >= 2:
         _record_tiled_group(graph, counter, tiled, lambda: tiled_step(counter.value), label)
@@ -463,6 +471,24 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         else:
             graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
                            label=label, WG=64, ROWS=ROWS)  # fmt: skip
+
+
+def _tile_group_pays(rows: list[int], picks: list[str], n: int) -> bool:
+    """Whether products of ``rows`` (picking ``picks`` alone) at ``n`` tokens cost fewer waves
+    as one dispatch of 128 x 128 tiles than one by one (TILE_SLOTS, SOLO_WAVE, TILED_WAVE): at
+    1024 tokens four 2048-row products (512 tiles, 2 waves against 4 x 0.6) do, three do not;
+    at 512 tokens their 64 x 64 tiles cost 0.42 each, so two or more fit one wave with gain."""
+
+    def waves(tiles: int) -> float:
+        return SOLO_WAVE if tiles <= TILE_SLOTS // 2 else float(ceil_div(tiles, TILE_SLOTS))
+
+    alone = 0.0
+    for r, pick in zip(rows, picks):
+        if pick == "big":
+            alone += waves(ceil_div(r, BIG) * ceil_div(n, BIG))
+        else:
+            alone += TILED_WAVE * ceil_div(r, TILE) * ceil_div(n, TILE) / 256
+    return waves(sum(ceil_div(r, BIG) for r in rows) * ceil_div(n, BIG)) < alone
 
 
 def _segment_table(grouped: list[Product], align: int) -> tuple[np.ndarray, list]:

@@ -170,6 +170,7 @@ def test_tiled_group_on_gpus(device, monkeypatch, t):
     monkeypatch.setattr(device, "info", gpu)
     monkeypatch.setattr(mm, "TALL_MIN_ROWS", 64)  # the 130-, 260- and 129-row products are large
     monkeypatch.setattr(mm, "TILED_MIN_TILES", 4)  # ... and enough tiles come from 32 tokens
+    monkeypatch.setattr(mm, "SPLIT_MIN_K", 64)  # ... and their K (200, 72) long enough
     rng = np.random.default_rng(40 + t)
     _, _, outs, y0, products = build(device, t, rng, BIG_SPECS)
     got, g = run(device, products, outs, y0, t)
@@ -180,6 +181,19 @@ def test_tiled_group_on_gpus(device, monkeypatch, t):
     else:
         assert "group.tiles" not in live
     assert_one_by_one_equals(device, products, outs, y0, t, got)
+
+
+def test_tile_group_only_where_it_costs_fewer_waves():
+    """The H100 measurements the wave model follows (benchmarks/results/h100-2026-11-27-s6-*):
+    V6 r/k/v/g grouped were faster at 512 and 1024 tokens, V7 r/k/v at 512 only, the FFN key
+    (7168 rows) with the receptance slower at both."""
+    import importlib
+
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
+    pays = mm._tile_group_pays
+    assert pays([2048] * 4, ["tiled"] * 4, 512) and pays([2048] * 4, ["big"] * 4, 1024)
+    assert pays([2048] * 3, ["tiled"] * 3, 512) and not pays([2048] * 3, ["big"] * 3, 1024)
+    assert not pays([7168, 2048], ["big", "tiled"], 512) and not pays([7168, 2048], ["big", "big"], 1024)
 
 
 def test_matrices_share_one_aligned_buffer(device):
