@@ -55,6 +55,9 @@ TILED: Variant = ("tiled64", "matmul_tiled", "main", {}, lambda r, t: (ceil_div(
 BIG: Variant = ("big128", "matmul_tiled", "big", {}, lambda r, t: (ceil_div(r, 128), ceil_div(t, 128), 1))
 # experiment: the tiles with every accumulation written as fma() (one rounding per step) instead
 # of `acc += a * b`, which a driver may or may not contract (shader "fma:<kernel>", built below)
+# experiment: the invocations' blocks laid out row-major (tile_big.wgsl WARP_BLOCKS off)
+TILED_RM: Variant = ("tiled64rm", "matmul_tiled", "main", {"WARP_BLOCKS": 0}, TILED[4])
+BIG_RM: Variant = ("big128rm", "matmul_tiled", "big", {"WARP_BLOCKS": 0}, BIG[4])
 TILED_FMA: Variant = ("tiled64fma", "fma:matmul_tiled", "main", {}, TILED[4])
 BIG_FMA: Variant = ("big128fma", "fma:matmul_tiled", "big", {}, BIG[4])
 
@@ -88,7 +91,7 @@ def groups(subgroup: bool) -> dict[str, tuple[list[int], list[Variant]]]:
     return {
         "gemv": ([1, 4], decode),
         "batch": ([8, 16, 32, 64, 128], batch),
-        "prefill": ([512, 1024], [TILED, BIG, _op("tile8"), TILED_FMA, BIG_FMA]),
+        "prefill": ([512, 1024], [TILED, BIG, _op("tile8"), TILED_RM, BIG_RM, TILED_FMA, BIG_FMA]),
     }
 
 

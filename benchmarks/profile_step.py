@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, nargs="*", default=[], help="prompt chunk sizes to profile")
     ap.add_argument("--quant", default=None, help="int8, nf4 or sf4")
     ap.add_argument("--fma", action="store_true", help="experiment: the GEMM tiles accumulate through fma()")
+    ap.add_argument("--row-major-blocks", action="store_true", help="experiment: tile_big.wgsl WARP_BLOCKS off")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
     ap.add_argument("--quant-decode-max-k", type=int, default=None, help="experiment: the same for quantized weights")
@@ -55,6 +56,11 @@ def main() -> None:
         sh = importlib.import_module("rwkv_webgpu.gpu.shaders")
         plain = sh.read_shader
         sh.read_shader = lambda name: fma_text(plain(name))[0] if name in ("tile_big", "matmul_tiled") else plain(name)
+    if args.row_major_blocks:
+        sh = importlib.import_module("rwkv_webgpu.gpu.shaders")
+        before = sh.read_shader
+        flag = "override WARP_BLOCKS: bool = true;"
+        sh.read_shader = lambda name: before(name).replace(flag, flag.replace("true", "false"))
     chunk = max(args.prefill, default=None)
     model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant, token_chunk_size=chunk)
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},

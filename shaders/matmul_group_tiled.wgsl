@@ -12,8 +12,8 @@ fn tile_x8(s: Segment, t: u32, kb: u32) -> array<f32, 8> { return x8g(s, t, kb);
 fn tile_store(s: Segment, t: u32, r: u32, v: f32) { store_group(s, t, r, v); }
 
 @compute @workgroup_size(16, 16)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(local_invocation_index) tid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let lid = lane_block(tid);
     let s = segment_of(wid.x * BT);
     let r0 = wid.x * BT - s.row0;
     let c = big_tile(s, lid, tid, r0, wid.y * BT, s.kv * 8u);

@@ -58,8 +58,8 @@ fn tile64(lid: vec3<u32>, tid: u32, r0: u32, t0: u32, kb0: u32, kb1: u32) -> Blo
 }
 
 @compute @workgroup_size(16, 16)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(local_invocation_index) tid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let lid = lane_block(tid);
     let acc = tile64(lid, tid, wid.x * TILE, wid.y * TILE, 0u, p.kv * 8u);
     let r = wid.x * TILE + lid.y * 4u;
     let tb = wid.y * TILE + lid.x * 4u;
@@ -77,8 +77,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 override SPLIT: u32 = 4u;
 
 @compute @workgroup_size(16, 16)
-fn split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
-         @builtin(local_invocation_index) tid: u32) {
+fn split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let lid = lane_block(tid);
     let kp = p.kv * 8u;
     let part = (kp + SPLIT * TK - 1u) / (SPLIT * TK) * TK;  // K per part, a multiple of TK
     let kb0 = min(wid.z * part, kp);
@@ -126,8 +126,8 @@ fn tile_x8(s: TileSrc, t: u32, kb: u32) -> array<f32, 8> { return x8(t, kb); }
 fn tile_store(s: TileSrc, t: u32, r: u32, v: f32) { store_out(t, r, v); }
 
 @compute @workgroup_size(16, 16)
-fn big(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
-       @builtin(local_invocation_index) tid: u32) {
+fn big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let lid = lane_block(tid);
     let s = TileSrc(0u);
     let c = big_tile(s, lid, tid, wid.x * BT, wid.y * BT, p.kv * 8u);
     store_big(s, c, lid, wid.x * BT, wid.y * BT);
@@ -181,8 +181,8 @@ fn store_tall(z: u32, tb: u32, r: u32, v: vec4<f32>) {
 }
 
 @compute @workgroup_size(16, 16)
-fn tall(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(local_invocation_index) tid: u32) {
+fn tall(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let lid = lane_block(tid);
     let n = count.n;
     let r0 = wid.x * BT;
     let t0 = wid.y * 64u;

@@ -14,6 +14,22 @@ const BQ: u32 = 32u;   // BT / 4
 var<workgroup> wb: array<vec4<f32>, 512>;   // [BK][BQ]: four consecutive rows
 var<workgroup> xb: array<vec4<f32>, 512>;   // [BK][BQ]: four consecutive tokens
 
+// Which 4-row x 4-token slots of a 16 x 16 grid of blocks invocation `tid` of a 256-invocation
+// tile workgroup sums (as a local_invocation_id: x the tokens, y the rows). WARP_BLOCKS: each
+// 32 invocations cover 8 x 4 blocks, so a vec4 read of the staged tiles touches at most 8
+// distinct slots (128 bytes: one transaction on 32-wide hardware) instead of 16; else row-major
+// (x = tid % 16). The same sums either way, only spread differently over the invocations.
+override WARP_BLOCKS: bool = true;
+
+fn lane_block(tid: u32) -> vec3<u32> {
+    if !WARP_BLOCKS {
+        return vec3<u32>(tid % 16u, tid / 16u, 0u);
+    }
+    let lane = tid % 32u;
+    let warp = tid / 32u;
+    return vec3<u32>((warp % 2u) * 8u + lane % 8u, (warp / 2u) * 4u + lane / 8u, 0u);
+}
+
 // 8 values along K from index kb: W[r, kb ..] or x[t, kb ..], zero outside the matrix / the step.
 struct Eight { lo: vec4<f32>, hi: vec4<f32> }
 
