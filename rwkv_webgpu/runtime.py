@@ -25,6 +25,7 @@ from .cache import PrefixCache
 from .errors import RWKVError, TokenError
 from .models.base import Model
 from .models.step import Plan, share_budget
+from .generate import use_gpu_sampling
 from .sampling import Sampler, SamplingConfig
 from .text import TextStream
 
@@ -54,6 +55,7 @@ class _Request:
     stop_at_eos: bool
     stream: TextStream
     sampler: Sampler
+    gpu: bool = False  # its decoding steps may choose the token on the GPU (see Engine)
     events: queue.Queue[Any] = field(default_factory=queue.Queue)
     loop: asyncio.AbstractEventLoop | None = None
     aevents: asyncio.Queue[Any] | None = None
@@ -122,10 +124,16 @@ class EngineStats:
 
 
 class Engine:
-    """Serve generation requests for ``model`` with up to ``max_batch`` running at once."""
+    """Serve generation requests for ``model`` with up to ``max_batch`` running at once.
+
+    ``gpu_sampling`` as in :func:`rwkv_webgpu.generate`: None (default) chooses the tokens of
+    decoding steps on the GPU, reading back only their ids, when every request in the step
+    allows it (a plain Sampler with temperature, top_p and top_k only) and the adapter is a GPU;
+    True insists (a request whose settings need the host is refused at submit); False never.
+    """
 
     def __init__(self, model: Model, *, max_batch: int = 8, cache: PrefixCache | None = None,
-                 token_chunk_size: int | None = None):  # fmt: skip
+                 token_chunk_size: int | None = None, gpu_sampling: bool | None = None):  # fmt: skip
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if model.tokenizer is None:
@@ -134,6 +142,7 @@ class Engine:
         self.max_batch = max_batch
         self.cache = cache
         self.budget = min(token_chunk_size or model.token_chunk_size, model.token_chunk_size)
+        self.gpu_sampling = gpu_sampling
         self.state = model.new_state(max_batch)
         self.stats = EngineStats()
         self._slots: list[_Request | None] = [None] * max_batch
@@ -156,8 +165,10 @@ class Engine:
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
         cfg = sampling or SamplingConfig()
+        sampler = Sampler.for_model(self.model, cfg)
+        gpu = use_gpu_sampling(self.model, sampler, self.gpu_sampling)  # ConfigError if insisted on and impossible
         req = _Request(next(self._ids), ids, max_tokens, cfg, stop_at_eos, TextStream(self.model.tokenizer, stop),
-                       Sampler.for_model(self.model, cfg))  # fmt: skip
+                       sampler, gpu)  # fmt: skip
         try:
             req.loop = asyncio.get_running_loop()
             req.aevents = asyncio.Queue()
@@ -274,8 +285,15 @@ class Engine:
             return
         chunk = [q[:n] for q, n in zip(queues, take)]
         want = [b for b, (q, n) in enumerate(zip(queues, take)) if n and n == len(q)]
+        plan = Plan.pack(chunk, want, False)
+        gpu = self._gpu_rows(want)
+        if gpu:  # decoding slots only: their next tokens are chosen on the GPU, only ids read back
+            reqs = [self._slots[b] for b in want]
+            plan.sample = np.array([[r.sampling.temperature, r.sampling.top_p, r.sampling.top_k, r.sampler.rng.random()]
+                                    for r in reqs if r is not None], np.float32)  # fmt: skip
+            plan.allowed = reqs[0].sampler.allowed if reqs[0] is not None else None
         # the runner records the next command buffer while the GPU runs this one
-        res = runner.run(self.state, Plan.pack(chunk, want, False))
+        res = runner.run(self.state, plan)
         self.stats.steps += 1
         for b, n in enumerate(take):
             req = self._slots[b]
@@ -287,14 +305,27 @@ class Engine:
                 self.stats.prefill_tokens += n
             else:
                 self.stats.decode_tokens += n
-            if b in res:
+            if b in res and gpu:
+                self._advance(b, req, None, chosen=int(res[b][0]))
+            elif b in res:
                 logits = res[b][-1]
                 if was_prefill and self.cache is not None:
                     self.cache.store(req.prompt, self.state, b, logits)
                 self._advance(b, req, logits)
 
-    def _advance(self, slot: int, req: _Request, logits: np.ndarray) -> None:
-        """Sample the next token of ``req`` and decide whether it goes on."""
+    def _gpu_rows(self, want: list[int]) -> bool:
+        """Whether this step's outputs (slots ``want``) are sampled on the GPU: every one is a
+        decoding step (not the end of a prompt, whose logits the prefix cache keeps) of a request
+        that allows it, all with one allowed-id mask."""
+        reqs = [self._slots[b] for b in want]
+        if not reqs or any(r is None or not r.gpu or not r.tokens for r in reqs):
+            return False
+        first = reqs[0].sampler.allowed  # type: ignore[union-attr]
+        return all(r.sampler.allowed is first for r in reqs)  # type: ignore[union-attr]
+
+    def _advance(self, slot: int, req: _Request, logits: np.ndarray | None, chosen: int | None = None) -> None:
+        """Sample the next token of ``req`` (or take ``chosen``, sampled on the GPU) and decide
+        whether it goes on."""
         with self._cv:
             if req.cancelled:
                 self._finish(slot, req, "cancelled")
@@ -302,7 +333,12 @@ class Engine:
             if len(req.tokens) >= req.max_tokens:
                 self._finish(slot, req, "length")
                 return
-            tok = req.sampler(logits)  # never an id the tokenizer cannot decode; penalties counted
+            if chosen is None:
+                assert logits is not None
+                tok = req.sampler(logits)  # never an id the tokenizer cannot decode; penalties counted
+            else:
+                tok = chosen
+                req.sampler.accept(tok, self.model.info.num_vocab)
             if tok == 0 and req.stop_at_eos:
                 self._finish(slot, req, "eos")
                 return

@@ -60,6 +60,33 @@ def test_concurrent_greedy_equals_serial(model, prompts, serial):
         assert c.finish_reason == ("length" if len(c.tokens) == N_TOKENS else "eos")
 
 
+@pytest.mark.parametrize("sampling", [GREEDY, rw.SamplingConfig(temperature=1.0, top_p=0.9, seed=3)])
+def test_gpu_sampling_engine_equals_host_sampling(model, prompts, sampling):
+    """gpu_sampling=True chooses every decoding step's tokens on the GPU (only ids read back):
+    the same completions as sampling the read-back logits on the host, seeded ones included
+    (one draw per token either way)."""
+    runs, sampled_steps = {}, []
+    run = model.runner.run
+
+    def spy(state, plan):
+        sampled_steps.append(plan.sample is not None)
+        return run(state, plan)
+
+    model.runner.run = spy
+    try:
+        for gpu in (False, True):
+            sampled_steps.clear()
+            with Engine(model, max_batch=8, gpu_sampling=gpu) as engine:
+                handles = [engine.submit(p, max_tokens=N_TOKENS, sampling=sampling) for p in prompts]
+                runs[gpu] = [h.result(TIMEOUT).tokens for h in handles]
+            assert any(sampled_steps) == gpu
+    finally:
+        del model.runner.run
+    assert runs[True] == runs[False]
+    with Engine(model, gpu_sampling=True) as engine, pytest.raises(rw.RWKVError, match="host sampler"):
+        engine.submit(prompts[0], sampling=rw.SamplingConfig(min_p=0.1))
+
+
 def test_more_requests_than_slots_and_text_prompts(engine, prompts, serial):
     """16 requests through 4 slots (joining as others leave), submitted from several threads,
     half of them as text."""

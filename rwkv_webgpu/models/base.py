@@ -279,25 +279,58 @@ class Model:
         Other sampler settings raise :class:`ConfigError`: use a Sampler on the logits of
         :meth:`forward` for those. The rule is in shaders/sample.wgsl.
         """
-        from ..sampling import gpu_unsupported
-
-        unsupported = gpu_unsupported(sampling)
-        if unsupported:
-            raise ConfigError(f"GPU sampling supports temperature, top_p and top_k only, not {unsupported}")
-        if allowed is not None and np.shape(allowed) != (self.info.num_vocab,):
-            raise ConfigError(f"allowed has shape {np.shape(allowed)}; this model needs ({self.info.num_vocab},)")
         ids = self.check_tokens(tokens)
         self.check_state(state)
         if not 0 <= slot < state.batch_size:
             raise StateError(f"slot {slot} is outside the state's batch of {state.batch_size}")
-        if len(ids) > 1:
-            self.forward(ids[:-1], state, slot=slot)
-        chunk: list[list[int]] = [[] for _ in range(state.batch_size)]
-        chunk[slot] = ids[-1:]
-        plan = Plan.pack(chunk, [slot], False)
-        plan.sample = np.array([[sampling.temperature, sampling.top_p, sampling.top_k, rng.random()]], np.float32)
+        inputs: list[Sequence[int]] = [[] for _ in range(state.batch_size)]
+        inputs[slot] = ids
+        chosen = self.forward_sample_batch(inputs, state, sampling, rng, allowed=allowed)[slot]
+        assert chosen is not None
+        return chosen
+
+    def forward_sample_batch(self, inputs: Sequence[Sequence[int]], state: State, sampling: Any | Sequence[Any],
+                             rng: np.random.Generator | Sequence[np.random.Generator], *,
+                             allowed: np.ndarray | None = None) -> list[int | None]:  # fmt: skip
+        """:meth:`forward_sample` for every slot at once: feed each slot its tokens, then choose
+        the next token of every fed slot in one GPU step, reading back only the ids.
+
+        ``inputs[b]`` may be empty (slot b is left alone and gets None). ``sampling`` is one
+        config for every slot or one per slot; ``rng`` one generator (one draw per fed slot, in
+        slot order) or one per slot; ``allowed`` one mask for every slot.
+        """
+        from ..sampling import gpu_unsupported
+
+        self.check_state(state)
+        n = state.batch_size
+        if len(inputs) != n:
+            raise StateError(f"{len(inputs)} inputs for a state of {n} slots")
+        configs = list(sampling) if isinstance(sampling, (list, tuple)) else [sampling] * n
+        rngs = list(rng) if isinstance(rng, (list, tuple)) else [rng] * n
+        if len(configs) != n or len(rngs) != n:
+            raise ConfigError(f"{len(configs)} sampling configs and {len(rngs)} generators for {n} slots "
+                              "(give one of each, or one per slot)")  # fmt: skip
+        for cfg in configs:
+            unsupported = gpu_unsupported(cfg)
+            if unsupported:
+                raise ConfigError(f"GPU sampling supports temperature, top_p and top_k only, not {unsupported}")
+        if allowed is not None and np.shape(allowed) != (self.info.num_vocab,):
+            raise ConfigError(f"allowed has shape {np.shape(allowed)}; this model needs ({self.info.num_vocab},)")
+        queues = [self.check_tokens(t, allow_empty=True) for t in inputs]
+        want = [b for b, q in enumerate(queues) if q]
+        if len(want) > self.token_chunk_size:
+            raise ConfigError(f"{len(want)} slots to sample at once; this model's steps take at most "
+                              f"{self.token_chunk_size} tokens (load it with a larger token_chunk_size)")  # fmt: skip
+        if not want:
+            return [None] * n
+        if any(len(q) > 1 for q in queues):
+            self.forward_batch([q[:-1] for q in queues], state)
+        plan = Plan.pack([q[-1:] for q in queues], want, False)
+        plan.sample = np.array([[configs[b].temperature, configs[b].top_p, configs[b].top_k, rngs[b].random()]
+                                for b in want], np.float32)  # fmt: skip
         plan.allowed = allowed
-        return int(self.runner.run(state, plan)[slot][0])
+        res = self.runner.run(state, plan)
+        return [int(res[b][0]) if b in res else None for b in range(n)]
 
     def run(
         self, inputs: list[list[int]], state: State, *, token_chunk_size: int | None = None, output: str = "last"
