@@ -53,30 +53,9 @@ def _op(kernel: str) -> Variant:
 
 TILED: Variant = ("tiled64", "matmul_tiled", "main", {}, lambda r, t: (ceil_div(r, 64), ceil_div(t, 64), 1))
 BIG: Variant = ("big128", "matmul_tiled", "big", {}, lambda r, t: (ceil_div(r, 128), ceil_div(t, 128), 1))
-# experiment: the tiles with every accumulation written as fma() (one rounding per step) instead
-# of `acc += a * b`, which a driver may or may not contract (shader "fma:<kernel>", built below)
 # experiment: the invocations' blocks laid out row-major (tile_big.wgsl WARP_BLOCKS off)
 TILED_RM: Variant = ("tiled64rm", "matmul_tiled", "main", {"WARP_BLOCKS": 0}, TILED[4])
 BIG_RM: Variant = ("big128rm", "matmul_tiled", "big", {"WARP_BLOCKS": 0}, BIG[4])
-TILED_FMA: Variant = ("tiled64fma", "fma:matmul_tiled", "main", {}, TILED[4])
-BIG_FMA: Variant = ("big128fma", "fma:matmul_tiled", "big", {}, BIG[4])
-
-
-def fma_text(code: str) -> tuple[str, int]:
-    """WGSL with every tile accumulation `c += a.x * b;` written as fma(), and how many."""
-    import re
-
-    return re.subn(r"(\w+) \+= (\w+\.[xyzw]) \* (\w+);", r"\1 = fma(vec4<f32>(\2), \3, \1);", code)
-
-
-def fma_shader(dev, kernel: str) -> str:
-    """Register ``kernel``'s source with its tile accumulations as fma() calls; returns its name."""
-    from rwkv_webgpu.gpu.shaders import BODIES, HELPERS, read_shader
-
-    code, n = fma_text("\n".join([read_shader(h) for h in HELPERS[kernel]] + [read_shader(BODIES.get(kernel, kernel))]))
-    assert n >= 24, n  # big's 16 and main's 4 (tall's 8)
-    return dev.pipelines.add_source(code)
-
 SHAPES = [(2048, 2048), (8192, 2048), (2048, 8192), (65536, 2048)]  # [R, K] of V6/V7 1.5B matrices
 
 
@@ -91,15 +70,13 @@ def groups(subgroup: bool) -> dict[str, tuple[list[int], list[Variant]]]:
     return {
         "gemv": ([1, 4], decode),
         "batch": ([8, 16, 32, 64, 128], batch),
-        "prefill": ([512, 1024], [TILED, BIG, _op("tile8"), TILED_RM, BIG_RM, TILED_FMA, BIG_FMA]),
+        "prefill": ([512, 1024], [TILED, BIG, _op("big_split"), _op("tile8"), TILED_RM, BIG_RM]),
     }
 
 
 def time_variant(dev, variant: Variant, r: int, k: int, t: int, rep: int) -> float:
     """Seconds per dispatch of ``variant`` for W [r, k] and T = t tokens."""
     name, shader, entry, consts, grid = variant
-    if shader.startswith("fma:"):
-        shader = fma_shader(dev, shader[4:])
     rng = np.random.default_rng(0)
     w = upload_matrix(dev, (rng.standard_normal((r, k), np.float32) / np.sqrt(k)), "w")
     if len(w.parts) != 1:

@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--prefill", type=int, nargs="*", default=[], help="prompt chunk sizes to profile")
     ap.add_argument("--quant", default=None, help="int8, nf4 or sf4")
-    ap.add_argument("--fma", action="store_true", help="experiment: the GEMM tiles accumulate through fma()")
+    ap.add_argument("--no-big-split", action="store_true", help="experiment: prompt products never cut K in parts")
     ap.add_argument("--row-major-blocks", action="store_true", help="experiment: tile_big.wgsl WARP_BLOCKS off")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
@@ -50,12 +50,8 @@ def main() -> None:
         mm.DECODE_MAX_K = args.decode_max_k
     if args.quant_decode_max_k:
         mm.QUANT_DECODE_MAX_K = args.quant_decode_max_k
-    if args.fma:
-        from bench_kernels import fma_text
-
-        sh = importlib.import_module("rwkv_webgpu.gpu.shaders")
-        plain = sh.read_shader
-        sh.read_shader = lambda name: fma_text(plain(name))[0] if name in ("tile_big", "matmul_tiled") else plain(name)
+    if args.no_big_split:
+        mm.BIG_SPLIT_FROM = 1 << 30
     if args.row_major_blocks:
         sh = importlib.import_module("rwkv_webgpu.gpu.shaders")
         before = sh.read_shader

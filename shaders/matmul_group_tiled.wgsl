@@ -16,6 +16,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let lid = lane_block(tid);
     let s = segment_of(wid.x * BT);
     let r0 = wid.x * BT - s.row0;
-    let c = big_tile(s, lid, tid, r0, wid.y * BT, s.kv * 8u);
+    let c = big_tile(s, lid, tid, r0, wid.y * BT, 0u, s.kv * 8u);
     store_big(s, c, lid, r0, wid.y * BT);
 }

@@ -117,19 +117,39 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // `big`: the same product in 128-row x 128-token tiles for large prompts (tile_big.wgsl).
-// Grid: (ceil(R / 128), ceil(T / 128)).
-struct TileSrc { unused: u32 }  // tile_big.wgsl's view of this dispatch's matrix: p
+// Grid: (ceil(R / 128), ceil(T / 128)). `big_split`: the same tiles with K cut in SPLIT parts
+// (grid z), for products with too few tiles to keep two workgroups on every SM: part z writes
+// its raw sums as partials [SPLIT, T, R] for `reduce`. Grid: (ceil(R / 128), ceil(T / 128), SPLIT).
+const WHOLE: u32 = 0xffffffffu;
+struct TileSrc { part: u32 }  // tile_big.wgsl's view of this dispatch: p's matrix, stored whole or as a part
 
 fn tile_rows(s: TileSrc) -> u32 { return p.rows; }
 fn tile_w8(s: TileSrc, r: u32, i: u32) -> array<f32, 8> { return weights8(r, i); }
 fn tile_x8(s: TileSrc, t: u32, kb: u32) -> array<f32, 8> { return x8(t, kb); }
-fn tile_store(s: TileSrc, t: u32, r: u32, v: f32) { store_out(t, r, v); }
+fn tile_store(s: TileSrc, t: u32, r: u32, v: f32) {
+    if s.part == WHOLE {
+        store_out(t, r, v);
+    } else {
+        store_part(s.part, t, r, v);
+    }
+}
 
 @compute @workgroup_size(16, 16)
 fn big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let lid = lane_block(tid);
-    let s = TileSrc(0u);
-    let c = big_tile(s, lid, tid, wid.x * BT, wid.y * BT, p.kv * 8u);
+    let s = TileSrc(WHOLE);
+    let c = big_tile(s, lid, tid, wid.x * BT, wid.y * BT, 0u, p.kv * 8u);
+    store_big(s, c, lid, wid.x * BT, wid.y * BT);
+}
+
+@compute @workgroup_size(16, 16)
+fn big_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let lid = lane_block(tid);
+    let kp = p.kv * 8u;
+    let part = (kp + SPLIT * BK - 1u) / (SPLIT * BK) * BK;  // K per part, a multiple of BK
+    let kb0 = min(wid.z * part, kp);
+    let s = TileSrc(wid.z);
+    let c = big_tile(s, lid, tid, wid.x * BT, wid.y * BT, kb0, min(kb0 + part, kp));
     store_big(s, c, lid, wid.x * BT, wid.y * BT);
 }
 
@@ -171,7 +191,7 @@ fn put_tall(lw: u32, kw: u32, w: Eight, lt: u32, kt: u32, t: vec4<f32>) {
 // Row r's 4 tokens from tb: to y (SPLIT = 1) or as partials of part z.
 fn store_tall(z: u32, tb: u32, r: u32, v: vec4<f32>) {
     if SPLIT == 1u {
-        store4(TileSrc(0u), tb, r, v);
+        store4(TileSrc(WHOLE), tb, r, v);
     } else {
         store_part(z, tb, r, v.x);
         store_part(z, tb + 1u, r, v.y);
@@ -197,13 +217,13 @@ fn tall(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kt = (tid % 4u) * 4u;
     var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
     var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
-    var wv = stage_w(TileSrc(0u), r0 + lw, kb0 + kw, kb1);
+    var wv = stage_w(TileSrc(WHOLE), r0 + lw, kb0 + kw, kb1);
     var xv = stage_x4(t0 + lt, kb0 + kt, select(0u, n, kb0 + kt < kb1));
     for (var k0 = kb0; k0 < kb1; k0 += BK) {
         put_tall(lw, kw, wv, lt, kt, xv);
         workgroupBarrier();
         if k0 + BK < kb1 {
-            wv = stage_w(TileSrc(0u), r0 + lw, k0 + BK + kw, kb1);
+            wv = stage_w(TileSrc(WHOLE), r0 + lw, k0 + BK + kw, kb1);
             xv = stage_x4(t0 + lt, k0 + BK + kt, select(0u, n, k0 + BK + kt < kb1));
         }
         for (var kk = 0u; kk < BK; kk++) {

@@ -79,9 +79,9 @@ struct Big {
     c60: vec4<f32>, c61: vec4<f32>, c70: vec4<f32>, c71: vec4<f32>,
 }
 
-// The 8 x 8 block of invocation (lid.x, lid.y) in the tile at rows r0.., tokens t0.., summed over
-// the whole (padded) K, kp = 8 * kv, in order.
-fn big_tile(s: TileSrc, lid: vec3<u32>, tid: u32, r0: u32, t0: u32, kp: u32) -> Big {
+// The 8 x 8 block of invocation (lid.x, lid.y) in the tile at rows r0.., tokens t0.., summed in
+// order over K in [kb0, kb1) (kb0 a multiple of BK; kb1 at most the padded K, 8 * kv).
+fn big_tile(s: TileSrc, lid: vec3<u32>, tid: u32, r0: u32, t0: u32, kb0: u32, kb1: u32) -> Big {
     // staging: invocation tid brings 8 consecutive K values of row (and token) tid / 2
     let l = tid / 2u;
     let lk = (tid % 2u) * 8u;
@@ -89,14 +89,14 @@ fn big_tile(s: TileSrc, lid: vec3<u32>, tid: u32, r0: u32, t0: u32, kp: u32) -> 
     var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
     var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0); var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
     var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0); var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
-    var wv = stage_w(s, r0 + l, lk, kp);
-    var xv = stage_x(s, t0 + l, lk, kp);
-    for (var k0 = 0u; k0 < kp; k0 += BK) {
+    var wv = stage_w(s, r0 + l, kb0 + lk, kb1);
+    var xv = stage_x(s, t0 + l, kb0 + lk, kb1);
+    for (var k0 = kb0; k0 < kb1; k0 += BK) {
         put8(lk, l / 4u, l % 4u, wv, xv);
         workgroupBarrier();
-        if k0 + BK < kp {
-            wv = stage_w(s, r0 + l, k0 + BK + lk, kp);
-            xv = stage_x(s, t0 + l, k0 + BK + lk, kp);
+        if k0 + BK < kb1 {
+            wv = stage_w(s, r0 + l, k0 + BK + lk, kb1);
+            xv = stage_x(s, t0 + l, k0 + BK + lk, kb1);
         }
         for (var kk = 0u; kk < BK; kk++) {
             let a0 = wb[kk * BQ + lid.y];

@@ -49,6 +49,12 @@ TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100
 TILE_SLOTS = 264  # 128 x 128 workgroups resident at once (two per SM on 132 SMs)
 SOLO_WAVE = 0.6  # a wave of at most TILE_SLOTS / 2 of them, against a full one
 TILED_WAVE = 0.42  # 256 workgroups of 64 x 64 tiles, against a full 128 x 128 wave
+# A prompt product whose 128 x 128 tiles would leave SMs with one workgroup (at most TILE_SLOTS / 2
+# tiles) cuts K in 2, 4 or 8 parts instead ("big_split", then `reduce`), from this many tokens:
+BIG_SPLIT_FROM = 384
+BIG_SPLIT_PARTS = (2, 4, 8)
+BIG_SPLIT_MIN_PART = 256  # K per part at least
+SPLIT_REDUCE_WAVE = 0.05  # adding up the parts (2048 x 1024 f32 x 2 parts: ~20 us), against a wave
 
 
 def matmul(
@@ -85,7 +91,7 @@ def matmul(
         params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)
 
         for name, grid in _choose(graph, part.rows, kernel, w.k):
-            if name in ("split", "tall"):
+            if name in ("split", "tall", "big_split"):
                 _matmul_parts(graph, counter, params, part, x, y, grid, label, name, kernel is not None)
                 continue
             consts: dict[str, float]
@@ -118,7 +124,7 @@ _KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
     "tiled": ("matmul_tiled", "main", {}),
     "big": ("matmul_tiled", "big", {}),
 }
-KERNELS = ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8", "tiled", "big", "split", "tall")
+KERNELS = ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8", "tiled", "big", "split", "tall", "big_split")
 
 
 def split_parts(rows: int, k: int) -> int:
@@ -134,11 +140,43 @@ def tall_parts(rows: int, k: int) -> int:
     return max(1, min(SPLIT_MAX, k // SPLIT_MIN_PART, ceil_div(TILED_MIN_TILES, ceil_div(rows, BIG))))
 
 
+def big_split_parts(rows: int, k: int, n: int) -> int:
+    """K parts of `big_split` for ``rows`` x ``k`` at ``n`` tokens: the most of BIG_SPLIT_PARTS
+    whose tiles fit TILE_SLOTS, with parts of at least BIG_SPLIT_MIN_PART (else 2)."""
+    tiles = ceil_div(rows, BIG) * ceil_div(n, BIG)
+    fit = [q for q in BIG_SPLIT_PARTS if tiles * q <= TILE_SLOTS and k // q >= BIG_SPLIT_MIN_PART]
+    return max(fit, default=BIG_SPLIT_PARTS[0])
+
+
+def _big_split(rows: int, k: int, n: int) -> bool:
+    """Whether a prompt step of ``n`` tokens runs ``rows`` x ``k`` as `big_split` rather than whole
+    128 x 128 or 64 x 64 tiles (GPUs; the caller checked that tiles are the choice)."""
+    return n >= BIG_SPLIT_FROM and k >= SPLIT_MIN_K and ceil_div(rows, BIG) * ceil_div(n, BIG) <= TILE_SLOTS // 2
+
+
 def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: MatrixPart, x: Act, y: Act,
                   grid: Grid, label: str, entry: str, forced: bool) -> None:  # fmt: skip
-    """Record a kernel that sums K in parts (`split`, `tall`): partial sums per part into the
-    device's scratch buffer, then `reduce` adds them into y (`tall` in one part writes y itself)."""
+    """Record a kernel that sums K in parts (`split`, `tall`, `big_split`): partial sums per part
+    into the device's scratch buffer, then `reduce` adds them into y (`tall` in one part writes y
+    itself; `big_split` is recorded once per part count, each on the steps that use it)."""
     k = int(params["k"][0])
+    if entry == "big_split":
+        # the most tokens a step sends here: all the input holds, or where the tiles stay few
+        tokens = x.max_rows or 4096
+        if not forced:
+            tokens = min(tokens, BIG * (TILE_SLOTS // 2 // ceil_div(part.rows, BIG)))
+        for parts in BIG_SPLIT_PARTS:
+            def split_grid(n: int, parts: int = parts) -> tuple[int, int, int]:
+                g = grid(n)
+                return g if g != NO_GRID and big_split_parts(part.rows, k, n) == parts else NO_GRID
+
+            scratch = graph.device.scratch(parts * max(tokens, 1) * part.rows * 4)
+            graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, scratch], split_grid,
+                           entry="big_split", label=f"{label}.big_split", SPLIT=parts)  # fmt: skip
+            graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer},
+                           lambda n, g=split_grid: (ceil_div(part.rows, 64), n, 1) if g(n) != NO_GRID else NO_GRID,
+                           entry="reduce", label=label + ".reduce", SPLIT=parts)  # fmt: skip
+        return
     parts = split_parts(part.rows, k) if entry == "split" else tall_parts(part.rows, k)
     if entry == "tall" and parts == 1:
         graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, y.buffer], grid, entry="tall",
@@ -204,6 +242,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
         "split": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), split_parts(rows, k)),
         "tall": lambda n: (ceil_div(rows, BIG), ceil_div(n, TILE), tall_parts(rows, k)),
+        "big_split": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), big_split_parts(rows, k, n)),
     }
     if kernel is not None:
         if kernel not in grids:
@@ -258,11 +297,11 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
     @functools.cache
     def pick(n: int) -> str:
         if _enough(rows, n, BIG):
-            return "big"
+            return "big_split" if _big_split(rows, k, n) else "big"
         if tall and SPLIT_FROM <= n <= TALL_MAX:
             return "tall"  # batched steps: 128 x 64 tiles with K in parts
         if _enough(rows, n, TILE):
-            return "tiled"
+            return "big_split" if _big_split(rows, k, n) else "tiled"
         if not sub:
             return "gemv"
         if n < DECODE_UNTIL:
@@ -275,6 +314,8 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
     names = ["decode", "gemv", "subgroup", "split", "tiled", "big"] if sub else ["gemv", "tiled", "big"]
     if tall:
         names.append("tall")
+    if k >= SPLIT_MIN_K:
+        names.append("big_split")
     if sub and k <= DECODE_MAX_K:
         names.remove("gemv")
     if not split and "split" in names:
@@ -328,7 +369,7 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
     @functools.cache
     def pick(n: int) -> str:
         f = f16(n)
-        if f in ("tiled", "big") or (f == "tall" and _enough(rows, n, TILE)) or (f == "tile8" and n >= TILED_FROM):
+        if f in ("tiled", "big", "big_split") or (f == "tall" and _enough(rows, n, TILE)) or (f == "tile8" and n >= TILED_FROM):
             return "tiled"  # (CPU adapters: from TILED_FROM tokens)
         long_rows = f == "gemv" and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
         return "decode" if f == "decode" or long_rows else "gemv"
@@ -429,8 +470,8 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
 
     @functools.cache
     def tiled_step(n: int) -> bool:
-        return len(tiled) >= 2 and all(pick(n) in ("tiled", "big") for pick in picks) and _tile_group_pays(
-            [pr.w.rows for pr in tiled], [pick(n) for pick in picks], n)
+        return len(tiled) >= 2 and all(pick(n) in ("tiled", "big", "big_split") for pick in picks) and _tile_group_pays(
+            [(pr.w.rows, pr.w.k) for pr in tiled], [pick(n) for pick in picks], n)
 
     if len(tiled) >= 2:
         _record_tiled_group(graph, counter, tiled, lambda: tiled_step(counter.value), label)
@@ -473,22 +514,25 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
                            label=label, WG=64, ROWS=ROWS)  # fmt: skip
 
 
-def _tile_group_pays(rows: list[int], picks: list[str], n: int) -> bool:
-    """Whether products of ``rows`` (picking ``picks`` alone) at ``n`` tokens cost fewer waves
-    as one dispatch of 128 x 128 tiles than one by one (TILE_SLOTS, SOLO_WAVE, TILED_WAVE): at
-    1024 tokens four 2048-row products (512 tiles, 2 waves against 4 x 0.6) do, three do not;
-    at 512 tokens their 64 x 64 tiles cost 0.42 each, so two or more fit one wave with gain."""
+def _tile_group_pays(shapes: list[tuple[int, int]], picks: list[str], n: int) -> bool:
+    """Whether products of ``shapes`` (rows, K; picking ``picks`` alone) at ``n`` tokens cost
+    fewer waves as one dispatch of 128 x 128 tiles than one by one (TILE_SLOTS, SOLO_WAVE,
+    TILED_WAVE; a K cut in P parts costs 1 / P of a wave plus SPLIT_REDUCE_WAVE for its sum):
+    four 2048-row products at 1024 tokens (512 tiles: 2 waves against 4 x 0.6) do, three do
+    not; the FFN key (7168 rows) with the receptance does not."""
 
     def waves(tiles: int) -> float:
         return SOLO_WAVE if tiles <= TILE_SLOTS // 2 else float(ceil_div(tiles, TILE_SLOTS))
 
     alone = 0.0
-    for r, pick in zip(rows, picks):
+    for (r, k), pick in zip(shapes, picks):
         if pick == "big":
             alone += waves(ceil_div(r, BIG) * ceil_div(n, BIG))
+        elif pick == "big_split":
+            alone += 1 / big_split_parts(r, k, n) + SPLIT_REDUCE_WAVE
         else:
             alone += TILED_WAVE * ceil_div(r, TILE) * ceil_div(n, TILE) / 256
-    return waves(sum(ceil_div(r, BIG) for r in rows) * ceil_div(n, BIG)) < alone
+    return waves(sum(ceil_div(r, BIG) for r, _ in shapes) * ceil_div(n, BIG)) < alone
 
 
 def _segment_table(grouped: list[Product], align: int) -> tuple[np.ndarray, list]:

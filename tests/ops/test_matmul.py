@@ -45,7 +45,7 @@ def test_matmul_matches_numpy(device, t, k, r, act):
     np.testing.assert_allclose(y, oracle(w, x, act), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split"])
 @pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129), (131, 264, 257), (33, 2100, 70)])
 def test_every_matmul_kernel(device, kernel, t, k, r):
     """Each kernel variant on every adapter, whatever that adapter would pick by itself."""
@@ -59,7 +59,7 @@ def test_every_matmul_kernel(device, kernel, t, k, r):
     np.testing.assert_allclose(y, y0 + oracle(w, x, "tanh"), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split"])
 @pytest.mark.parametrize("t,k,r", [(1, 13, 7), (17, 37, 65), (70, 100, 129), (33, 2100, 70)])
 def test_every_kernel_adds_times_a_gate(device, kernel, t, k, r):
     """y += gate * act(W x) with the gate in y's own buffer (the plane after y), per kernel."""
@@ -119,22 +119,26 @@ def test_kernel_choice_on_gpus(device, monkeypatch):
     def picks(rows, k):
         grids = _choose(g, rows, None, k)
         out = {}
-        for n in (1, 2, 8, 16, 32, 64, 128, 192, 256, 1024):
+        for n in (1, 2, 8, 16, 32, 64, 128, 192, 256, 512, 1024, 2048):
             live = [name for name, grid in grids if grid(n) != (0, 0, 0)]
             assert len(live) == 1, (rows, k, n, live)
             out[n] = live[0]
         return out
 
+    # 512 and 1024 tokens: 64 and 128 tiles of 128 x 128 would leave SMs with one workgroup, so
+    # K is cut in 4 and 2 parts (big_split); 2048 tokens fill the GPU with whole tiles
     assert picks(2048, 2048) == {1: "decode", 2: "decode", 8: "decode", 16: "subgroup", 32: "tall", 64: "tall",
-                                 128: "tall", 192: "split", 256: "tiled", 1024: "big"}  # fmt: skip
+                                 128: "tall", 192: "split", 256: "tiled", 512: "big_split", 1024: "big_split",
+                                 2048: "big"}  # fmt: skip
     assert picks(2048, 8192)[1] == "gemv" and picks(2048, 8192)[2] == "decode"
     assert picks(8192, 2048) == {1: "decode", 2: "decode", 8: "subgroup", 16: "subgroup", 32: "tall",
-                                 64: "tall", 128: "tall", 192: "big", 256: "big", 1024: "big"}  # fmt: skip
+                                 64: "tall", 128: "tall", 192: "big", 256: "big", 512: "big", 1024: "big",
+                                 2048: "big"}  # fmt: skip
     assert picks(160, 2048)[64] == "split"  # LoRA halves: 64 x 64 tiles, 16 K parts
     assert picks(2048, 160)[64] == "subgroup"  # K too short to split
     no_sub = dataclasses.replace(gpu, subgroup=False, subgroup_size=0)
     monkeypatch.setattr(device, "info", no_sub)
-    assert set(picks(2048, 2048).values()) == {"gemv", "tall", "tiled", "big"}
+    assert set(picks(2048, 2048).values()) == {"gemv", "tall", "tiled", "big_split", "big"}
 
 
 @pytest.mark.parametrize("kernel", ["rows4", "tile8"])

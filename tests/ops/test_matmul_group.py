@@ -191,9 +191,13 @@ def test_tile_group_only_where_it_costs_fewer_waves():
 
     mm = importlib.import_module("rwkv_webgpu.ops.matmul")
     pays = mm._tile_group_pays
-    assert pays([2048] * 4, ["tiled"] * 4, 512) and pays([2048] * 4, ["big"] * 4, 1024)
-    assert pays([2048] * 3, ["tiled"] * 3, 512) and not pays([2048] * 3, ["big"] * 3, 1024)
-    assert not pays([7168, 2048], ["big", "tiled"], 512) and not pays([7168, 2048], ["big", "big"], 1024)
+    att = [(2048, 2048)] * 4
+    assert pays(att, ["tiled"] * 4, 512) and pays(att, ["big"] * 4, 1024)
+    assert pays(att[:3], ["tiled"] * 3, 512) and not pays(att[:3], ["big"] * 3, 1024)
+    ffn = [(7168, 2048), (2048, 2048)]
+    assert not pays(ffn, ["big", "tiled"], 512) and not pays(ffn, ["big", "big"], 1024)
+    # products that would cut K in parts alone: 2048 rows at 1024 tokens in 2 parts (0.55 each)
+    assert pays(att, ["big_split"] * 4, 1024) and not pays(att[:3], ["big_split"] * 3, 1024)
 
 
 def test_matrices_share_one_aligned_buffer(device):
