@@ -50,8 +50,9 @@ def load_model(
 
     ``adapter`` filters adapters by name/backend words ("vulkan", "nvidia", ...); None picks the
     high-performance one. ``token_chunk_size`` is the most tokens one GPU submission processes
-    (None: 512 on GPUs, where long prompts run about twice as fast as in 128-token chunks, and
-    128 on CPU adapters such as lavapipe).
+    (None: 1024 on GPUs, where a 1024-token prompt runs 2-20% faster in one chunk than in two
+    of 512 and about twice as fast as in 128-token chunks, and 128 on CPU adapters such as
+    lavapipe).
     ``tokenizer`` is "world", a ``tokenizer.json`` or a vocab file; None picks "world" for 65536-token
     vocabularies. ``progress(done, total, what)`` is called as layers reach the GPU.
     ``state_file`` is a state-tuning checkpoint (``blocks.{i}.att.time_state``) whose state
@@ -68,7 +69,7 @@ def load_model(
         log.info("loading %s from %s", info.describe(), path)
         chunk = token_chunk_size
         if chunk is None:
-            chunk = 128 if dev.info.cpu else 512
+            chunk = 128 if dev.info.cpu else 1024
         model = _model_class(info.version)(info, dev, token_chunk_size=chunk)
         layers = range(quant_layers) if isinstance(quant_layers, int) else quant_layers
         model.set_quantization(Quant.parse(quant), layers)
