@@ -133,6 +133,7 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         qm = rw.load_model(path, token_chunk_size=max(args.chunks), adapter=args.adapter, quant=quant)
         out[f"{quant}_load_s"] = time.perf_counter() - t0
+        qm.forward(prompt[: max(args.chunks)], qm.new_state())  # warm-up, as for f16 (kernels compiled, graph recorded)
         st = qm.new_state()
         t0 = time.perf_counter()
         logits = qm.forward(prompt, st)
@@ -196,6 +197,7 @@ def bench_peer(path: str, args: argparse.Namespace) -> dict:
         if kw is None:
             continue
         qm = wr.Model(st_path, **kw)
+        qm.run(prompt[: max(args.chunks)], token_chunk_size=max(args.chunks))  # warm-up, as for f16
         qm.clear_state()
         t0 = time.perf_counter()
         logits = np.asarray(qm.run(prompt, token_chunk_size=max(args.chunks)), np.float32)
