@@ -41,6 +41,7 @@ SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those a
 TALL_MAX = 128  # GPUs: 128 x 64 tiles (K in parts) for steps of SPLIT_FROM up to this many tokens ...
 TALL_MIN_ROWS = 512  # ... on matrices of this many rows (narrower ones: the split 64 x 64 tiles)
 TILED_FROM = 48  # CPU adapters: quantized steps with at least this many tokens use the tiled kernel
+TILE16_FROM = 16  # CPU adapters: f16 steps with at least this many tokens use 16 x 16 register tiles
 GPU_TILED_FROM = 32  # GPUs: steps with at least this many tokens use tiles ...
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
 # A group's large products share one dispatch of 128 x 128 tiles when that costs fewer "waves"
@@ -99,7 +100,7 @@ def matmul(
                 shader, entry, consts = "matmul_subgroup", "decode", decode_constants(graph)
             else:
                 shader, entry, consts = _KERNEL_SOURCES[name]
-            suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8") else f".{name}"
+            suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8", "tile16") else f".{name}"
             graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
                            label=label + suffix, **consts)  # fmt: skip
 
@@ -120,11 +121,12 @@ _KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
     "rowwise": ("matmul", "rowwise", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "rows4": ("matmul", "rows4", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "tile8": ("matmul", "tile8", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
+    "tile16": ("matmul", "tile16", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "subgroup": ("matmul_subgroup", "main", {"LANES": 8, "WGS": 64, "TOK": TOK}),
     "tiled": ("matmul_tiled", "main", {}),
     "big": ("matmul_tiled", "big", {}),
 }
-KERNELS = ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8", "tiled", "big", "split", "tall", "big_split")
+KERNELS = ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8", "tile16", "tiled", "big", "split", "tall", "big_split")
 
 
 def split_parts(rows: int, k: int) -> int:
@@ -238,6 +240,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "rows4": lambda n: (ceil_div(rows, 4 * 64), n, 1),
         "tile8": lambda n: (ceil_div(rows, 8 * 64), ceil_div(n, 4), 1),
+        "tile16": lambda n: (ceil_div(rows, 16 * 64), ceil_div(n, 16), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
         "big": lambda n: (ceil_div(rows, BIG), ceil_div(n, BIG), 1),
         "split": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), split_parts(rows, k)),
@@ -276,8 +279,10 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
     are enough of those, else 64 x 64. GPUs without subgroups: the GEMV, "tall" and the tiles.
     CPU adapters (barriers and gathered loads cost most there): no workgroup memory at all; a
     single token runs a row per invocation ("rowwise"; four rows, "rows4", on ROWS4_MIN_ROWS rows
-    or more), larger steps 8 rows x 4 tokens per invocation ("tile8"; on lavapipe faster than
-    the 128 x 128 tiles at every step size measured, 4 to 256 tokens).
+    or more), steps of 2 to 15 tokens 8 rows x 4 tokens per invocation ("tile8"; on lavapipe
+    faster than the 128 x 128 tiles at every step size measured, 4 to 256 tokens), from
+    TILE16_FROM tokens 16 rows x 16 tokens ("tile16": each weight and x load serves 16 sums
+    instead of 4 and 8; about 2x tile8 on a 128-token chunk).
     """
     info = graph.device.info
     if info.cpu:
@@ -286,9 +291,9 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
         def pick_cpu(n: int) -> str:
             if n == 1:
                 return "rows4" if rows >= ROWS4_MIN_ROWS else "rowwise"
-            return "tile8"
+            return "tile16" if n >= TILE16_FROM else "tile8"
 
-        return (["rows4"] if rows >= ROWS4_MIN_ROWS else []) + ["rowwise", "tile8"], pick_cpu
+        return (["rows4"] if rows >= ROWS4_MIN_ROWS else []) + ["rowwise", "tile8", "tile16"], pick_cpu
 
     sub = info.subgroup
     split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2
@@ -369,7 +374,7 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
     @functools.cache
     def pick(n: int) -> str:
         f = f16(n)
-        if f in ("tiled", "big", "big_split") or (f == "tall" and _enough(rows, n, TILE)) or (f == "tile8" and n >= TILED_FROM):
+        if f in ("tiled", "big", "big_split") or (f == "tall" and _enough(rows, n, TILE)) or (f in ("tile8", "tile16") and n >= TILED_FROM):
             return "tiled"  # (CPU adapters: from TILED_FROM tokens)
         long_rows = f == "gemv" and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
         return "decode" if f == "decode" or long_rows else "gemv"
@@ -451,7 +456,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         if kernel != "decode":
             first = 0
     elif info.cpu:
-        first, limit = 0, 2  # one token: the row-wise entry; more: the products through tile8
+        first, limit = 0, 2  # one token: the row-wise entry; more: the products through tile8 / tile16
     elif info.subgroup:
         # matrices of WIDE_ROWS rows take the 4-token subgroup kernel from WIDE_FROM tokens; rows
         # longer than DECODE_MAX_K take the 64-lane GEMV for one token: then no group at all
