@@ -194,3 +194,26 @@ def test_run_rejects_bad_arguments(v7):
     q = [[1, 2], [3]]
     out = v7.run(q, state)
     assert q == [[], []] and all(o is not None for o in out)
+
+
+def test_full_logits_in_steps_the_binding_holds(vulkan_device, monkeypatch):
+    """Where one buffer binding holds fewer rows of logits than a prompt chunk (large vocabulary,
+    long chunks), full outputs come in steps of those rows: the same logits, no oversized buffer."""
+    import dataclasses
+
+    toks = prompt(23, 3, 97)
+    ref = rw.load_model(MODELS / "v7_L2_C64_V97.pth", device=vulkan_device, token_chunk_size=16)
+    want = ref.forward(toks, ref.new_state(), full=True)
+    small = dataclasses.replace(vulkan_device.info, max_binding_size=5 * 4 * 97)  # 5 rows of V=97
+    monkeypatch.setattr(vulkan_device, "info", small)
+    model = rw.load_model(MODELS / "v7_L2_C64_V97.pth", device=vulkan_device, token_chunk_size=16)
+    assert model.full_rows() == 5
+    state = model.new_state()
+    got = model.forward(toks, state, full=True)
+    assert model.runner.graph(state)[1].logits.max_rows == 5  # the buffer holds 5 rows
+    assert got.shape == (23, 97)
+    assert rel(got, want) < RTOL
+    batch = model.forward_batch([toks, toks[:7]], model.new_state(2), full=True)
+    assert rel(batch[0], want) < RTOL and rel(batch[1], want[:7]) < RTOL
+    # prompts read back only their last logits: their chunks keep the full length
+    assert rel(model.forward(toks, model.new_state()), want[-1]) < RTOL

@@ -32,6 +32,8 @@ from ..state import State, StateSpec
 from ..weights.quant import Quant, quantize, quantized_here
 from .step import Buffers, Plan, StepRunner, VectorPack, share_budget
 
+FULL_ROWS = 512  # logits rows one step can return (the logits buffer and its staging copy)
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
@@ -246,10 +248,11 @@ class Model:
         if not 0 <= slot < state.batch_size:
             raise StateError(f"slot {slot} is outside the state's batch of {state.batch_size}")
         outs = []
-        for start in range(0, len(ids), self.token_chunk_size):
+        size = min(self.token_chunk_size, self.full_rows()) if full else self.token_chunk_size
+        for start in range(0, len(ids), size):
             chunk: list[list[int]] = [[] for _ in range(state.batch_size)]
-            chunk[slot] = ids[start : start + self.token_chunk_size]
-            last = start + self.token_chunk_size >= len(ids)
+            chunk[slot] = ids[start : start + size]
+            last = start + size >= len(ids)
             res = self.runner.run(state, Plan.pack(chunk, [slot] if (full or last) else [], full))
             if full or last:
                 outs.append(res[slot])
@@ -356,14 +359,22 @@ class Model:
             )
         for q in inputs:
             self.check_tokens(q, allow_empty=True)
+        full = output == "full"
+        if full:
+            budget = min(budget, self.full_rows())
         take = share_budget([len(q) for q in inputs], budget)
         chunk = [q[:n] for q, n in zip(inputs, take)]
-        full = output == "full"
         want = [b for b, (q, n) in enumerate(zip(inputs, take)) if n and (full or n == len(q))]
         res = self.runner.run(state, Plan.pack(chunk, want, full)) if any(take) else {}
         for q, n in zip(inputs, take):
             del q[:n]
         return [None if b not in res else (res[b] if full else res[b][-1]) for b in range(len(inputs))]
+
+    def full_rows(self) -> int:
+        """The most tokens whose logits one step returns (``full`` outputs): FULL_ROWS, or fewer
+        where one buffer binding of the adapter holds fewer rows of logits. Prompts read back only
+        their last logits, so their chunks may be longer (``token_chunk_size``)."""
+        return max(1, min(FULL_ROWS, self.device.info.max_binding_size // (4 * self.info.num_vocab)))
 
     def forward_batch(self, inputs: Sequence[Sequence[int]], state: State, *, full: bool = False) -> list[np.ndarray | None]:
         """Run every slot's tokens to completion, packing slots into shared chunks.

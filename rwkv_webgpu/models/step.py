@@ -44,7 +44,7 @@ class Buffers:
     def __init__(self, model: Model, tmax: int, slots: int):
         dev, c = model.device, model.info.num_emb
         self.tmax, self.slots = tmax, slots
-        self.head_rows = max(tmax, slots)
+        self.head_rows = max(slots, min(tmax, model.full_rows()))
         self.tokens = Counter(dev, "count.tokens")
         self.one_per_slot = False  # this step has at most one token per slot (set per step)
         self.out = Counter(dev, "count.out")
