@@ -172,16 +172,7 @@ fn stage_x4(t: u32, kb: u32, n: u32) -> vec4<f32> {
 }
 
 fn put_tall(lw: u32, kw: u32, w: Eight, lt: u32, kt: u32, t: vec4<f32>) {
-    let q = lw / 4u;
-    let c = lw % 4u;
-    wb[kw * BQ + q][c] = w.lo.x;
-    wb[(kw + 1u) * BQ + q][c] = w.lo.y;
-    wb[(kw + 2u) * BQ + q][c] = w.lo.z;
-    wb[(kw + 3u) * BQ + q][c] = w.lo.w;
-    wb[(kw + 4u) * BQ + q][c] = w.hi.x;
-    wb[(kw + 5u) * BQ + q][c] = w.hi.y;
-    wb[(kw + 6u) * BQ + q][c] = w.hi.z;
-    wb[(kw + 7u) * BQ + q][c] = w.hi.w;
+    put_w8(kw, lw / 4u, lw % 4u, w);
     xb[kt * TQ + lt / 4u][lt % 4u] = t.x;
     xb[(kt + 1u) * TQ + lt / 4u][lt % 4u] = t.y;
     xb[(kt + 2u) * TQ + lt / 4u][lt % 4u] = t.z;

@@ -52,7 +52,7 @@ fn stage_x(s: TileSrc, t: u32, kb: u32, kp: u32) -> Eight {
 // Stage 8 K values of a weight row (into wb) and of a token (into xb) as component c (0..3) of
 // slot q in K rows k .. k + 7 of the [BK][BQ] workgroup arrays.
 // (spelled out: a loop over e measured ~8% slower for the whole kernel on the H100)
-fn put8(k: u32, q: u32, c: u32, w: Eight, t: Eight) {
+fn put_w8(k: u32, q: u32, c: u32, w: Eight) {
     wb[k * BQ + q][c] = w.lo.x;
     wb[(k + 1u) * BQ + q][c] = w.lo.y;
     wb[(k + 2u) * BQ + q][c] = w.lo.z;
@@ -61,6 +61,10 @@ fn put8(k: u32, q: u32, c: u32, w: Eight, t: Eight) {
     wb[(k + 5u) * BQ + q][c] = w.hi.y;
     wb[(k + 6u) * BQ + q][c] = w.hi.z;
     wb[(k + 7u) * BQ + q][c] = w.hi.w;
+}
+
+fn put8(k: u32, q: u32, c: u32, w: Eight, t: Eight) {
+    put_w8(k, q, c, w);
     xb[k * BQ + q][c] = t.lo.x;
     xb[(k + 1u) * BQ + q][c] = t.lo.y;
     xb[(k + 2u) * BQ + q][c] = t.lo.z;
