@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, nargs="*", default=[], help="prompt chunk sizes to profile")
     ap.add_argument("--quant", default=None, help="int8, nf4 or sf4")
     ap.add_argument("--no-big-split", action="store_true", help="experiment: prompt products never cut K in parts")
+    ap.add_argument("--no-quant-big", action="store_true", help="experiment: quantized prompts on 64 x 64 tiles only")
     ap.add_argument("--row-major-blocks", action="store_true", help="experiment: tile_big.wgsl WARP_BLOCKS off")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
@@ -52,6 +53,8 @@ def main() -> None:
         mm.QUANT_DECODE_MAX_K = args.quant_decode_max_k
     if args.no_big_split:
         mm.BIG_SPLIT_FROM = 1 << 30
+    if args.no_quant_big:
+        mm.QUANT_BIG = False
     if args.row_major_blocks:
         sh = importlib.import_module("rwkv_webgpu.gpu.shaders")
         before = sh.read_shader

@@ -156,28 +156,39 @@ def _big_split(rows: int, k: int, n: int) -> bool:
     return n >= BIG_SPLIT_FROM and k >= SPLIT_MIN_K and ceil_div(rows, BIG) * ceil_div(n, BIG) <= TILE_SLOTS // 2
 
 
+def _matmul_big_split(graph: Graph, counter: Counter, params: np.ndarray, rows: int, x: Act, y: Act, grid: Grid,
+                      label: str, forced: bool, shader: str, weights: dict[int, Any],
+                      **consts: float) -> None:  # fmt: skip
+    """Record `big_split` (128 x 128 tiles with K in parts, f16 or quantized ``weights`` bindings)
+    once per part count, each on the steps that use it, with the `reduce` that adds its partials
+    into y."""
+    k = int(params["k"][0])
+    # the most tokens a step sends here: all the input holds, or where the tiles stay few
+    tokens = x.max_rows or 4096
+    if not forced:
+        tokens = min(tokens, BIG * (TILE_SLOTS // 2 // ceil_div(rows, BIG)))
+    for parts in BIG_SPLIT_PARTS:
+        def split_grid(n: int, parts: int = parts) -> tuple[int, int, int]:
+            g = grid(n)
+            return g if g != NO_GRID and big_split_parts(rows, k, n) == parts else NO_GRID
+
+        scratch = graph.device.scratch(parts * max(tokens, 1) * rows * 4)
+        graph.dispatch(shader, counter, params, {**weights, 3: x.buffer, 4: scratch}, split_grid,
+                       entry="big_split", label=f"{label}.big_split", SPLIT=parts, **consts)  # fmt: skip
+        graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer},
+                       lambda n, g=split_grid: (ceil_div(rows, 64), n, 1) if g(n) != NO_GRID else NO_GRID,
+                       entry="reduce", label=label + ".reduce", SPLIT=parts)  # fmt: skip
+
+
 def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: MatrixPart, x: Act, y: Act,
                   grid: Grid, label: str, entry: str, forced: bool) -> None:  # fmt: skip
     """Record a kernel that sums K in parts (`split`, `tall`, `big_split`): partial sums per part
     into the device's scratch buffer, then `reduce` adds them into y (`tall` in one part writes y
-    itself; `big_split` is recorded once per part count, each on the steps that use it)."""
+    itself)."""
     k = int(params["k"][0])
     if entry == "big_split":
-        # the most tokens a step sends here: all the input holds, or where the tiles stay few
-        tokens = x.max_rows or 4096
-        if not forced:
-            tokens = min(tokens, BIG * (TILE_SLOTS // 2 // ceil_div(part.rows, BIG)))
-        for parts in BIG_SPLIT_PARTS:
-            def split_grid(n: int, parts: int = parts) -> tuple[int, int, int]:
-                g = grid(n)
-                return g if g != NO_GRID and big_split_parts(part.rows, k, n) == parts else NO_GRID
-
-            scratch = graph.device.scratch(parts * max(tokens, 1) * part.rows * 4)
-            graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, scratch], split_grid,
-                           entry="big_split", label=f"{label}.big_split", SPLIT=parts)  # fmt: skip
-            graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer},
-                           lambda n, g=split_grid: (ceil_div(part.rows, 64), n, 1) if g(n) != NO_GRID else NO_GRID,
-                           entry="reduce", label=label + ".reduce", SPLIT=parts)  # fmt: skip
+        _matmul_big_split(graph, counter, params, part.rows, x, y, grid, label, forced, "matmul_tiled",
+                          {2: part.buffer})  # fmt: skip
         return
     parts = split_parts(part.rows, k) if entry == "split" else tall_parts(part.rows, k)
     if entry == "tall" and parts == 1:
@@ -334,7 +345,8 @@ def _when(pick: Callable[[int], str], name: str, grid: Grid) -> Grid:
 
 
 QUANT_CODE = {"int8": 0, "nf4": 1, "sf4": 2}
-QUANT_KERNELS = ("gemv", "decode", "tiled")
+QUANT_KERNELS = ("gemv", "decode", "tiled", "big", "big_split")
+QUANT_BIG = True  # GPUs: quantized prompt steps take the 128 x 128 tiles (and K parts) as f16 ones do
 
 
 def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, act: str, accumulate: bool,
@@ -353,17 +365,21 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
             elif name == "decode":
                 graph.dispatch("matmul_quant_subgroup", counter, params, buffers, grid,
                                label=f"{label}.{w.quant.value}.decode", QUANT=quant, **decode_constants(graph))  # fmt: skip
+            elif name == "big_split":
+                _matmul_big_split(graph, counter, params, part.rows, x, y, grid, f"{label}.{w.quant.value}",
+                                  kernel is not None, "matmul_quant_tiled", {2: part.codes, 5: part.scales},
+                                  QUANT=quant)  # fmt: skip
             else:
-                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid,
-                               label=f"{label}.{w.quant.value}.tiled", QUANT=quant)  # fmt: skip
+                graph.dispatch("matmul_quant_tiled", counter, params, buffers, grid, entry="main" if name == "tiled" else name,
+                               label=f"{label}.{w.quant.value}.{name}", QUANT=quant)  # fmt: skip
 
 
 def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tuple[str, Grid]]:
     """As :func:`_choose`, for quantized weights, following the f16 rule: the one-token subgroup
-    kernel where f16 weights take it, 64 x 64 tiles where f16 weights tile (128 x 64 tiles count
-    when 64 x 64 ones would fill the GPU too; the 128 x 128 tiles were no faster with quantized
-    weights on the H100), the GEMV-style kernel on the other steps. ``kernel`` ("gemv",
-    "decode", "tiled") forces one for every step."""
+    kernel where f16 weights take it, on GPUs the 128 x 128 tiles (whole or with K in parts)
+    where f16 weights take them (QUANT_BIG), 64 x 64 tiles where f16 weights take other tiles
+    (128 x 64 tiles count when 64 x 64 ones would fill the GPU too), the GEMV-style kernel on the
+    other steps. ``kernel`` (one of QUANT_KERNELS) forces one for every step."""
     if kernel is not None:
         if kernel not in QUANT_KERNELS:
             raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
@@ -374,12 +390,15 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
     @functools.cache
     def pick(n: int) -> str:
         f = f16(n)
+        if f in ("big", "big_split") and QUANT_BIG:
+            return f
         if f in ("tiled", "big", "big_split") or (f == "tall" and _enough(rows, n, TILE)) or (f in ("tile8", "tile16") and n >= TILED_FROM):
             return "tiled"  # (CPU adapters: from TILED_FROM tokens)
         long_rows = f == "gemv" and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
         return "decode" if f == "decode" or long_rows else "gemv"
 
     kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]
+    kernels += [name for name in ("big", "big_split") if name in names and not graph.device.info.cpu]
     return [(name, _when(pick, name, _choose(graph, rows, name, k)[0][1])) for name in kernels]
 
 

@@ -56,7 +56,7 @@ def test_quant_matmul_matches_dequantized_numpy(device, quant, t, k, r):
 
 
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
-@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled"])
+@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled", "big", "big_split"])
 @pytest.mark.parametrize("t", [1, 5, 70])
 @pytest.mark.parametrize("k", [72, 130, 200])
 @pytest.mark.parametrize("r", [7, 65, 130])
@@ -72,7 +72,7 @@ def test_every_quant_matmul_kernel(device, kernel, quant, t, k, r):
     np.testing.assert_allclose(got, y0 + oracle(wq, x, "tanh"), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled"])
+@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled", "big", "big_split"])
 @pytest.mark.parametrize("t", [1, 70])
 def test_quant_kernels_add_times_a_gate(device, kernel, t):
     """The gated output (y += gate * W x, gate in y's buffer) of the quantized kernels."""
@@ -110,8 +110,11 @@ def test_quant_kernel_choice(device, monkeypatch):
     enough 64 x 64 tiles (CPUs: from TILED_FROM tokens), switched per step in one recorded graph."""
     import dataclasses
 
+    import importlib
+
     from rwkv_webgpu.ops.matmul import DECODE_UNTIL, TILED_FROM, TILED_MIN_TILES, _choose_quant
 
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
     g = Graph(device)
     decode = device.info.subgroup and device.info.adapter_type.lower() != "cpu"
     assert [name for name, _ in _choose_quant(g, 4096, None)] == ["decode"] * decode + ["gemv", "tiled"]
@@ -123,8 +126,12 @@ def test_quant_kernel_choice(device, monkeypatch):
     assert grids["gemv"](TILED_FROM) == (0, 0, 0)
     assert grids["tiled"](TILED_FROM) == (TILED_MIN_TILES, 1, 1)
     assert dict(_choose_quant(g, 64, None))["tiled"](TILED_FROM) == (0, 0, 0)  # too few tiles
-    # 64 x 64 tiles also where f16 weights would take 128 x 128 ones
-    assert grids["tiled"](128 * TILED_MIN_TILES) == (TILED_MIN_TILES, 2 * TILED_MIN_TILES, 1)
+    # 128 x 128 tiles where f16 weights take them (64 x 64 ones with QUANT_BIG off)
+    assert grids["tiled"](128 * TILED_MIN_TILES) == (0, 0, 0)
+    assert grids["big"](128 * TILED_MIN_TILES) == (TILED_MIN_TILES // 2, TILED_MIN_TILES, 1)
+    monkeypatch.setattr(mm, "QUANT_BIG", False)
+    assert dict(_choose_quant(g, rows, None))["tiled"](128 * TILED_MIN_TILES) == (TILED_MIN_TILES, 2 * TILED_MIN_TILES, 1)
+    monkeypatch.setattr(mm, "QUANT_BIG", True)
     if device.info.subgroup:  # one-token subgroup kernel below DECODE_UNTIL tokens
         assert grids["decode"](1) != (0, 0, 0) and grids["gemv"](1) == (0, 0, 0)
         assert grids["decode"](DECODE_UNTIL) == (0, 0, 0) and grids["gemv"](DECODE_UNTIL) != (0, 0, 0)
@@ -158,7 +165,8 @@ def test_quant_tiles_where_f16_takes_tall_tiles(device, monkeypatch):
 
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU", subgroup=True, subgroup_size=32)
     monkeypatch.setattr(device, "info", gpu)
-    assert [name for name, _ in _choose_quant(Graph(device), 8192, None, 2048)] == ["decode", "gemv", "tiled"]
+    assert [name for name, _ in _choose_quant(Graph(device), 8192, None, 2048)] == ["decode", "gemv", "tiled", "big",
+                                                                                   "big_split"]  # fmt: skip
     grids = dict(_choose_quant(Graph(device), 8192, None, 2048))
     assert grids["tiled"](64) == (128, 1, 1) and grids["gemv"](64) == (0, 0, 0)
     grids = dict(_choose_quant(Graph(device), 2048, None, 2048))
