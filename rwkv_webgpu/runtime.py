@@ -23,9 +23,9 @@ import numpy as np
 
 from .cache import PrefixCache
 from .errors import RWKVError, TokenError
+from .generate import use_gpu_sampling
 from .models.base import Model
 from .models.step import Plan, share_budget
-from .generate import use_gpu_sampling
 from .sampling import Sampler, SamplingConfig
 from .text import TextStream
 

@@ -352,8 +352,9 @@ QUANT_BIG = True  # GPUs: quantized prompt steps take the 128 x 128 tiles (and K
 def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, act: str, accumulate: bool,
                   gate: Act | None, label: str, kernel: str | None = None) -> None:  # fmt: skip
     """Quantized weights: the GEMV-style kernels (matmul_quant.wgsl; matmul_quant_subgroup.wgsl
-    for one token at a time) for decoding, the tiled one (matmul_tiled.wgsl on
-    weights_quant.wgsl, kernel "matmul_quant_tiled") for prompts."""
+    for one token at a time) for decoding, the tiles (matmul_tiled.wgsl on weights_quant.wgsl,
+    kernel "matmul_quant_tiled": 64 x 64, and on GPUs 128 x 128 whole or with K in parts) for
+    prompts."""
     quant = QUANT_CODE[w.quant.value]
     for part in w.parts:
         params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)

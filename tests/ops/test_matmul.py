@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 import rwkv_webgpu as rw
-
 from rwkv_webgpu.gpu import Counter, Graph, act_buffer, upload_matrix
 from rwkv_webgpu.ops import matmul
 

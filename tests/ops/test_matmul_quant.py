@@ -109,7 +109,6 @@ def test_quant_kernel_choice(device, monkeypatch):
     """GPUs: the GEMV-style kernel for decoding and small steps, the tiled one for steps with
     enough 64 x 64 tiles (CPUs: from TILED_FROM tokens), switched per step in one recorded graph."""
     import dataclasses
-
     import importlib
 
     from rwkv_webgpu.ops.matmul import DECODE_UNTIL, TILED_FROM, TILED_MIN_TILES, _choose_quant
