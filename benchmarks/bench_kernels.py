@@ -60,7 +60,7 @@ SHAPES = [(2048, 2048), (8192, 2048), (2048, 8192), (65536, 2048)]  # [R, K] of 
 
 
 def groups(subgroup: bool) -> dict[str, tuple[list[int], list[Variant]]]:
-    decode = [_gemv(64, 4), _gemv(32, 8), _gemv(128, 2), _gemv(64, 1), _gemv(128, 1), _gemv(256, 1), _op("rowwise"), _op("rows4")]
+    decode = [_gemv(64, 4), _gemv(32, 8), _gemv(128, 2), _gemv(64, 1), _gemv(128, 1), _gemv(256, 1), _op("rowwise"), _op("rows4"), _op("rows32")]
     if subgroup:
         decode += [_subgroup(8, 64, 4), _subgroup(8, 64, 1), _subgroup(16, 128, 1), _subgroup(32, 256, 1),
                    _subgroup(32, 256, 4), _subgroup(16, 256, 4), _subgroup(32, 32, 1), _subgroup(32, 64, 1),

@@ -112,6 +112,46 @@ fn rows4(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_out(t, r0 + 3u, a3);
 }
 
+// `rows32`: one token, 32 rows per invocation as eight vec4 sums (CPU adapters, the LM head:
+// 65536 x 256 on lavapipe 37 against rows4's 53 ms; smaller matrices keep rows4, which leaves
+// more invocations to share out). Every row's sum as `rowwise`; rows past the end read the last
+// one and are not stored (w_word, below). Grid: (ceil(R / (32 WG)), T) with a workgroup of WG x 1.
+@compute @workgroup_size(WG)
+fn rows32(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r0 = gid.x * 32u;
+    let t = gid.y;
+    if r0 >= p.rows || t >= count.n { return; }
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    for (var i = 0u; i < p.kv; i++) {
+        let v = x_at(t, i * 8u);
+        a0 += rows4_of(r0, i, v);
+        a1 += rows4_of(r0 + 4u, i, v);
+        a2 += rows4_of(r0 + 8u, i, v);
+        a3 += rows4_of(r0 + 12u, i, v);
+        a4 += rows4_of(r0 + 16u, i, v);
+        a5 += rows4_of(r0 + 20u, i, v);
+        a6 += rows4_of(r0 + 24u, i, v);
+        a7 += rows4_of(r0 + 28u, i, v);
+    }
+    for (var j = 0u; j < 4u; j++) {
+        store_out(t, r0 + j, a0[j]);
+        store_out(t, r0 + 4u + j, a1[j]);
+        store_out(t, r0 + 8u + j, a2[j]);
+        store_out(t, r0 + 12u + j, a3[j]);
+        store_out(t, r0 + 16u + j, a4[j]);
+        store_out(t, r0 + 20u + j, a5[j]);
+        store_out(t, r0 + 24u + j, a6[j]);
+        store_out(t, r0 + 28u + j, a7[j]);
+    }
+}
+
+// dot8v of word i of rows r .. r + 3 with the x span v.
+fn rows4_of(r: u32, i: u32, v: mat2x4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot8v(w_word(r, i), v), dot8v(w_word(r + 1u, i), v), dot8v(w_word(r + 2u, i), v),
+                     dot8v(w_word(r + 3u, i), v));
+}
+
 // `tile8`: 8 rows x 4 tokens per invocation, the 32 sums in registers, no workgroup memory and no
 // barriers (CPU adapters' steps of several tokens: each group of 8 weights is loaded once for four
 // tokens and each group of 8 x values once for eight rows). Every sum as `rowwise` (same

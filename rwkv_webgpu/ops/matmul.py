@@ -28,6 +28,7 @@ SPLIT_MIN_ROWS = 64  # ... and matrices of at least this many rows
 BIG = 128  # rows and tokens per workgroup (matmul_tiled.wgsl `big`)
 RTOK = 16  # tokens per invocation (matmul.wgsl rowwise; its accumulator array holds 16)
 ROWS4_MIN_ROWS = 512  # CPU adapters, one token: four rows per invocation from this many rows
+ROWS32_MIN_ROWS = 8192  # ... and 32 rows from this many (the LM head: 65536 x 256 53 -> 37 ms on lavapipe)
 # (lavapipe: the 65536 x 256 head 104 -> 56 ms; fewer rows would leave cores idle)
 DECODE_UNTIL = 16  # steps below this many tokens use the one-token subgroup kernel (if any) ...
 DECODE_MAX_K = 4096  # ... for K up to this (longer rows: the 64-lane GEMV is faster)
@@ -100,7 +101,7 @@ def matmul(
                 shader, entry, consts = "matmul_subgroup", "decode", decode_constants(graph)
             else:
                 shader, entry, consts = _KERNEL_SOURCES[name]
-            suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8", "tile16") else f".{name}"
+            suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise", "rows4", "rows32", "tile8", "tile16") else f".{name}"
             graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
                            label=label + suffix, **consts)  # fmt: skip
 
@@ -120,13 +121,14 @@ _KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
     "gemv": ("matmul", "main", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "rowwise": ("matmul", "rowwise", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "rows4": ("matmul", "rows4", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
+    "rows32": ("matmul", "rows32", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "tile8": ("matmul", "tile8", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "tile16": ("matmul", "tile16", {"WG": 64, "ROWS": ROWS, "RTOK": RTOK}),
     "subgroup": ("matmul_subgroup", "main", {"LANES": 8, "WGS": 64, "TOK": TOK}),
     "tiled": ("matmul_tiled", "main", {}),
     "big": ("matmul_tiled", "big", {}),
 }
-KERNELS = ("gemv", "subgroup", "decode", "rowwise", "rows4", "tile8", "tile16", "tiled", "big", "split", "tall", "big_split")
+KERNELS = ("gemv", "subgroup", "decode", "rowwise", "rows4", "rows32", "tile8", "tile16", "tiled", "big", "split", "tall", "big_split")
 
 
 def split_parts(rows: int, k: int) -> int:
@@ -250,6 +252,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "decode": decode_grid(graph, rows),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "rows4": lambda n: (ceil_div(rows, 4 * 64), n, 1),
+        "rows32": lambda n: (ceil_div(rows, 32 * 64), n, 1),
         "tile8": lambda n: (ceil_div(rows, 8 * 64), ceil_div(n, 4), 1),
         "tile16": lambda n: (ceil_div(rows, 16 * 64), ceil_div(n, 16), 1),
         "tiled": lambda n: (ceil_div(rows, TILE), ceil_div(n, TILE), 1),
@@ -290,7 +293,7 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
     are enough of those, else 64 x 64. GPUs without subgroups: the GEMV, "tall" and the tiles.
     CPU adapters (barriers and gathered loads cost most there): no workgroup memory at all; a
     single token runs a row per invocation ("rowwise"; four rows, "rows4", on ROWS4_MIN_ROWS rows
-    or more), steps of 2 to 15 tokens 8 rows x 4 tokens per invocation ("tile8"; on lavapipe
+    or more, 32, "rows32", on ROWS32_MIN_ROWS or more), steps of 2 to 15 tokens 8 rows x 4 tokens per invocation ("tile8"; on lavapipe
     faster than the 128 x 128 tiles at every step size measured, 4 to 256 tokens), from
     TILE16_FROM tokens 16 rows x 16 tokens ("tile16": each weight and x load serves 16 sums
     instead of 4 and 8; about 2x tile8 on a 128-token chunk).
@@ -301,10 +304,11 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
         # re-reads the rows), tiles win from a few dozen tokens (2x on a 128-token chunk)
         def pick_cpu(n: int) -> str:
             if n == 1:
-                return "rows4" if rows >= ROWS4_MIN_ROWS else "rowwise"
+                return "rows32" if rows >= ROWS32_MIN_ROWS else "rows4" if rows >= ROWS4_MIN_ROWS else "rowwise"
             return "tile16" if n >= TILE16_FROM else "tile8"
 
-        return (["rows4"] if rows >= ROWS4_MIN_ROWS else []) + ["rowwise", "tile8", "tile16"], pick_cpu
+        singles = ["rows32"] if rows >= ROWS32_MIN_ROWS else ["rows4"] if rows >= ROWS4_MIN_ROWS else []
+        return singles + ["rowwise", "tile8", "tile16"], pick_cpu
 
     sub = info.subgroup
     split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2

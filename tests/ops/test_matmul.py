@@ -44,7 +44,7 @@ def test_matmul_matches_numpy(device, t, k, r, act):
     np.testing.assert_allclose(y, oracle(w, x, act), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split", "tile16"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split", "tile16", "rows32"])
 @pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129), (131, 264, 257), (33, 2100, 70)])
 def test_every_matmul_kernel(device, kernel, t, k, r):
     """Each kernel variant on every adapter, whatever that adapter would pick by itself."""
@@ -58,7 +58,7 @@ def test_every_matmul_kernel(device, kernel, t, k, r):
     np.testing.assert_allclose(y, y0 + oracle(w, x, "tanh"), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split", "tile16"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split", "tile16", "rows32"])
 @pytest.mark.parametrize("t,k,r", [(1, 13, 7), (17, 37, 65), (70, 100, 129), (33, 2100, 70)])
 def test_every_kernel_adds_times_a_gate(device, kernel, t, k, r):
     """y += gate * act(W x) with the gate in y's own buffer (the plane after y), per kernel."""
@@ -140,7 +140,7 @@ def test_kernel_choice_on_gpus(device, monkeypatch):
     assert set(picks(2048, 2048).values()) == {"gemv", "tall", "tiled", "big_split", "big"}
 
 
-@pytest.mark.parametrize("kernel", ["rows4", "tile8", "tile16"])
+@pytest.mark.parametrize("kernel", ["rows4", "rows32", "tile8", "tile16"])
 @pytest.mark.parametrize("t,r", [(1, 512), (1, 515), (1, 6), (3, 13), (16, 70), (50, 9), (33, 35)])
 def test_register_tiles_sum_like_rowwise(device, kernel, t, r):
     """Several rows (and tokens) per invocation (CPU adapters) give the row-per-invocation sums bit
@@ -157,7 +157,7 @@ def test_register_tiles_sum_like_rowwise(device, kernel, t, r):
 def test_kernel_choice_on_cpu_adapters(device, monkeypatch):
     import dataclasses
 
-    from rwkv_webgpu.ops.matmul import ROWS4_MIN_ROWS, _choose
+    from rwkv_webgpu.ops.matmul import ROWS4_MIN_ROWS, ROWS32_MIN_ROWS, _choose
 
     monkeypatch.setattr(device, "info", dataclasses.replace(device.info, adapter_type="CPU"))
     g = Graph(device)
@@ -166,6 +166,7 @@ def test_kernel_choice_on_cpu_adapters(device, monkeypatch):
         return [name for name, grid in _choose(g, rows, None, 256) if grid(n) != (0, 0, 0)]
 
     assert live(ROWS4_MIN_ROWS, 1) == ["rows4"] and live(ROWS4_MIN_ROWS - 1, 1) == ["rowwise"]
-    assert all(live(rows, n) == ["tile8"] for rows in (7, ROWS4_MIN_ROWS) for n in (2, 8, 15))
-    assert all(live(rows, n) == ["tile16"] for rows in (7, ROWS4_MIN_ROWS) for n in (16, 48, 128, 1024))
+    assert live(ROWS32_MIN_ROWS, 1) == ["rows32"] and live(ROWS32_MIN_ROWS - 1, 1) == ["rows4"]
+    assert all(live(rows, n) == ["tile8"] for rows in (7, ROWS4_MIN_ROWS, ROWS32_MIN_ROWS) for n in (2, 8, 15))
+    assert all(live(rows, n) == ["tile16"] for rows in (7, ROWS4_MIN_ROWS, ROWS32_MIN_ROWS) for n in (16, 48, 128, 1024))
 
