@@ -437,12 +437,12 @@ def matmul_group(
     the other products run through :func:`matmul` as usual. Quantized products of one kind
     whose codes and scales share buffers (``upload_qmatrices``) are grouped the same way for
     one-token steps on GPUs with subgroups (matmul_quant_group.wgsl). On GPUs, prompt steps
-    where every large f16 product of the group (TALL_MIN_ROWS rows or more) would take the
-    tiles run them as one dispatch of 128 x 128 tiles (matmul_group_tiled.wgsl), so that
-    2048-row products, 128 tiles each at a 1024-token chunk, share the GPU instead of each
-    leaving it part idle. The result is the same as calling :func:`matmul` for each product (the
-    same sums in the same order). ``kernel`` ("gemv", "rowwise", "decode" or "big") forces one
-    group kernel for every step (tests).
+    where every large f16 product of the group (TALL_MIN_ROWS rows or more) would take tiles run
+    them as one dispatch of 128 x 128 tiles (matmul_group_tiled.wgsl) where that costs fewer
+    waves (:func:`_tile_group_pays`). The result is the same as calling :func:`matmul` for each
+    product (the same sums in the same order), except where a product alone would cut K in
+    parts (`big_split`): there the group's whole-K sums agree to f32 rounding. ``kernel``
+    ("gemv", "rowwise", "decode" or "big") forces one group kernel for every step (tests).
     """
     if kernel not in (None, "gemv", "rowwise", "decode", "big"):
         raise ValueError(f"unknown group kernel {kernel!r}; choose 'gemv', 'rowwise', 'decode' or 'big'")
@@ -492,7 +492,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
     if qw is not None:
         limit = first  # quantized weights: the one-token entry, then the products one by one
     # GPU prompt steps: the large f16 products as one dispatch of 128 x 128 tiles, on the steps
-    # where matmul would give each of them tiles (the same sums in the same order)
+    # where matmul would give each of them tiles and the wave count says the group pays
     large = qw is None and kernel is None and not info.cpu
     tiled = [pr for pr in grouped if pr.w.rows >= TALL_MIN_ROWS and pr.w.k >= SPLIT_MIN_K] if large else []
     picks = [_rule(graph, pr.w.rows, pr.w.k)[1] for pr in tiled]
