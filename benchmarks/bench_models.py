@@ -111,16 +111,14 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
             toks = [[int(np.argmax(r))] for r in res]
         out[f"decode_tok_s_b{b}"] = b * steps / (time.perf_counter() - t0)
         # the same with every slot's token chosen on the GPU (top-p 0.9; only ids read back)
-        if hasattr(model, "forward_sample_batch"):
-            cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
-            st = model.new_state(b)
-            for _ in range(3):
-                ids = model.forward_sample_batch(toks, st, cfg, rng)
-                toks = [[t] for t in ids]
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                toks = [[t] for t in model.forward_sample_batch(toks, st, cfg, rng)]
-            out[f"decode_tok_s_b{b}_gpu_sampling"] = b * steps / (time.perf_counter() - t0)
+        cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
+        st = model.new_state(b)
+        for _ in range(3):
+            toks = [[t] for t in model.forward_sample_batch(toks, st, cfg, rng)]
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            toks = [[t] for t in model.forward_sample_batch(toks, st, cfg, rng)]
+        out[f"decode_tok_s_b{b}_gpu_sampling"] = b * steps / (time.perf_counter() - t0)
     out["gpu_mb_total"] = dev.allocated_bytes / 2**20
     if args.profile and dev.info.timestamp_query:
         from rwkv_webgpu.models.step import Plan

@@ -25,7 +25,7 @@ from .cache import PrefixCache
 from .errors import RWKVError, TokenError
 from .generate import use_gpu_sampling
 from .models.base import Model
-from .models.step import Plan, share_budget
+from .models.step import Plan, sampling_row, share_budget
 from .sampling import Sampler, SamplingConfig
 from .text import TextStream
 
@@ -288,10 +288,9 @@ class Engine:
         plan = Plan.pack(chunk, want, False)
         gpu = self._gpu_rows(want)
         if gpu:  # decoding slots only: their next tokens are chosen on the GPU, only ids read back
-            reqs = [self._slots[b] for b in want]
-            plan.sample = np.array([[r.sampling.temperature, r.sampling.top_p, r.sampling.top_k, r.sampler.rng.random()]
-                                    for r in reqs if r is not None], np.float32)  # fmt: skip
-            plan.allowed = reqs[0].sampler.allowed if reqs[0] is not None else None
+            reqs = [r for r in (self._slots[b] for b in want) if r is not None]  # all are (_gpu_rows)
+            plan.sample = np.array([sampling_row(r.sampling, r.sampler.rng) for r in reqs], np.float32)
+            plan.allowed = reqs[0].sampler.allowed
         # the runner records the next command buffer while the GPU runs this one
         res = runner.run(self.state, plan)
         self.stats.steps += 1

@@ -30,7 +30,7 @@ from ..hooks import Frame, HookRegistry
 from ..ops import Product, layer_norm, matmul, matmul_group, norm_mix, token_mix
 from ..state import State, StateSpec
 from ..weights.quant import Quant, quantize, quantized_here
-from .step import Buffers, Plan, StepRunner, VectorPack, share_budget
+from .step import Buffers, Plan, StepRunner, VectorPack, sampling_row, share_budget
 
 FULL_ROWS = 512  # logits rows one step can return (the logits buffer and its staging copy)
 
@@ -313,7 +313,7 @@ class Model:
         if len(configs) != n or len(rngs) != n:
             raise ConfigError(f"{len(configs)} sampling configs and {len(rngs)} generators for {n} slots "
                               "(give one of each, or one per slot)")  # fmt: skip
-        for cfg in configs:
+        for cfg in {id(c): c for c in configs}.values():  # one check per distinct config
             unsupported = gpu_unsupported(cfg)
             if unsupported:
                 raise ConfigError(f"GPU sampling supports temperature, top_p and top_k only, not {unsupported}")
@@ -329,8 +329,7 @@ class Model:
         if any(len(q) > 1 for q in queues):
             self.forward_batch([q[:-1] for q in queues], state)
         plan = Plan.pack([q[-1:] for q in queues], want, False)
-        plan.sample = np.array([[configs[b].temperature, configs[b].top_p, configs[b].top_k, rngs[b].random()]
-                                for b in want], np.float32)  # fmt: skip
+        plan.sample = np.array([sampling_row(configs[b], rngs[b]) for b in want], np.float32)
         plan.allowed = allowed
         res = self.runner.run(state, plan)
         return [int(res[b][0]) if b in res else None for b in range(n)]

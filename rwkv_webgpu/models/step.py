@@ -107,6 +107,12 @@ class Plan:
         return sum(r for _, r in self.out_rows)
 
 
+def sampling_row(cfg: Any, rng: Any) -> list[float]:
+    """One row of ``Plan.sample`` for a slot sampled with ``cfg`` (a SamplingConfig):
+    temperature, top_p, top_k and one draw of ``rng`` (as the host sampler draws per token)."""
+    return [cfg.temperature, cfg.top_p, cfg.top_k, rng.random()]
+
+
 def share_budget(left: Sequence[int], budget: int) -> list[int]:
     """Split ``budget`` tokens fairly between slots with ``left[b]`` tokens waiting."""
     take = [0] * len(left)
