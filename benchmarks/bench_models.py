@@ -44,20 +44,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def gpu_sampling_loop(model, prompt: list[int], tokens: int, rng: np.random.Generator) -> float:
-    """Batch-1 decode tok/s with top-p 0.9 chosen on the GPU (only token ids read back): the
-    loop rwkv_webgpu.generate runs on GPUs."""
+def gpu_sampling_loop(model, prompt: list[int], tokens: int, rng: np.random.Generator, ahead: bool = True) -> float:
+    """Batch-1 decode tok/s with top-p 0.9 chosen on the GPU (only token ids read back). With
+    ``ahead`` (what rwkv_webgpu.generate runs on GPUs) through a DecodeChain, each step submitted
+    before the previous step's id is read; else a plain loop of forward_sample."""
     import rwkv_webgpu as rw
 
     cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
     st = model.new_state()
-    tok = model.forward_sample(prompt[:16], st, cfg, rng)
+    tok = model.forward_sample(prompt[:15], st, cfg, rng)
+    if not ahead:
+        for _ in range(8):  # warm up
+            tok = model.forward_sample([tok], st, cfg, rng)
+        t0 = time.perf_counter()
+        for _ in range(tokens):
+            tok = model.forward_sample([tok], st, cfg, rng)
+        return tokens / (time.perf_counter() - t0)
+    chain = model.decode_chain(st, cfg, rng)
+    chain.feed(tok)
     for _ in range(8):  # warm up
-        tok = model.forward_sample([tok], st, cfg, rng)
+        chain.next(ahead=True)
     t0 = time.perf_counter()
     for _ in range(tokens):
-        tok = model.forward_sample([tok], st, cfg, rng)
-    return tokens / (time.perf_counter() - t0)
+        chain.next(ahead=True)
+    rate = tokens / (time.perf_counter() - t0)
+    chain.close()
+    return rate
 
 
 def bench_ours(path: str, args: argparse.Namespace) -> dict:
@@ -98,6 +110,7 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
     out["decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
     # the same loop sampling on the GPU (only token ids read back)
     out["decode_tok_s_b1_gpu_sampling"] = gpu_sampling_loop(model, prompt, args.decode, rng)
+    out["decode_tok_s_b1_gpu_sampling_no_ahead"] = gpu_sampling_loop(model, prompt, args.decode, rng, ahead=False)
     # batched decode throughput
     for b in args.batches:
         st = model.new_state(b)
@@ -144,6 +157,7 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
             logits = qm.forward([sample_top_p(logits, rng)], st)
         out[f"{quant}_decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
         out[f"{quant}_decode_tok_s_b1_gpu_sampling"] = gpu_sampling_loop(qm, prompt, args.decode, rng)
+        out[f"{quant}_decode_tok_s_b1_gpu_sampling_no_ahead"] = gpu_sampling_loop(qm, prompt, args.decode, rng, ahead=False)
         del qm
     out["peak_host_mb"] = peak_rss_mb()
     return out

@@ -135,19 +135,15 @@ def one_batch(model, batch: int, Plan, _group) -> dict:
         out["gpu_step_us"] = float(np.median([step_span_us(model, state, plan) for _ in range(16)]))
         out["gpu_us"] = _group(model.runner.profile(state, plan))
     if batch == 1:
-        import rwkv_webgpu as rw
+        from bench_models import gpu_sampling_loop
 
-        cfg, rng, st = rw.SamplingConfig(temperature=1.0, top_p=0.9), np.random.default_rng(0), model.new_state()
-        tok = model.forward_sample([1, 2, 3], st, cfg, rng)
-        for _ in range(16):
-            tok = model.forward_sample([tok], st, cfg, rng)
-        t0 = time.perf_counter()
-        for _ in range(64):
-            tok = model.forward_sample([tok], st, cfg, rng)
-        out["gpu_sampling_tok_s"] = 64 / (time.perf_counter() - t0)
-        sample_plan = Plan.pack([[tok]], [0], False)
+        rng = np.random.default_rng(0)
+        out["gpu_sampling_tok_s"] = gpu_sampling_loop(model, [1, 2, 3], 64, rng)
+        out["gpu_sampling_no_ahead_tok_s"] = gpu_sampling_loop(model, [1, 2, 3], 64, rng, ahead=False)
+        sample_plan = Plan.pack([[1]], [0], False)
         sample_plan.sample = np.array([[1.0, 0.9, 0, 0.5]], np.float32)
         if model.device.info.timestamp_query:
+            st = model.new_state()
             out["gpu_step_sampling_us"] = float(np.median([step_span_us(model, st, sample_plan) for _ in range(16)]))
     return out
 

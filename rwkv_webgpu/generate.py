@@ -21,6 +21,7 @@ from .text import TextStream
 if TYPE_CHECKING:
     from .cache import PrefixCache
     from .models.base import Model
+    from .models.chain import DecodeChain
     from .state import State
 
 FinishReason = Literal["stop", "eos", "length"]
@@ -166,29 +167,42 @@ class GenerationStream:
         reason: FinishReason = "length"
         chosen: int | None = None  # the next token, when the GPU chose it in the last step
         sampler, vocab = self.sampler, self.model.info.num_vocab
-        while len(self.tokens) < self.max_tokens:
-            if chosen is None:
-                token = sampler(logits)
-            else:
-                token = chosen
-                sampler.accept(token, vocab)
-            if token == 0 and self.stop_at_eos:
-                reason = "eos"
-                break
-            self.tokens.append(token)
-            if self.gpu_sampling and len(self.tokens) < self.max_tokens:
-                # feed the token and choose the next on the GPU: only its id comes back
-                chosen = self.model.forward_sample([token], self.state, sampler.config, sampler.rng,
-                                                   allowed=sampler.allowed)  # fmt: skip
-            else:
-                logits = self.model.forward([token], self.state)
-                chosen = None
-            piece = self._text.push(token)
-            if piece:
-                yield piece
-            if self._text.stopped:
-                reason = "stop"
-                break
+        chain = self._chain()
+        try:
+            while len(self.tokens) < self.max_tokens:
+                if chosen is None:
+                    token = sampler(logits)
+                else:
+                    token = chosen
+                    sampler.accept(token, vocab)
+                if token == 0 and self.stop_at_eos:
+                    if chain is not None and chain.inflight:
+                        chain.cancel()  # the step ahead fed the end of text: undo it
+                    reason = "eos"
+                    break
+                self.tokens.append(token)
+                if self.gpu_sampling and len(self.tokens) < self.max_tokens:
+                    # feed the token and choose the next on the GPU: only its id comes back
+                    if chain is None:
+                        chosen = self.model.forward_sample([token], self.state, sampler.config, sampler.rng,
+                                                           allowed=sampler.allowed)  # fmt: skip
+                    else:
+                        if not chain.inflight:  # else the step feeding it was submitted ahead
+                            chain.feed(token)
+                        # submit the step after it too, unless the token about to be read is the last
+                        chosen = chain.next(ahead=len(self.tokens) + 1 < self.max_tokens)
+                else:
+                    logits = self.model.forward([token], self.state)
+                    chosen = None
+                piece = self._text.push(token)
+                if piece:
+                    yield piece
+                if self._text.stopped:
+                    reason = "stop"
+                    break
+        finally:
+            if chain is not None:
+                chain.close()
         tail = self._text.finish()
         self._result = GenerationResult(
             self._text.text,
@@ -200,6 +214,15 @@ class GenerationStream:
         )
         if tail:
             yield tail
+
+
+    def _chain(self) -> DecodeChain | None:
+        """The one-step-ahead GPU decoding loop (models/chain.py), where GPU sampling is on and
+        no hook reads tensors back after each step."""
+        if not self.gpu_sampling or self.model.hooks.hooks:
+            return None
+        s = self.sampler
+        return self.model.decode_chain(self.state, s.config, s.rng, allowed=s.allowed)
 
 
 def use_gpu_sampling(model: Model, sampler: Any, wanted: bool | None) -> bool:

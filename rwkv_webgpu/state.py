@@ -79,11 +79,16 @@ class State:
         """An independent copy on the GPU."""
         other = State(self.model, self.batch_size, self.spec, fresh=False)
         enc = self.device.device.create_command_encoder()
-        for src, dst in zip(self.layers, other.layers):
-            for name in self.spec:
-                enc.copy_buffer_to_buffer(src[name], 0, dst[name], 0, src[name].size)
+        self.encode_copy(enc, other)
         self.device.queue.submit([enc.finish()])
         return other
+
+    def encode_copy(self, encoder: Any, other: State) -> None:
+        """Record copies of every part into ``other`` (same model and batch size) on ``encoder``:
+        ordered with the steps around it, nothing waits."""
+        for src, dst in zip(self.layers, other.layers):
+            for name in self.spec:
+                encoder.copy_buffer_to_buffer(src[name], 0, dst[name], 0, src[name].size)
 
     def to_numpy(self) -> dict[str, np.ndarray]:
         """Every part as ``[L, B, *slot_shape]`` float32 arrays."""

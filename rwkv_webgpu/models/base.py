@@ -28,9 +28,19 @@ from ..gpu import (
 )
 from ..hooks import Frame, HookRegistry
 from ..ops import Product, layer_norm, matmul, matmul_group, norm_mix, token_mix
+from ..ops.embed import EmbeddingTable, upload_table
 from ..state import State, StateSpec
 from ..weights.quant import Quant, quantize, quantized_here
-from .step import Buffers, Plan, StepRunner, VectorPack, sampling_row, share_budget
+from .chain import DecodeChain
+from .step import (
+    Buffers,
+    Plan,
+    StepRunner,
+    VectorPack,
+    check_gpu_sampling,
+    sampling_row,
+    share_budget,
+)
 
 FULL_ROWS = 512  # logits rows one step can return (the logits buffer and its staging copy)
 
@@ -60,6 +70,7 @@ class Model:
         self.runner = StepRunner(self)
         self.hooks = HookRegistry(on_change=self.runner.forget_graphs)
         self._initial: dict[str, np.ndarray] | None = None
+        self._emb_table: EmbeddingTable | None = None
 
     # -- to be supplied by a version -------------------------------------------------------
     def state_spec(self) -> StateSpec:
@@ -292,6 +303,20 @@ class Model:
         assert chosen is not None
         return chosen
 
+    def decode_chain(self, state: State, sampling: Any, rng: np.random.Generator, *, slot: int = 0,
+                     allowed: np.ndarray | None = None) -> DecodeChain:  # fmt: skip
+        """Decoding with GPU sampling kept one step ahead of the host (see :class:`DecodeChain`):
+        what :func:`rwkv_webgpu.generate` runs on GPUs. Same tokens, state and random draws as a
+        loop of :meth:`forward_sample`."""
+        return DecodeChain(self, state, sampling, rng, slot=slot, allowed=allowed)
+
+    def embedding_table(self) -> EmbeddingTable:
+        """The embedding on the GPU (uploaded on first use, for steps whose token the GPU chose:
+        2 bytes per value, or 4 where the checkpoint's values do not fit f16)."""
+        if self._emb_table is None:
+            self._emb_table = upload_table(self.device, self.emb, "emb")
+        return self._emb_table
+
     def forward_sample_batch(self, inputs: Sequence[Sequence[int]], state: State, sampling: Any | Sequence[Any],
                              rng: np.random.Generator | Sequence[np.random.Generator], *,
                              allowed: np.ndarray | None = None) -> list[int | None]:  # fmt: skip
@@ -302,8 +327,6 @@ class Model:
         config for every slot or one per slot; ``rng`` one generator (one draw per fed slot, in
         slot order) or one per slot; ``allowed`` one mask for every slot.
         """
-        from ..sampling import gpu_unsupported
-
         self.check_state(state)
         n = state.batch_size
         if len(inputs) != n:
@@ -313,12 +336,7 @@ class Model:
         if len(configs) != n or len(rngs) != n:
             raise ConfigError(f"{len(configs)} sampling configs and {len(rngs)} generators for {n} slots "
                               "(give one of each, or one per slot)")  # fmt: skip
-        for cfg in {id(c): c for c in configs}.values():  # one check per distinct config
-            unsupported = gpu_unsupported(cfg)
-            if unsupported:
-                raise ConfigError(f"GPU sampling supports temperature, top_p and top_k only, not {unsupported}")
-        if allowed is not None and np.shape(allowed) != (self.info.num_vocab,):
-            raise ConfigError(f"allowed has shape {np.shape(allowed)}; this model needs ({self.info.num_vocab},)")
+        check_gpu_sampling(self, configs, allowed)
         queues = [self.check_tokens(t, allow_empty=True) for t in inputs]
         want = [b for b, q in enumerate(queues) if q]
         if len(want) > self.token_chunk_size:

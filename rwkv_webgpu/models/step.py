@@ -12,6 +12,7 @@ import numpy as np
 
 from ..gpu import Counter, Device, Graph, act_buffer
 from ..ops import layer_norm, matmul
+from ..ops.embed import embed_rows
 from ..ops.sample import mask_bits, sample_rows
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class Buffers:
         self.allowed = dev.upload(mask_bits(None, model.info.num_vocab), "sample.allowed")
         self.allowed_now: bytes | None = None  # the mask last written (None: every id) ...
         self.allowed_src: np.ndarray | None = None  # ... and the array it came from
+        self.id_rings: list[Any] | None = None  # chained decoding's id staging (StepRunner.id_rings)
 
 
 @dataclass
@@ -75,6 +77,9 @@ class Plan:
     hidden: bool = False  # read back the normalised final hidden state (ln_out) instead of logits
     sample: np.ndarray | None = None  # f32 [rows, 4] (temperature, top_p, top_k, u): read back token ids
     allowed: np.ndarray | None = None  # bool [V]: the ids sampling may choose (None: all)
+    chained: bool = False  # the tokens are the ids the previous step sampled (gathered on the GPU)
+    ring: int | None = None  # read the ids through this one of two staging buffers (chained decoding)
+    backup: State | None = None  # copy the state here before the step (a checkpoint of models/chain.py)
 
     @staticmethod
     def pack(chunk: Sequence[Sequence[int]], want: Sequence[int], full: bool, hidden: bool = False) -> Plan:
@@ -113,6 +118,20 @@ def sampling_row(cfg: Any, rng: Any) -> list[float]:
     return [cfg.temperature, cfg.top_p, cfg.top_k, rng.random()]
 
 
+def check_gpu_sampling(model: Model, configs: Sequence[Any], allowed: np.ndarray | None) -> None:
+    """Refuse (ConfigError) sampling settings the GPU kernel does not apply, or an ``allowed``
+    mask of the wrong shape."""
+    from ..errors import ConfigError
+    from ..sampling import gpu_unsupported
+
+    for cfg in {id(c): c for c in configs}.values():  # one check per distinct config
+        unsupported = gpu_unsupported(cfg)
+        if unsupported:
+            raise ConfigError(f"GPU sampling supports temperature, top_p and top_k only, not {unsupported}")
+    if allowed is not None and np.shape(allowed) != (model.info.num_vocab,):
+        raise ConfigError(f"allowed has shape {np.shape(allowed)}; this model needs ({model.info.num_vocab},)")
+
+
 def share_budget(left: Sequence[int], budget: int) -> list[int]:
     """Split ``budget`` tokens fairly between slots with ``left[b]`` tokens waiting."""
     take = [0] * len(left)
@@ -137,6 +156,7 @@ class StepRunner:
         self.model = model
         self._graphs: weakref.WeakKeyDictionary[State, tuple[Graph, Buffers]] = weakref.WeakKeyDictionary()
         self._ahead: weakref.WeakKeyDictionary[State, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+        self._embeds: weakref.WeakKeyDictionary[State, Graph] = weakref.WeakKeyDictionary()
         # Encode the next step while the GPU runs this one. On a CPU adapter (lavapipe) the
         # "GPU" shares the cores with Python, so the overlap would only slow it down.
         self.encode_ahead = not model.device.info.cpu
@@ -145,6 +165,7 @@ class StepRunner:
         """Drop every recorded graph (hooks changed); the next step records afresh."""
         self._graphs = weakref.WeakKeyDictionary()
         self._ahead = weakref.WeakKeyDictionary()
+        self._embeds = weakref.WeakKeyDictionary()
 
     def graph(self, state: State) -> tuple[Graph, Buffers]:
         found = self._graphs.get(state)
@@ -183,7 +204,8 @@ class StepRunner:
 
         def copy_logits(enc: Any, plan: Plan) -> None:
             if plan.sample is not None:
-                enc.copy_buffer_to_buffer(buf.ids, 0, buf.staging, 0, max(4, plan.num_out * 4))
+                staging = buf.staging if plan.ring is None else self.id_rings(buf)[plan.ring]
+                enc.copy_buffer_to_buffer(buf.ids, 0, staging, 0, max(4, plan.num_out * 4))
                 return
             src, width = (buf.hn.buffer, m.info.num_emb) if plan.hidden else (buf.logits.buffer, m.info.num_vocab)
             size = plan.num_out * width * 4
@@ -220,8 +242,31 @@ class StepRunner:
         buf.out.value = plan.num_out
         buf.sampled.value = plan.num_out if plan.sample is not None else 0
         enc = self.model.device.device.create_command_encoder()
+        if plan.backup is not None:
+            state.encode_copy(enc, plan.backup)
+        if plan.chained:
+            self.embed_graph(state).encode(enc)
         g.encode(enc, plan, key=plan.shape)  # the counters above follow from the plan's shape
         return enc.finish()
+
+    def embed_graph(self, state: State) -> Graph:
+        """The dispatch that gathers a chained step's input rows from the ids its predecessor
+        sampled (the embedding table goes to the GPU the first time: Model.embedding_table)."""
+        found = self._embeds.get(state)
+        if found is None:
+            _, buf = self.graph(state)
+            found = Graph(self.model.device)
+            embed_rows(found, buf.tokens, buf.ids, self.model.embedding_table(), buf.xin, label="embed.chained")
+            self._embeds[state] = found
+        return found
+
+    def id_rings(self, buf: Buffers) -> list[Any]:
+        """Two staging buffers for sampled ids, so that one step's ids can be read while the next
+        step (which copies its own ids to the other) is already submitted."""
+        if buf.id_rings is None:
+            dev = self.model.device
+            buf.id_rings = [dev.staging(buf.head_rows * 4, f"sample.ids.ring{i}") for i in range(2)]
+        return buf.id_rings
 
     def profile(self, state: State, plan: Plan) -> list[tuple[str, float]]:
         """Run one step with a GPU timestamp around every dispatch: ``[(label, microseconds)]``."""
@@ -243,7 +288,8 @@ class StepRunner:
         """Write the step's inputs and submit ``cmd`` (from :meth:`encode` with a plan of this shape)."""
         _, buf = self.graph(state)
         dev = self.model.device
-        dev.write(buf.xin.buffer, self.model.emb[plan.tokens].astype(np.float32, copy=False))
+        if not plan.chained:
+            dev.write(buf.xin.buffer, self.model.emb[plan.tokens].astype(np.float32, copy=False))
         dev.write(buf.cursors, plan.cursors)
         buf.tokens.set(len(plan.tokens))
         buf.out.set(plan.num_out)
@@ -279,11 +325,12 @@ class StepRunner:
         import wgpu
 
         if plan.sample is not None:
-            buf.staging.map_sync(wgpu.MapMode.READ, 0, max(4, n_out * 4) + (-n_out * 4) % 4)
+            staging = buf.staging if plan.ring is None else self.id_rings(buf)[plan.ring]
+            staging.map_sync(wgpu.MapMode.READ, 0, max(4, n_out * 4) + (-n_out * 4) % 4)
             try:
-                ids = np.frombuffer(buf.staging.read_mapped(0, n_out * 4), np.uint32).astype(np.int64)
+                ids = np.frombuffer(staging.read_mapped(0, n_out * 4), np.uint32).astype(np.int64)
             finally:
-                buf.staging.unmap()
+                staging.unmap()
             return {b: ids[i : i + 1] for i, b in enumerate(plan.want)}
         width = self.model.info.num_emb if plan.hidden else self.model.info.num_vocab
         size = n_out * width * 4
