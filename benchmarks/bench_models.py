@@ -61,7 +61,7 @@ def gpu_sampling_loop(model, prompt: list[int], tokens: int, rng: np.random.Gene
             tok = model.forward_sample([tok], st, cfg, rng)
         return tokens / (time.perf_counter() - t0)
     chain = model.decode_chain(st, cfg, rng)
-    chain.feed(tok)
+    chain.feed([tok])
     for _ in range(8):  # warm up
         chain.next(ahead=True)
     t0 = time.perf_counter()
@@ -131,7 +131,17 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         for _ in range(steps):
             toks = [[t] for t in model.forward_sample_batch(toks, st, cfg, rng)]
+        out[f"decode_tok_s_b{b}_gpu_sampling_no_ahead"] = b * steps / (time.perf_counter() - t0)
+        # ... and one step ahead (models/chain.py): each step submitted before the last one's ids are read
+        chain = model.decode_chain(st, cfg, rng, slots=range(b))
+        chain.feed([t[0] for t in toks])
+        for _ in range(3):
+            chain.next(ahead=True)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            chain.next(ahead=True)
         out[f"decode_tok_s_b{b}_gpu_sampling"] = b * steps / (time.perf_counter() - t0)
+        chain.close()
     out["gpu_mb_total"] = dev.allocated_bytes / 2**20
     if args.profile and dev.info.timestamp_query:
         from rwkv_webgpu.models.step import Plan

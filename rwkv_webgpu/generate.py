@@ -188,9 +188,9 @@ class GenerationStream:
                                                            allowed=sampler.allowed)  # fmt: skip
                     else:
                         if not chain.inflight:  # else the step feeding it was submitted ahead
-                            chain.feed(token)
+                            chain.feed([token])
                         # submit the step after it too, unless the token about to be read is the last
-                        chosen = chain.next(ahead=len(self.tokens) + 1 < self.max_tokens)
+                        (chosen,) = chain.next(ahead=len(self.tokens) + 1 < self.max_tokens)
                 else:
                     logits = self.model.forward([token], self.state)
                     chosen = None

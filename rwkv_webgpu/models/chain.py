@@ -17,6 +17,7 @@ speculative step took. Tokens, state and draws therefore match a plain forward_s
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,80 +33,98 @@ CHECKPOINT = 16  # steps between state checkpoints: what cancel() feeds again at
 
 
 class DecodeChain:
-    """One slot of ``state`` decoded with GPU sampling, the next step submitted ahead.
+    """Slots of ``state`` decoded together with GPU sampling, the next step submitted ahead.
 
-    ``feed(token)`` submits a step that feeds a token the host knows (the first one);
-    ``next(ahead)`` returns the token the oldest submitted step chose, after submitting, when
-    ``ahead``, the step that feeds that token (the caller promises to keep it or cancel()).
-    ``cancel()`` undoes the speculative step of the last ``next(ahead=True)``; ``close()``
-    waits for whatever is still in flight. Create with :meth:`Model.decode_chain`.
+    ``feed(tokens)`` submits a step that feeds one token per slot that the host knows (the
+    first ones); ``next(ahead)`` returns the tokens the oldest submitted step chose (one per
+    slot, in ``slots`` order), after submitting, when ``ahead``, the step that feeds them (the
+    caller keeps them, or cancel()s). ``cancel()`` undoes the speculative step of the last
+    ``next(ahead=True)``; ``close()`` waits for whatever is still in flight. ``sampling`` and
+    ``rng`` are one for every slot or one per slot (one generator: one draw per slot per step,
+    in slot order), as for :meth:`Model.forward_sample_batch`. Create with
+    :meth:`Model.decode_chain`.
     """
 
-    def __init__(self, model: Model, state: State, sampling: Any, rng: np.random.Generator, *, slot: int = 0,
+    def __init__(self, model: Model, state: State, sampling: Any, rng: Any, *, slots: Sequence[int] = (0,),
                  allowed: np.ndarray | None = None):  # fmt: skip
         model.check_state(state)
-        if not 0 <= slot < state.batch_size:
-            raise StateError(f"slot {slot} is outside the state's batch of {state.batch_size}")
-        check_gpu_sampling(model, [sampling], allowed)
+        self.slots = [int(b) for b in slots]
+        if not self.slots or sorted(set(self.slots)) != self.slots:
+            raise StateError(f"slots must be distinct and increasing, got {list(slots)}")
+        if not 0 <= self.slots[0] <= self.slots[-1] < state.batch_size:
+            raise StateError(f"slots {self.slots} are not all inside the state's batch of {state.batch_size}")
+        n = len(self.slots)
+        self.configs = list(sampling) if isinstance(sampling, (list, tuple)) else [sampling] * n
+        self.rngs = list(rng) if isinstance(rng, (list, tuple)) else [rng] * n
+        if len(self.configs) != n or len(self.rngs) != n:
+            raise ConfigError(f"{len(self.configs)} sampling configs and {len(self.rngs)} generators for {n} slots")
+        if len(self.slots) > model.token_chunk_size:
+            raise ConfigError(f"{n} slots; this model's steps take at most {model.token_chunk_size} tokens")
+        check_gpu_sampling(model, self.configs, allowed)
         if model.runner.graph(state)[0].captures:
             raise ConfigError("hooks read tensors back after every step; decode with forward_sample instead")
-        self.model, self.state, self.slot = model, state, slot
-        self.sampling, self.rng, self.allowed = sampling, rng, allowed
+        self.model, self.state, self.allowed = model, state, allowed
         self.backup: State | None = None  # the last checkpoint
-        self.fed: list[int] = []  # tokens fed since the checkpoint (-1: chosen on the GPU, not read yet)
+        self.fed: list[list[int]] = []  # tokens fed per step since the checkpoint ([]: not read yet)
         self.inflight: deque[Plan] = deque()
-        self.rng_before: Any = None  # the generator's state before the newest step's draw
+        self.rng_before: list[tuple[Any, Any]] = []  # (generator, its state before the newest step's draws)
         self.ring = 0
 
-    def feed(self, token: int) -> None:
-        """Submit the step that feeds ``token`` (known to the host) and samples the next."""
+    def feed(self, tokens: Sequence[int]) -> None:
+        """Submit the step that feeds ``tokens`` (one per slot, known to the host) and samples
+        the next."""
         if self.inflight:
-            raise StateError("a step is still in flight: read its token with next() first")
-        (tok,) = self.model.check_tokens([token])
-        self._submit(tok)
+            raise StateError("a step is still in flight: read its tokens with next() first")
+        ids = self.model.check_tokens(tokens)
+        if len(ids) != len(self.slots):
+            raise StateError(f"{len(ids)} tokens for {len(self.slots)} slots")
+        self._submit(ids)
 
-    def next(self, ahead: bool) -> int:
-        """The token the oldest submitted step chose. With ``ahead``, the step that feeds it (and
-        samples the one after) is submitted first, so the GPU does not wait for this read."""
+    def next(self, ahead: bool) -> list[int]:
+        """The tokens the oldest submitted step chose. With ``ahead``, the step that feeds them
+        (and samples the ones after) is submitted first, so the GPU does not wait for this read."""
         if not self.inflight:
-            raise StateError("no step in flight: feed() a token first")
+            raise StateError("no step in flight: feed() tokens first")
         if ahead:
             self._submit(None)
-        plan = self.inflight.popleft()
-        token = self._read(plan)
+        tokens = self._read(self.inflight.popleft())
         if ahead:
-            self.fed[-1] = token  # the step just submitted feeds it
-        return token
+            self.fed[-1] = tokens  # the step just submitted feeds them
+        return tokens
 
     def cancel(self) -> None:
         """Undo the step submitted by the last ``next(ahead=True)``: the state, and the random
-        generator's draw, end as if that token had never been fed."""
+        generators' draws, end as if those tokens had never been fed."""
         if len(self.inflight) != 1 or not self.inflight[0].chained:
-            raise StateError("nothing to cancel: the last next() did not feed its token ahead")
+            raise StateError("nothing to cancel: the last next() did not feed its tokens ahead")
         self._read(self.inflight.popleft())
-        self.rng.bit_generator.state = self.rng_before
+        for r, before in self.rng_before:
+            r.bit_generator.state = before
         self.fed.pop()
         assert self.backup is not None
         dev = self.model.device
         enc = dev.device.create_command_encoder()
         self.backup.encode_copy(enc, self.state)
         dev.queue.submit([enc.finish()])
-        for tok in self.fed:  # the same one-token steps as before: the same sums
-            chunk: list[list[int]] = [[] for _ in range(self.state.batch_size)]
-            chunk[self.slot] = [tok]
-            self.model.runner.run(self.state, Plan.pack(chunk, [], False))
+        for tokens in self.fed:  # the same one-token steps as before: the same sums
+            self.model.runner.run(self.state, Plan.pack(self._chunk(tokens), [], False))
 
     def close(self) -> None:
         """Wait for the steps still in flight (their tokens stay fed)."""
         while self.inflight:
             self._read(self.inflight.popleft())
 
-    def _submit(self, token: int | None) -> None:
-        """Submit one step: feed ``token``, or (None) the id the previous step sampled."""
+    def _chunk(self, tokens: Sequence[int]) -> list[list[int]]:
         chunk: list[list[int]] = [[] for _ in range(self.state.batch_size)]
-        chunk[self.slot] = [0 if token is None else token]
-        plan = Plan.pack(chunk, [self.slot], False)
-        plan.chained = token is None
+        for b, tok in zip(self.slots, tokens):
+            chunk[b] = [tok]
+        return chunk
+
+    def _submit(self, tokens: list[int] | None) -> None:
+        """Submit one step: feed ``tokens``, or (None) the ids the previous step sampled (the
+        step's i-th token is the previous step's i-th sampled row: both follow ``slots``)."""
+        plan = Plan.pack(self._chunk(tokens or [0] * len(self.slots)), self.slots, False)
+        plan.chained = tokens is None
         plan.ring, self.ring = self.ring, self.ring ^ 1
         if self.backup is None or len(self.fed) >= CHECKPOINT:
             if self.backup is None:
@@ -114,13 +133,14 @@ class DecodeChain:
                 self.backup = State(self.model, self.state.batch_size, self.state.spec, fresh=False)
             plan.backup = self.backup
             self.fed = []
-        self.rng_before = self.rng.bit_generator.state
-        plan.sample = np.array([sampling_row(self.sampling, self.rng)], np.float32)
+        self.rng_before = [(r, r.bit_generator.state) for r in {id(r): r for r in self.rngs}.values()]
+        plan.sample = np.array([sampling_row(c, r) for c, r in zip(self.configs, self.rngs)], np.float32)
         plan.allowed = self.allowed
         runner = self.model.runner
         runner.submit(self.state, plan, runner.encode(self.state, plan))
-        self.fed.append(-1 if token is None else token)
+        self.fed.append(tokens or [])
         self.inflight.append(plan)
 
-    def _read(self, plan: Plan) -> int:
-        return int(self.model.runner.collect(self.state, plan)[self.slot][0])
+    def _read(self, plan: Plan) -> list[int]:
+        res = self.model.runner.collect(self.state, plan)
+        return [int(res[b][0]) for b in self.slots]

@@ -35,9 +35,9 @@ def chained_loop(model, first, steps, seed, *, cancel=False):
     state, rng = model.new_state(), np.random.default_rng(seed)
     ch = model.decode_chain(state, CFG, rng)
     seq = [first]
-    ch.feed(first)
+    ch.feed([first])
     for i in range(steps):
-        seq.append(ch.next(ahead=i + 1 < steps or cancel))
+        seq.extend(ch.next(ahead=i + 1 < steps or cancel))
     if cancel:
         ch.cancel()
     ch.close()
@@ -76,17 +76,54 @@ def test_chain_misuse_is_refused(model):
     ch = model.decode_chain(state, CFG, np.random.default_rng(0))
     with pytest.raises(rw.StateError, match="feed"):
         ch.next(ahead=True)
-    ch.feed(1)
+    with pytest.raises(rw.StateError, match="1 slots"):
+        ch.feed([1, 2])
+    ch.feed([1])
     with pytest.raises(rw.StateError, match="in flight"):
-        ch.feed(2)
+        ch.feed([2])
     ch.next(ahead=False)
     with pytest.raises(rw.StateError, match="nothing to cancel"):
         ch.cancel()
     with pytest.raises(rw.TokenError):
-        ch.feed(model.info.num_vocab)
+        ch.feed([model.info.num_vocab])
     with pytest.raises(rw.ConfigError, match="presence_penalty"):
         model.decode_chain(state, rw.SamplingConfig(presence_penalty=0.5), np.random.default_rng(0))
-    with pytest.raises(rw.StateError, match="slot"):
-        model.decode_chain(state, CFG, np.random.default_rng(0), slot=1)
+    with pytest.raises(rw.StateError, match="batch of 1"):
+        model.decode_chain(state, CFG, np.random.default_rng(0), slots=[1])
+    with pytest.raises(rw.StateError, match="distinct"):
+        model.decode_chain(model.new_state(3), CFG, np.random.default_rng(0), slots=[2, 0])
     # the model still decodes normally afterwards
     assert 0 <= model.forward_sample([1], state, CFG, np.random.default_rng(0)) < model.info.num_vocab
+
+
+def test_several_slots_follow_forward_sample_batch(model, monkeypatch):
+    """Slots 0, 2 and 3 of a 4-slot state (slot 1 left alone), one config per slot and one
+    shared generator: the tokens and state of a forward_sample_batch loop, also after cancel()."""
+    monkeypatch.setattr(chain_mod, "CHECKPOINT", 3)
+    cfgs = [CFG, rw.SamplingConfig(temperature=0), rw.SamplingConfig(temperature=0.8, top_p=0.5)]
+    slots, first, steps = [0, 2, 3], [4, 6, 8], 7
+    ref, rng = model.new_state(4), np.random.default_rng(2)
+    ref_cfgs = [cfgs[0], cfgs[0], cfgs[1], cfgs[2]]  # slot 1 is never fed: its config is unused
+    want, toks = [], first
+    for _ in range(steps):
+        out = model.forward_sample_batch(_spread(toks, slots), ref, ref_cfgs, rng)
+        toks = [out[b] for b in slots]
+        want.append(toks)
+    for cancel in (False, True):
+        state, grng = model.new_state(4), np.random.default_rng(2)
+        ch = model.decode_chain(state, cfgs, grng, slots=slots)
+        ch.feed(first)
+        got = [ch.next(ahead=i + 1 < steps or cancel) for i in range(steps)]
+        if cancel:
+            ch.cancel()
+        assert got == want
+        assert_states_identical(state, ref)
+        assert grng.random() == np.random.default_rng(2).random(3 * steps + 1)[-1]
+
+
+def _spread(tokens, slots, batch=4):
+    """One token per listed slot, nothing for the others."""
+    out = [None] * batch
+    for b, t in zip(slots, tokens):
+        out[b] = t
+    return [[] if t is None else [t] for t in out]
