@@ -8,6 +8,7 @@ adapter filter down explicitly).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,19 @@ import numpy as np
 from ..errors import AdapterError, GPUMemoryError
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _native_calls() -> Any:
+    """wgpu-native's C functions for submitting with an index and mapping a buffer after that
+    submission alone (wgpu-py's mapping waits for every submission), or None."""
+    try:
+        from wgpu.backends.wgpu_native._ffi import ffi, lib
+    except ImportError:
+        return None
+    names = ("wgpuQueueSubmitForIndex", "wgpuDevicePoll", "wgpuBufferMapAsync", "wgpuBufferGetConstMappedRange",
+             "wgpuBufferUnmap")  # fmt: skip
+    return (ffi, lib) if all(hasattr(lib, n) for n in names) else None
 
 NO_ADAPTER_HELP = (
     "No WebGPU adapter was found. Install a GPU driver that wgpu can reach: on Debian/Ubuntu "
@@ -225,6 +239,53 @@ class Device:
         pad = (-raw.nbytes) % 4
         data = raw.tobytes() + b"\0" * pad
         self.queue.write_buffer(buffer, offset, data)
+
+    def submit(self, command_buffers: list[Any]) -> int | None:
+        """Submit; returns the submission's index where wgpu-native gives one (for
+        :meth:`read_staging` to wait on that submission alone), else None."""
+        native = _native_calls()
+        if native is None:
+            self.queue.submit(command_buffers)
+            return None
+        ffi, lib = native
+        handles = ffi.new("WGPUCommandBuffer[]", [cb._internal for cb in command_buffers])
+        return int(lib.wgpuQueueSubmitForIndex(self.queue._internal, len(command_buffers), handles))
+
+    def read_staging(self, buffer: Any, size: int, after: int | None = None) -> bytearray:
+        """The first ``size`` bytes of a MAP_READ ``buffer`` once submission ``after`` (from
+        :meth:`submit`) has finished, without waiting for later submissions; with None, or
+        without wgpu-native, once every submission has (wgpu-py's mapping)."""
+        import wgpu
+
+        size = max(4, size + (-size) % 4)
+        native = _native_calls()
+        if native is None or after is None:
+            buffer.map_sync(wgpu.MapMode.READ, 0, size)
+            try:
+                return bytearray(buffer.read_mapped(0, size))
+            finally:
+                buffer.unmap()
+        ffi, lib = native
+        status = [None]
+
+        @ffi.callback("void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)")
+        def mapped(code: int, _message: Any, _u1: Any, _u2: Any) -> None:
+            status[0] = code
+
+        info = ffi.new("WGPUBufferMapCallbackInfo *")
+        info.mode = lib.WGPUCallbackMode_AllowProcessEvents
+        info.callback = mapped
+        lib.wgpuBufferMapAsync(buffer._internal, lib.WGPUMapMode_Read, 0, size, info[0])
+        index = ffi.new("WGPUSubmissionIndex *", after)
+        lib.wgpuDevicePoll(self.device._internal, True, index)  # returns once that submission is done
+        while status[0] is None:  # the callback comes with a poll after the GPU work
+            lib.wgpuDevicePoll(self.device._internal, True, ffi.NULL)
+        if status[0] != lib.WGPUMapAsyncStatus_Success:
+            raise AdapterError(f"could not map {buffer.label!r} for reading (status {status[0]}) on {self.info.name}")
+        try:
+            return bytearray(ffi.buffer(lib.wgpuBufferGetConstMappedRange(buffer._internal, 0, size), size))
+        finally:
+            lib.wgpuBufferUnmap(buffer._internal)
 
     def read(self, buffer: Any, dtype: Any = np.float32, offset: int = 0, size: int | None = None) -> np.ndarray:
         """Copy a storage buffer back to the host (slow path; the model uses a persistent staging buffer)."""

@@ -80,6 +80,7 @@ class Plan:
     chained: bool = False  # the tokens are the ids the previous step sampled (gathered on the GPU)
     ring: int | None = None  # read the ids through this one of two staging buffers (chained decoding)
     backup: State | None = None  # copy the state here before the step (a checkpoint of models/chain.py)
+    submitted: int | None = None  # the submission's index (Device.submit), once submitted
 
     @staticmethod
     def pack(chunk: Sequence[Sequence[int]], want: Sequence[int], full: bool, hidden: bool = False) -> Plan:
@@ -297,7 +298,7 @@ class StepRunner:
             dev.write(buf.sample_params, np.ascontiguousarray(plan.sample, np.float32))
             self._write_mask(buf, plan.allowed)
         buf.sampled.set(plan.num_out if plan.sample is not None else 0)
-        dev.queue.submit([cmd])
+        plan.submitted = dev.submit([cmd])
 
     def _write_mask(self, buf: Buffers, allowed: np.ndarray | None) -> None:
         """Give the sampling kernel ``allowed`` (None: every id), unless it has it already. A
@@ -322,23 +323,16 @@ class StepRunner:
         n_out = plan.num_out
         if not n_out:
             return {}
-        import wgpu
-
+        dev = self.model.device
         if plan.sample is not None:
             staging = buf.staging if plan.ring is None else self.id_rings(buf)[plan.ring]
-            staging.map_sync(wgpu.MapMode.READ, 0, max(4, n_out * 4) + (-n_out * 4) % 4)
-            try:
-                ids = np.frombuffer(staging.read_mapped(0, n_out * 4), np.uint32).astype(np.int64)
-            finally:
-                staging.unmap()
+            raw = dev.read_staging(staging, n_out * 4, plan.submitted)
+            ids = np.frombuffer(raw, np.uint32)[:n_out].astype(np.int64)
             return {b: ids[i : i + 1] for i, b in enumerate(plan.want)}
         width = self.model.info.num_emb if plan.hidden else self.model.info.num_vocab
         size = n_out * width * 4
-        buf.staging.map_sync(wgpu.MapMode.READ, 0, size)
-        try:
-            logits = np.frombuffer(buf.staging.read_mapped(0, size), np.float32).reshape(n_out, -1).copy()
-        finally:
-            buf.staging.unmap()
+        logits = np.frombuffer(dev.read_staging(buf.staging, size, plan.submitted), np.float32)[: n_out * width]
+        logits = logits.reshape(n_out, width)
         result: dict[int, np.ndarray] = {}
         row = 0
         for b, (_, rows) in zip(plan.want, plan.out_rows):
