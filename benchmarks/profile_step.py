@@ -135,6 +135,7 @@ def one_batch(model, batch: int, Plan, _group) -> dict:
         out["gpu_step_us"] = float(np.median([step_span_us(model, state, plan) for _ in range(16)]))
         out["gpu_us"] = _group(model.runner.profile(state, plan))
     if batch == 1:
+        import rwkv_webgpu as rw
         from bench_models import gpu_sampling_loop
 
         rng = np.random.default_rng(0)
@@ -144,6 +145,7 @@ def one_batch(model, batch: int, Plan, _group) -> dict:
         sample_plan.sample = np.array([[1.0, 0.9, 0, 0.5]], np.float32)
         if model.device.info.timestamp_query:
             st = model.new_state()
+            model.forward_sample([1], st, rw.SamplingConfig(temperature=1.0, top_p=0.9), rng)  # sets the counters
             out["gpu_step_sampling_us"] = float(np.median([step_span_us(model, st, sample_plan) for _ in range(16)]))
     return out
 

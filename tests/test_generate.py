@@ -231,17 +231,16 @@ def test_prefix_cache_restores_instead_of_processing(model):
     prompt = "a long prompt about cats"
     plain = generate(model, prompt, sampling=cfg, max_tokens=6, return_result=True)
     first = generate(model, prompt, sampling=cfg, max_tokens=6, cache=cache, return_result=True)
-    calls: list[int] = []
-    forward, forward_sample = model.forward, model.forward_sample  # tokens fed either way (GPU sampling)
-    model.forward = lambda ids, state, **kw: calls.append(len(ids)) or forward(ids, state, **kw)
-    model.forward_sample = lambda ids, state, *a, **kw: calls.append(len(ids)) or forward_sample(ids, state, *a, **kw)
+    calls: list[int] = []  # tokens per submitted step, whichever loop fed them (GPU sampling or not)
+    submit = model.runner.submit
+    model.runner.submit = lambda state, plan, cmd: calls.append(len(plan.tokens)) or submit(state, plan, cmd)
     try:
         again = generate(model, prompt, sampling=cfg, max_tokens=6, cache=cache, return_result=True)
         longer = generate(
             model, prompt + " and dogs", sampling=cfg, max_tokens=1, cache=cache, return_result=True
         )
     finally:
-        del model.forward, model.forward_sample
+        del model.runner.submit
     n = len(model.tokenizer.encode(prompt))
     assert (first.cached_tokens, again.cached_tokens, longer.cached_tokens) == (0, n, n)
     assert plain.tokens == first.tokens == again.tokens
