@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--quant", default=None, help="int8, nf4 or sf4")
     ap.add_argument("--no-big-split", action="store_true", help="experiment: prompt products never cut K in parts")
     ap.add_argument("--no-quant-big", action="store_true", help="experiment: quantized prompts on 64 x 64 tiles only")
+    ap.add_argument("--no-decode-split", action="store_true", help="experiment: one token over long rows on the 64-lane GEMV")
     ap.add_argument("--row-major-blocks", action="store_true", help="experiment: tile_big.wgsl WARP_BLOCKS off")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
@@ -55,6 +56,8 @@ def main() -> None:
         mm.BIG_SPLIT_FROM = 1 << 30
     if args.no_quant_big:
         mm.QUANT_BIG = False
+    if args.no_decode_split:
+        mm.DECODE_SPLIT = False
     if args.row_major_blocks:
         sh = importlib.import_module("rwkv_webgpu.gpu.shaders")
         before = sh.read_shader

@@ -5,7 +5,7 @@
 // Bindings as matmul.wgsl. Grid: (ceil(R / (WGS / LANES)), ceil(T / TOK)); workgroup of WGS.
 // `decode` (one token per workgroup row of the grid) is `main` with TOK = 1 whose lanes load
 // UNROLL (1, 2 or 4) words of the row before using them (decode_row.wgsl); same sums in the
-// same order. Grid: (ceil(R / (WGS / LANES)), T).
+// same order. Grid: (ceil(R / (WGS / LANES)), T). `decode_split`: the same with K in parts (below).
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 
 override LANES: u32 = 8u;  // invocations per row: 8, 16 or 32
@@ -51,4 +51,32 @@ fn decode(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: 
         acc += subgroupShuffleXor(acc, s);
     }
     if lane == 0u { store_out(t, r, acc); }
+}
+
+// `decode_split`: `decode` with K cut in SPLIT parts (grid z) for rows too long for LANES lanes
+// to keep enough loads in flight (one token through the FFN value matrix, K = 7168-8192): part z
+// sums its share of the row's words and writes the raw sum as partial [SPLIT, T, R] (y bound to
+// the scratch buffer), which matmul_tiled.wgsl `reduce` adds up and stores.
+// Grid: (ceil(R / (WGS / LANES)), T, SPLIT).
+override SPLIT: u32 = 2u;
+
+@compute @workgroup_size(WGS)
+fn decode_split(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = li % LANES;
+    let r = wid.x * (WGS / LANES) + li / LANES;
+    let t = wid.y;
+    let per = (p.kv + SPLIT - 1u) / SPLIT;  // words per part
+    let w0 = min(wid.z * per, p.kv);
+    let words = min(per, p.kv - w0);
+    var acc = 0.0;
+    if r < p.rows && t < count.n {
+        // the part as a row of its own: words from w0, x from position 8 w0 (p.k > 8 w0 when words > 0)
+        acc = lane_sum(r * p.kv + w0, words, lane, p.x_off + t * p.x_stride + w0 * 8u, select(0u, p.k - w0 * 8u, words > 0u));
+    }
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        acc += subgroupShuffleXor(acc, s);
+    }
+    if lane == 0u && r < p.rows && t < count.n {
+        y[(wid.z * count.n + t) * p.rows + r] = acc;
+    }
 }

@@ -36,6 +36,8 @@ QUANT_DECODE_MAX_K = 8192  # the same bound for quantized weights (H100: faster 
 DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
 # adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
 DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
+DECODE_SPLIT = True  # one token over rows longer than DECODE_MAX_K: that kernel with K in parts ...
+DECODE_SPLIT_K = 2048  # ... of at most this many weights each, then `reduce` (else the 64-lane GEMV)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
@@ -93,7 +95,7 @@ def matmul(
         params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)
 
         for name, grid in _choose(graph, part.rows, kernel, w.k):
-            if name in ("split", "tall", "big_split"):
+            if name in ("split", "tall", "big_split", "decode_split"):
                 _matmul_parts(graph, counter, params, part, x, y, grid, label, name, kernel is not None)
                 continue
             consts: dict[str, float]
@@ -128,7 +130,13 @@ _KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
     "tiled": ("matmul_tiled", "main", {}),
     "big": ("matmul_tiled", "big", {}),
 }
-KERNELS = ("gemv", "subgroup", "decode", "rowwise", "rows4", "rows32", "tile8", "tile16", "tiled", "big", "split", "tall", "big_split")
+KERNELS = ("gemv", "subgroup", "decode", "decode_split", "rowwise", "rows4", "rows32", "tile8", "tile16", "tiled", "big",
+           "split", "tall", "big_split")  # fmt: skip
+
+
+def decode_split_parts(k: int) -> int:
+    """K parts of `decode_split` for rows of ``k`` weights: at most DECODE_SPLIT_K each, at least 2."""
+    return max(2, ceil_div(k, DECODE_SPLIT_K))
 
 
 def split_parts(rows: int, k: int) -> int:
@@ -192,6 +200,9 @@ def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: Matr
         _matmul_big_split(graph, counter, params, part.rows, x, y, grid, label, forced, "matmul_tiled",
                           {2: part.buffer})  # fmt: skip
         return
+    if entry == "decode_split":
+        _matmul_decode_split(graph, counter, params, part, x, y, grid, label, forced)
+        return
     parts = split_parts(part.rows, k) if entry == "split" else tall_parts(part.rows, k)
     if entry == "tall" and parts == 1:
         graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, y.buffer], grid, entry="tall",
@@ -250,6 +261,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
         "decode": decode_grid(graph, rows),
+        "decode_split": lambda n: (*decode_grid(graph, rows)(n)[:2], decode_split_parts(k)),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "rows4": lambda n: (ceil_div(rows, 4 * 64), n, 1),
         "rows32": lambda n: (ceil_div(rows, 32 * 64), n, 1),
@@ -266,7 +278,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
             raise ValueError(f"unknown matmul kernel {kernel!r}; choose from {KERNELS}")
         if kernel == "split" and split_parts(rows, k) < 2:
             raise ValueError(f"the split matmul needs fewer than {TILED_MIN_TILES // 2 * TILE} rows, got {rows}")
-        if kernel in ("subgroup", "decode") and not graph.device.info.subgroup:
+        if kernel in ("subgroup", "decode", "decode_split") and not graph.device.info.subgroup:
             raise ValueError(f"the {kernel} matmul needs an adapter with the 'subgroup' feature")
         return [(kernel, grids[kernel])]
     names, pick = _rule(graph, rows, k)
@@ -284,7 +296,8 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
 
     Real GPUs with subgroups (thresholds measured on the H100 with benchmarks/bench_kernels.py):
     under DECODE_UNTIL tokens the one-token subgroup kernel ("decode"; a single token with rows
-    longer than DECODE_MAX_K takes the 64-lane GEMV, and matrices of WIDE_ROWS rows or more take
+    longer than DECODE_MAX_K takes it with K in parts, "decode_split", or with DECODE_SPLIT off
+    the 64-lane GEMV; matrices of WIDE_ROWS rows or more take
     the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel; from
     SPLIT_FROM to TALL_MAX tokens 128-row x 64-token tiles with K in parts ("tall", matrices of
     TALL_MIN_ROWS rows or more) or 64 x 64 tiles with K in parts ("split", narrower ones, and
@@ -325,8 +338,8 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
         if not sub:
             return "gemv"
         if n < DECODE_UNTIL:
-            if n == 1 and k > DECODE_MAX_K:
-                return "gemv"  # long rows, one token: the 64-lane GEMV
+            if n == 1 and k > DECODE_MAX_K:  # long rows, one token: K in parts, or the 64-lane GEMV
+                return "decode_split" if DECODE_SPLIT else "gemv"
             # wide matrices from a few tokens: 4 tokens per weight read beat one
             return "subgroup" if n >= WIDE_FROM and rows >= WIDE_ROWS else "decode"
         return "split" if split and n >= SPLIT_FROM else "subgroup"
@@ -338,9 +351,25 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
         names.append("big_split")
     if sub and k <= DECODE_MAX_K:
         names.remove("gemv")
+    if sub and k > DECODE_MAX_K:
+        names.append("decode_split")
     if not split and "split" in names:
         names.remove("split")
     return names, pick
+
+
+def _matmul_decode_split(graph: Graph, counter: Counter, params: np.ndarray, part: MatrixPart, x: Act, y: Act,
+                         grid: Grid, label: str, forced: bool) -> None:  # fmt: skip
+    """Record `decode_split` (one-token rows with K in parts; partials in the scratch buffer) and
+    the `reduce` that adds them into y."""
+    parts = decode_split_parts(int(params["k"][0]))
+    tokens = (x.max_rows or 4096) if forced else 1
+    scratch = graph.device.scratch(parts * tokens * part.rows * 4)
+    graph.dispatch("matmul_subgroup", counter, params, [part.buffer, x.buffer, scratch], grid, entry="decode_split",
+                   label=f"{label}.decode_split", SPLIT=parts, **decode_constants(graph))  # fmt: skip
+    graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer},
+                   lambda n: (ceil_div(part.rows, 64), n, 1) if grid(n) != NO_GRID else NO_GRID,
+                   entry="reduce", label=label + ".reduce", SPLIT=parts)  # fmt: skip
 
 
 def _when(pick: Callable[[int], str], name: str, grid: Grid) -> Grid:
@@ -399,7 +428,7 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
             return f
         if f in ("tiled", "big", "big_split") or (f == "tall" and _enough(rows, n, TILE)) or (f in ("tile8", "tile16") and n >= TILED_FROM):
             return "tiled"  # (CPU adapters: from TILED_FROM tokens)
-        long_rows = f == "gemv" and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
+        long_rows = f in ("gemv", "decode_split") and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
         return "decode" if f == "decode" or long_rows else "gemv"
 
     kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]

@@ -134,6 +134,10 @@ def test_quant_kernel_choice(device, monkeypatch):
     if device.info.subgroup:  # one-token subgroup kernel below DECODE_UNTIL tokens
         assert grids["decode"](1) != (0, 0, 0) and grids["gemv"](1) == (0, 0, 0)
         assert grids["decode"](DECODE_UNTIL) == (0, 0, 0) and grids["gemv"](DECODE_UNTIL) != (0, 0, 0)
+        # long rows (the FFN value, K = 7168): still the one-token kernel for quantized weights,
+        # whatever f16 weights of that shape take (their K-in-parts variant has no quantized twin)
+        long_rows = dict(_choose_quant(g, 2048, None, 7168))
+        assert long_rows["decode"](1) != (0, 0, 0) and long_rows["gemv"](1) == (0, 0, 0)
     rng = np.random.default_rng(4)
     w = rng.standard_normal((rows, 40)).astype(np.float32)
     x = rng.standard_normal((TILED_FROM + 3, 40)).astype(np.float32)
