@@ -138,8 +138,9 @@ def one_batch(model, batch: int, Plan, _group) -> dict:
         out["gpu_step_us"] = float(np.median([step_span_us(model, state, plan) for _ in range(16)]))
         out["gpu_us"] = _group(model.runner.profile(state, plan))
     if batch == 1:
-        import rwkv_webgpu as rw
         from bench_models import gpu_sampling_loop
+
+        import rwkv_webgpu as rw
 
         rng = np.random.default_rng(0)
         out["gpu_sampling_tok_s"] = gpu_sampling_loop(model, [1, 2, 3], 64, rng)
