@@ -54,7 +54,7 @@ def gpu_sampling_loop(model, prompt: list[int], tokens: int, rng: np.random.Gene
     st = model.new_state()
     tok = model.forward_sample(prompt[:15], st, cfg, rng)
     if not ahead:
-        for _ in range(8):  # warm up
+        for _ in range(32):  # warm up
             tok = model.forward_sample([tok], st, cfg, rng)
         t0 = time.perf_counter()
         for _ in range(tokens):
@@ -62,7 +62,7 @@ def gpu_sampling_loop(model, prompt: list[int], tokens: int, rng: np.random.Gene
         return tokens / (time.perf_counter() - t0)
     chain = model.decode_chain(st, cfg, rng)
     chain.feed([tok])
-    for _ in range(8):  # warm up
+    for _ in range(32):  # warm up (a machine's first steps can run at lower clocks)
         chain.next(ahead=True)
     t0 = time.perf_counter()
     for _ in range(tokens):

@@ -58,6 +58,32 @@ def test_peaked_and_flat_rows_take_either_search(device, spread, wg):
     assert got.tolist() == [reference(logits[i], *params[i]) for i in range(len(rows))]
 
 
+@pytest.mark.parametrize("wg", [256, 1024])
+@pytest.mark.parametrize("masked", [False, True])
+def test_ties_at_the_cut_and_large_top_k(device, masked, wg):
+    """Logits on a coarse grid (hundreds to thousands of ties at the cut), top_k below and above
+    the 2048 candidates workgroup memory holds (then top_p on what top_k kept), top_k above the
+    number of allowed ids; with an allowed-id mask too."""
+    v = 65536
+    rng = np.random.default_rng(12)
+    rows = [(1.0, 1.0, 3000, 0.4), (1.0, 1.0, 20000, 0.7), (0.8, 0.9, 5000, 0.3), (1.0, 0.95, 100, 0.9),
+            (1.5, 0.7, 0, 0.5), (1.0, 0.999, 0, 0.01), (1.0, 1.0, 2047, 0.6), (0.5, 0.8, 40, 0.2),
+            (1.0, 0.9, 50000, 0.8), (2.0, 0.5, 0, 0.66)]  # fmt: skip
+    params = np.array(rows, np.float32)
+    step = np.where(np.arange(len(rows)) % 2 == 0, 0.25, 1.0)[:, None]  # ~800 / ~3000 ties per value
+    logits = (np.round(rng.standard_normal((len(rows), v)) * 2.5 / step) * step).astype(np.float32)
+    allowed = rng.random(v) > 0.3 if masked else None
+    g, c = Graph(device), Counter(device, "n")
+    la = act_buffer(device, len(rows), v, "logits")
+    device.write(la.buffer, logits)
+    ids = device.storage(len(rows) * 4)
+    sample_rows(g, c, la, device.upload(params), ids, device.upload(mask_bits(allowed, v)), wg=wg)
+    c.set(len(rows))
+    g.run()
+    got = device.read(ids, np.uint32)[: len(rows)]
+    assert got.tolist() == [reference(logits[i], *params[i], allowed=allowed) for i in range(len(rows))]
+
+
 class FixedDraw:
     """An rng whose one draw is ``u`` (what the host sampler consumes per token)."""
 
