@@ -130,6 +130,121 @@ fn candidate_mass(lid: u32, n: u32, c: f32, top: f32, temp: f32, total: f32) -> 
     return reduce_sum(lid, acc);
 }
 
+// A cut search that reads the row three times instead of CUTS times: a histogram of the weights
+// (count, or mass in fixed point) of the logits in [lo, hi] over NB bins finds the bin where the
+// cut lies; that bin's logits go to `cand` and the weight of those above it is summed exactly;
+// the bisection then runs on the candidates in workgroup memory. Where the bin holds more than
+// CAND logits, or the fixed-point sums pointed at the wrong bin (checked exactly), the plain
+// bisection over the row runs instead.
+const NB: u32 = 256u;  // histogram bins
+const MASS_SCALE: f32 = 2147483648.0;  // 2^31: a logit's mass in the histogram, in units of 2^-31
+var<workgroup> hist: array<atomic<u32>, NB>;
+var<workgroup> picked: u32;
+
+// The weight of a logit: 1 (counting, for top_k) or its probability (top_p).
+fn weight(v: f32, top: f32, temp: f32, total: f32, by_count: bool) -> f32 {
+    return select(exp((v - top) / temp) / total, 1.0, by_count);
+}
+
+// Bin of logit v in [lo, lo + span]: nondecreasing in v, so higher bins hold higher logits.
+fn bin_of(v: f32, lo: f32, span: f32) -> u32 {
+    return min(u32(max((v - lo) / span * f32(NB), 0.0)), NB - 1u);
+}
+
+// The sum of the weights of the candidates whose logit reaches `c`; every invocation calls it.
+fn candidate_sum(lid: u32, n: u32, c: f32, top: f32, temp: f32, total: f32, by_count: bool) -> f32 {
+    var acc = 0.0;
+    for (var j = lid; j < n; j += WG) {
+        let v = cand[j];
+        if v >= c { acc += weight(v, top, temp, total, by_count); }
+    }
+    return reduce_sum(lid, acc);
+}
+
+// The highest cut in [lo, hi] keeping a weight of at least `goal` (tokens for top_k, mass for
+// top_p), as CUTS halvings of [lo, hi] over the row would find it (ties within ~1e-7 of the
+// range aside). lo keeps at least `goal`. Every invocation calls it.
+fn search_cut(lid: u32, base: u32, lo: f32, hi: f32, top: f32, temp: f32, total: f32, goal: f32,
+              by_count: bool) -> f32 {
+    if lid < NB { atomicStore(&hist[lid], 0u); }
+    if lid == 0u { atomicStore(&n_cand, 0u); }
+    workgroupBarrier();
+    let span = max(hi - lo, 1e-30);
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        for (var e = 0u; e < 8u; e++) {
+            let v = l[e / 4u][e % 4u];
+            if v >= lo {
+                let w = select(u32(weight(v, top, temp, total, false) * MASS_SCALE), 1u, by_count);
+                atomicAdd(&hist[bin_of(v, lo, span)], w);
+            }
+        }
+    }
+    workgroupBarrier();
+    if lid == 0u {  // the highest bin whose weight from the top reaches the goal
+        let want = select(goal * MASS_SCALE, goal, by_count);
+        var acc = 0.0;
+        var j = NB;
+        loop {
+            j -= 1u;
+            acc += f32(atomicLoad(&hist[j]));
+            if acc >= want || j == 0u { break; }
+        }
+        picked = j;
+    }
+    let jb = workgroupUniformLoad(&picked);
+    // that bin's logits as candidates, the weight above it summed exactly
+    var above = 0.0;
+    var c_lo = -NONE;
+    var c_hi = NONE;
+    for (var i = lid; i < p.v; i += 8u * WG) {
+        let l = logits8(base, i);
+        for (var e = 0u; e < 8u; e++) {
+            let v = l[e / 4u][e % 4u];
+            if v >= lo {
+                let b = bin_of(v, lo, span);
+                if b > jb {
+                    above += weight(v, top, temp, total, by_count);
+                } else if b == jb {
+                    let slot = atomicAdd(&n_cand, 1u);
+                    if slot < CAND { cand[slot] = v; }
+                    c_lo = min(c_lo, v);
+                    c_hi = max(c_hi, v);
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    if lid == 0u { n_seen = atomicLoad(&n_cand); }
+    let n = workgroupUniformLoad(&n_seen);
+    let above_all = reduce_sum(lid, above);
+    let bin_lo = -reduce_max(lid, -c_lo);
+    let bin_hi = reduce_max(lid, c_hi);
+    var ok = false;
+    if n > 0u && n <= CAND {
+        let all = above_all + candidate_sum(lid, n, bin_lo, top, temp, total, by_count);
+        ok = above_all < goal && all >= goal;  // the cut lies in this bin
+    }
+    if lid == 0u { picked = select(0u, 1u, ok); }
+    if workgroupUniformLoad(&picked) == 1u {
+        var keep = bin_lo;
+        var top_c = bin_hi;
+        for (var it = 0u; it < CUTS; it++) {
+            let mid = 0.5 * (keep + top_c);
+            if above_all + candidate_sum(lid, n, mid, top, temp, total, by_count) >= goal { keep = mid; } else { top_c = mid; }
+        }
+        return keep;
+    }
+    var keep = lo;  // the plain bisection over the row
+    var top_c = hi;
+    for (var it = 0u; it < CUTS; it++) {
+        let mid = 0.5 * (keep + top_c);
+        let kept = kept_sums(lid, base, mid, top, temp, total);
+        if select(kept.x, kept.y, by_count) >= goal { keep = mid; } else { top_c = mid; }
+    }
+    return keep;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let lid = lid3.x;
@@ -178,11 +293,7 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         keep = bottom;
     }
     if top_k > 0.0 && top_k < f32(p.v) {
-        var hi_c = top;
-        for (var it = 0u; it < CUTS; it++) {
-            let mid = 0.5 * (keep + hi_c);
-            if kept_sums(lid, base, mid, top, temp, total).y >= top_k { keep = mid; } else { hi_c = mid; }
-        }
+        keep = search_cut(lid, base, keep, top, top, temp, total, top_k, true);
     }
     if top_p < 1.0 {
         let goal = top_p * kept_sums(lid, base, keep, top, temp, total).x;
@@ -204,10 +315,7 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
             }
         }
         if !searched {
-            for (var it = 0u; it < CUTS; it++) {
-                let mid = 0.5 * (keep + hi_c);
-                if kept_sums(lid, base, mid, top, temp, total).x >= goal { keep = mid; } else { hi_c = mid; }
-            }
+            keep = search_cut(lid, base, keep, top, top, temp, total, goal, false);
         }
     }
     let chunk = (p.v + WG - 1u) / WG;
