@@ -15,6 +15,19 @@ FIX = Path(__file__).resolve().parent / "fixtures"
 V7 = FIX / "models" / "v7_L2_C64_V97.pth"
 
 
+def sample_on_gpu(device, logits, params, allowed=None, wg=None):
+    """Run the sampling kernel over the rows of ``logits`` with ``params`` [R, 4]; the ids."""
+    rows, v = logits.shape
+    g, c = Graph(device), Counter(device, "n")
+    la = act_buffer(device, rows, v, "logits")
+    device.write(la.buffer, logits)
+    ids = device.storage(rows * 4)
+    sample_rows(g, c, la, device.upload(np.asarray(params, np.float32)), ids, device.upload(mask_bits(allowed, v)), wg=wg)
+    c.set(rows)
+    g.run()
+    return device.read(ids, np.uint32)[:rows].tolist()
+
+
 @pytest.mark.parametrize("v", [1, 7, 97, 1000, 5003, 65536])
 def test_kernel_matches_numpy_rule(device, v):
     rng = np.random.default_rng(v)
@@ -25,16 +38,9 @@ def test_kernel_matches_numpy_rule(device, v):
             rows.append((temp, top_p, top_k, u))
     params = np.array(rows, np.float32)
     logits = (rng.standard_normal((len(rows), v)) * 3).astype(np.float32)
-    g, c = Graph(device), Counter(device, "n")
-    la = act_buffer(device, len(rows), v, "logits")
-    device.write(la.buffer, logits)
-    ids = device.storage(len(rows) * 4)
-    sample_rows(g, c, la, device.upload(params), ids, device.upload(mask_bits(None, v)))
-    c.set(len(rows))
-    g.run()
-    got = device.read(ids, np.uint32)[: len(rows)]
+    got = sample_on_gpu(device, logits, params)
     want = [reference(logits[i], *params[i]) for i in range(len(rows))]
-    assert got.tolist() == want
+    assert got == want
 
 
 @pytest.mark.parametrize("wg", [256, 1024])
@@ -47,15 +53,8 @@ def test_peaked_and_flat_rows_take_either_search(device, spread, wg):
     rows = [(1.0, top_p, 0, u) for top_p in (0.5, 0.9, 0.99) for u in (0.02, 0.5, 0.97)]
     params = np.array(rows, np.float32)
     logits = (rng.standard_normal((len(rows), v)) * spread).astype(np.float32)
-    g, c = Graph(device), Counter(device, "n")
-    la = act_buffer(device, len(rows), v, "logits")
-    device.write(la.buffer, logits)
-    ids = device.storage(len(rows) * 4)
-    sample_rows(g, c, la, device.upload(params), ids, device.upload(mask_bits(None, v)), wg=wg)
-    c.set(len(rows))
-    g.run()
-    got = device.read(ids, np.uint32)[: len(rows)]
-    assert got.tolist() == [reference(logits[i], *params[i]) for i in range(len(rows))]
+    got = sample_on_gpu(device, logits, params, wg=wg)
+    assert got == [reference(logits[i], *params[i]) for i in range(len(rows))]
 
 
 @pytest.mark.parametrize("wg", [256, 1024])
@@ -73,15 +72,8 @@ def test_ties_at_the_cut_and_large_top_k(device, masked, wg):
     step = np.where(np.arange(len(rows)) % 2 == 0, 0.25, 1.0)[:, None]  # ~800 / ~3000 ties per value
     logits = (np.round(rng.standard_normal((len(rows), v)) * 2.5 / step) * step).astype(np.float32)
     allowed = rng.random(v) > 0.3 if masked else None
-    g, c = Graph(device), Counter(device, "n")
-    la = act_buffer(device, len(rows), v, "logits")
-    device.write(la.buffer, logits)
-    ids = device.storage(len(rows) * 4)
-    sample_rows(g, c, la, device.upload(params), ids, device.upload(mask_bits(allowed, v)), wg=wg)
-    c.set(len(rows))
-    g.run()
-    got = device.read(ids, np.uint32)[: len(rows)]
-    assert got.tolist() == [reference(logits[i], *params[i], allowed=allowed) for i in range(len(rows))]
+    got = sample_on_gpu(device, logits, params, allowed, wg)
+    assert got == [reference(logits[i], *params[i], allowed=allowed) for i in range(len(rows))]
 
 
 class FixedDraw:
@@ -112,14 +104,7 @@ def test_kernel_follows_the_host_sampler_and_the_mask(device, v, wg):
         u = float(rng.random())
         rows.append((cfg.temperature, cfg.top_p, cfg.top_k, u))
         want.append(sample(logits[i], cfg, FixedDraw(u), allowed=allowed))
-    g, c = Graph(device), Counter(device, "n")
-    la = act_buffer(device, len(rows), v, "logits")
-    device.write(la.buffer, logits)
-    ids = device.storage(len(rows) * 4)
-    sample_rows(g, c, la, device.upload(np.array(rows, np.float32)), ids, device.upload(mask_bits(allowed, v)), wg=wg)
-    c.set(len(rows))
-    g.run()
-    got = device.read(ids, np.uint32)[: len(rows)].tolist()
+    got = sample_on_gpu(device, logits, rows, allowed, wg)
     assert got == want
     assert all(allowed[t] for t in got)
 
