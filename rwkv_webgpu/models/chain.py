@@ -42,7 +42,8 @@ class DecodeChain:
     ``next(ahead=True)``; ``close()`` waits for whatever is still in flight. ``sampling`` and
     ``rng`` are one for every slot or one per slot (one generator: one draw per slot per step,
     in slot order), as for :meth:`Model.forward_sample_batch`. Create with
-    :meth:`Model.decode_chain`.
+    :meth:`Model.decode_chain`. Until ``close()``, the state belongs to the chain: steps run on
+    it by other calls would not be seen by the step in flight.
     """
 
     def __init__(self, model: Model, state: State, sampling: Any, rng: Any, *, slots: Sequence[int] = (0,),
