@@ -2,8 +2,10 @@
 tiled groups and split-K tiles take over from 384 tokens): the logits of one 1024-token prompt
 fed in one chunk and in 512-token chunks differ from those of 100-token chunks (other kernels,
 other summation orders) by no more than twice what 100- and 64-token chunks differ between
-themselves (random V6 weights amplify rounding-order differences to ~1e-3; V7 ~1e-5), and
-batched GPU sampling (greedy) picks the argmax of the logits path at batch 64.
+themselves (random V6 weights amplify rounding-order differences to ~1e-3; V7 ~1e-5);
+batched GPU sampling (greedy) picks the argmax of the logits path at batch 64; decoding one step
+ahead (DecodeChain, with a cancel) gives the plain loop's tokens and exactly its state; one token
+through the FFN value with K in parts agrees with the 64-lane GEMV.
 
     python benchmarks/check_large.py MODEL
 """
@@ -49,11 +51,52 @@ def main() -> None:
         agree += sum(int(i == int(np.argmax(r))) for i, r in zip(ids, ref))
         toks = [[i] for i in ids]
     out["batch64_greedy_agree"] = f"{agree}/{4 * b}"
+    chained = chain_matches_plain_loop(model)
+    out.update(chained)
+    out["decode_split_vs_gemv_max_rel_diff"] = decode_split_vs_gemv(model, prompt[:8])
     print(json.dumps(out, indent=1))
     spread = max(out["max_rel_diff_chunk64_vs_100"], 1e-6)
     worst = max(out["max_rel_diff_chunk1024_vs_100"], out["max_rel_diff_chunk512_vs_100"])
     ok = worst <= 2 * spread and worst < 1e-2 and agree == 4 * b
+    ok = ok and chained["chain_tokens_equal"] and chained["chain_state_max_abs_diff"] == 0.0
+    ok = ok and out["decode_split_vs_gemv_max_rel_diff"] < 1e-3
     sys.exit(0 if ok else 1)
+
+
+def chain_matches_plain_loop(model, steps: int = 40) -> dict:
+    """A DecodeChain (next step submitted ahead, a cancel at the end) against a forward_sample
+    loop: the same tokens and, bit for bit, the same state."""
+    import rwkv_webgpu as rw
+
+    cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
+    plain, rng = model.new_state(), np.random.default_rng(3)
+    want = [7]
+    for _ in range(steps):
+        want.append(model.forward_sample([want[-1]], plain, cfg, rng))
+    state, rng = model.new_state(), np.random.default_rng(3)
+    chain = model.decode_chain(state, cfg, rng)
+    chain.feed([7])
+    got = [7] + [chain.next(ahead=True)[0] for _ in range(steps)]
+    chain.cancel()  # the last token was fed ahead: take it back, as the plain loop never fed it
+    a, b = state.to_numpy(), plain.to_numpy()
+    return {"chain_tokens_equal": got == want, "chain_state_max_abs_diff": max(float(np.abs(a[k] - b[k]).max()) for k in a)}
+
+
+def decode_split_vs_gemv(model, tokens: list[int]) -> float:
+    """One token at a time through the FFN value with K in parts (`decode_split`) and through the
+    64-lane GEMV: the largest logit difference, relative to the largest logit."""
+    import importlib
+
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
+    runs = []
+    for split in (True, False):
+        mm.DECODE_SPLIT = split
+        model.runner.forget_graphs()  # record the step again with this choice
+        state = model.new_state()
+        runs.append(np.stack([model.forward([t], state) for t in tokens]))
+    mm.DECODE_SPLIT = True
+    model.runner.forget_graphs()
+    return float(np.abs(runs[0] - runs[1]).max() / np.abs(runs[1]).max())
 
 
 if __name__ == "__main__":
