@@ -116,7 +116,8 @@ def test_quant_kernel_choice(device, monkeypatch):
     mm = importlib.import_module("rwkv_webgpu.ops.matmul")
     g = Graph(device)
     decode = device.info.subgroup and device.info.adapter_type.lower() != "cpu"
-    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["decode"] * decode + ["gemv", "tiled"]
+    big = ["big"] * (not device.info.cpu)  # GPUs: the 128 x 128 tiles too
+    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["decode"] * decode + ["gemv", "tiled"] + big
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
     monkeypatch.setattr(device, "info", gpu)
     rows = 64 * TILED_MIN_TILES  # one token tile is enough
