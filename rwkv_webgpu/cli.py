@@ -340,7 +340,7 @@ def _command(sub: Any, name: str, summary: str, examples: str, func: Any) -> Any
         "--chunk-size",
         type=int,
         default=None,
-        help="tokens per GPU submission for prompts (default 512 on GPUs, 128 on CPU adapters)",
+        help="tokens per GPU submission for prompts (default 1024 on GPUs, 128 on CPU adapters)",
     )
     p.add_argument(
         "--progress",
@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--prompt", required=True, help="text to feed")
     ins.add_argument("--tokenizer", help='"world", a tokenizer.json or a vocab file')
     ins.add_argument("--plot", help="also write a PNG chart of the statistics to this path")
-    ins.add_argument("--chunk-size", type=int, default=None, help="tokens per GPU submission (default: 512 on GPUs, 128 on CPU adapters)")
+    ins.add_argument("--chunk-size", type=int, default=None, help="tokens per GPU submission (default: 1024 on GPUs, 128 on CPU adapters)")
     ins.add_argument("--progress", action="store_true", help="show the load progress bar even when not on a terminal")
     ins.set_defaults(func=cmd_inspect)
 
