@@ -215,7 +215,6 @@ class GenerationStream:
         if tail:
             yield tail
 
-
     def _chain(self) -> DecodeChain | None:
         """The one-step-ahead GPU decoding loop (models/chain.py), where GPU sampling is on and
         no hook reads tensors back after each step."""

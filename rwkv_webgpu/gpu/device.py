@@ -19,6 +19,7 @@ from ..errors import AdapterError, GPUMemoryError
 
 log = logging.getLogger(__name__)
 
+MAP_POLLS = 1000  # waiting polls after its submission before a buffer mapping counts as lost
 
 @functools.cache
 def _native_calls() -> Any:
@@ -278,8 +279,13 @@ class Device:
         lib.wgpuBufferMapAsync(buffer._internal, lib.WGPUMapMode_Read, 0, size, info[0])
         index = ffi.new("WGPUSubmissionIndex *", after)
         lib.wgpuDevicePoll(self.device._internal, True, index)  # returns once that submission is done
-        while status[0] is None:  # the callback comes with a poll after the GPU work
+        for _ in range(MAP_POLLS):  # the callback comes with a poll once the GPU work is done
+            if status[0] is not None:
+                break
             lib.wgpuDevicePoll(self.device._internal, True, ffi.NULL)
+        if status[0] is None:
+            raise AdapterError(f"mapping {buffer.label!r} for reading never completed on {self.info.name} "
+                               "(the device may be lost)")  # fmt: skip
         if status[0] != lib.WGPUMapAsyncStatus_Success:
             raise AdapterError(f"could not map {buffer.label!r} for reading (status {status[0]}) on {self.info.name}")
         try:

@@ -37,7 +37,8 @@ from .step import (
     Plan,
     StepRunner,
     VectorPack,
-    check_gpu_sampling,
+    check_slot_count,
+    gpu_sampling_settings,
     sampling_row,
     share_budget,
 )
@@ -331,17 +332,10 @@ class Model:
         n = state.batch_size
         if len(inputs) != n:
             raise StateError(f"{len(inputs)} inputs for a state of {n} slots")
-        configs = list(sampling) if isinstance(sampling, (list, tuple)) else [sampling] * n
-        rngs = list(rng) if isinstance(rng, (list, tuple)) else [rng] * n
-        if len(configs) != n or len(rngs) != n:
-            raise ConfigError(f"{len(configs)} sampling configs and {len(rngs)} generators for {n} slots "
-                              "(give one of each, or one per slot)")  # fmt: skip
-        check_gpu_sampling(self, configs, allowed)
+        configs, rngs = gpu_sampling_settings(self, sampling, rng, n, allowed)
         queues = [self.check_tokens(t, allow_empty=True) for t in inputs]
         want = [b for b, q in enumerate(queues) if q]
-        if len(want) > self.token_chunk_size:
-            raise ConfigError(f"{len(want)} slots to sample at once; this model's steps take at most "
-                              f"{self.token_chunk_size} tokens (load it with a larger token_chunk_size)")  # fmt: skip
+        check_slot_count(self, len(want))
         if not want:
             return [None] * n
         if any(len(q) > 1 for q in queues):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, StateError
-from .step import Plan, check_gpu_sampling, sampling_row
+from .step import Plan, check_slot_count, gpu_sampling_settings, sampling_row
 
 if TYPE_CHECKING:
     from ..state import State
@@ -54,14 +54,8 @@ class DecodeChain:
             raise StateError(f"slots must be distinct and increasing, got {list(slots)}")
         if not 0 <= self.slots[0] <= self.slots[-1] < state.batch_size:
             raise StateError(f"slots {self.slots} are not all inside the state's batch of {state.batch_size}")
-        n = len(self.slots)
-        self.configs = list(sampling) if isinstance(sampling, (list, tuple)) else [sampling] * n
-        self.rngs = list(rng) if isinstance(rng, (list, tuple)) else [rng] * n
-        if len(self.configs) != n or len(self.rngs) != n:
-            raise ConfigError(f"{len(self.configs)} sampling configs and {len(self.rngs)} generators for {n} slots")
-        if len(self.slots) > model.token_chunk_size:
-            raise ConfigError(f"{n} slots; this model's steps take at most {model.token_chunk_size} tokens")
-        check_gpu_sampling(model, self.configs, allowed)
+        self.configs, self.rngs = gpu_sampling_settings(model, sampling, rng, len(self.slots), allowed)
+        check_slot_count(model, len(self.slots))
         if model.runner.graph(state)[0].captures:
             raise ConfigError("hooks read tensors back after every step; decode with forward_sample instead")
         self.model, self.state, self.allowed = model, state, allowed

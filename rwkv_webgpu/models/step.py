@@ -119,18 +119,35 @@ def sampling_row(cfg: Any, rng: Any) -> list[float]:
     return [cfg.temperature, cfg.top_p, cfg.top_k, rng.random()]
 
 
-def check_gpu_sampling(model: Model, configs: Sequence[Any], allowed: np.ndarray | None) -> None:
-    """Refuse (ConfigError) sampling settings the GPU kernel does not apply, or an ``allowed``
-    mask of the wrong shape."""
+def gpu_sampling_settings(model: Model, sampling: Any, rng: Any, n: int,
+                          allowed: np.ndarray | None) -> tuple[list[Any], list[Any]]:  # fmt: skip
+    """The sampling config and generator of each of ``n`` slots (one of each for all, or one
+    per slot). Refuses (ConfigError) the wrong counts, settings the GPU kernel does not apply,
+    an ``allowed`` mask of the wrong shape, and more slots than one step takes."""
     from ..errors import ConfigError
     from ..sampling import gpu_unsupported
 
+    configs = list(sampling) if isinstance(sampling, (list, tuple)) else [sampling] * n
+    rngs = list(rng) if isinstance(rng, (list, tuple)) else [rng] * n
+    if len(configs) != n or len(rngs) != n:
+        raise ConfigError(f"{len(configs)} sampling configs and {len(rngs)} generators for {n} slots "
+                          "(give one of each, or one per slot)")  # fmt: skip
     for cfg in {id(c): c for c in configs}.values():  # one check per distinct config
         unsupported = gpu_unsupported(cfg)
         if unsupported:
             raise ConfigError(f"GPU sampling supports temperature, top_p and top_k only, not {unsupported}")
     if allowed is not None and np.shape(allowed) != (model.info.num_vocab,):
         raise ConfigError(f"allowed has shape {np.shape(allowed)}; this model needs ({model.info.num_vocab},)")
+    return configs, rngs
+
+
+def check_slot_count(model: Model, slots: int) -> None:
+    """Refuse (ConfigError) sampling more slots at once than one step of ``model`` takes."""
+    from ..errors import ConfigError
+
+    if slots > model.token_chunk_size:
+        raise ConfigError(f"{slots} slots to sample at once; this model's steps take at most "
+                          f"{model.token_chunk_size} tokens (load it with a larger token_chunk_size)")  # fmt: skip
 
 
 def share_budget(left: Sequence[int], budget: int) -> list[int]:
