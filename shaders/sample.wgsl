@@ -120,16 +120,6 @@ fn gather_candidates(lid: u32, base: u32, c: f32) -> u32 {
     return workgroupUniformLoad(&n_seen);
 }
 
-// The mass of the candidates whose logit reaches `c`; every invocation calls it.
-fn candidate_mass(lid: u32, n: u32, c: f32, top: f32, temp: f32, total: f32) -> f32 {
-    var acc = 0.0;
-    for (var j = lid; j < n; j += WG) {
-        let v = cand[j];
-        if v >= c { acc += exp((v - top) / temp) / total; }
-    }
-    return reduce_sum(lid, acc);
-}
-
 // A cut search that reads the row three times instead of CUTS times: a histogram of the weights
 // (count, or mass in fixed point) of the logits in [lo, hi] over NB bins finds the bin where the
 // cut lies; that bin's logits go to `cand` and the weight of those above it is summed exactly;
@@ -309,7 +299,7 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
                 keep = floor_c;
                 for (var it = 0u; it < CUTS; it++) {
                     let mid = 0.5 * (keep + hi_c);
-                    if candidate_mass(lid, n, mid, top, temp, total) >= goal { keep = mid; } else { hi_c = mid; }
+                    if candidate_sum(lid, n, mid, top, temp, total, false) >= goal { keep = mid; } else { hi_c = mid; }
                 }
                 searched = true;
             }
