@@ -185,9 +185,7 @@ def _matmul_big_split(graph: Graph, counter: Counter, params: np.ndarray, rows: 
         scratch = graph.device.scratch(parts * max(tokens, 1) * rows * 4)
         graph.dispatch(shader, counter, params, {**weights, 3: x.buffer, 4: scratch}, split_grid,
                        entry="big_split", label=f"{label}.big_split", SPLIT=parts, **consts)  # fmt: skip
-        graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer},
-                       lambda n, g=split_grid: (ceil_div(rows, 64), n, 1) if g(n) != NO_GRID else NO_GRID,
-                       entry="reduce", label=label + ".reduce", SPLIT=parts)  # fmt: skip
+        _record_reduce(graph, counter, params, rows, scratch, y, split_grid, label, parts)
 
 
 def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: MatrixPart, x: Act, y: Act,
@@ -220,12 +218,16 @@ def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: Matr
     scratch = graph.device.scratch(parts * max(tokens, 1) * part.rows * 4)
     graph.dispatch("matmul_tiled", counter, params, [part.buffer, x.buffer, scratch], grid, entry=entry,
                    label=f"{label}.{entry}", SPLIT=parts)  # fmt: skip
+    _record_reduce(graph, counter, params, part.rows, scratch, y, grid, label, parts)
 
-    def reduce_grid(n: int) -> tuple[int, int, int]:
-        return (ceil_div(part.rows, 64), n, 1) if grid(n) != NO_GRID else NO_GRID
 
-    graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer}, reduce_grid, entry="reduce",
-                   label=label + ".reduce", SPLIT=parts)  # fmt: skip
+def _record_reduce(graph: Graph, counter: Counter, params: np.ndarray, rows: int, scratch: Any, y: Act, grid: Grid,
+                   label: str, parts: int) -> None:  # fmt: skip
+    """Record matmul_tiled.wgsl `reduce`: y (+)= act(sum of the ``parts`` partials in ``scratch``),
+    on the steps where the kernel that wrote them (``grid``) runs."""
+    graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer},
+                   lambda n: (ceil_div(rows, 64), n, 1) if grid(n) != NO_GRID else NO_GRID,
+                   entry="reduce", label=label + ".reduce", SPLIT=parts)  # fmt: skip
 
 
 def decode_lanes(graph: Graph) -> int:
@@ -367,9 +369,7 @@ def _matmul_decode_split(graph: Graph, counter: Counter, params: np.ndarray, par
     scratch = graph.device.scratch(parts * tokens * part.rows * 4)
     graph.dispatch("matmul_subgroup", counter, params, [part.buffer, x.buffer, scratch], grid, entry="decode_split",
                    label=f"{label}.decode_split", SPLIT=parts, **decode_constants(graph))  # fmt: skip
-    graph.dispatch("matmul_tiled", counter, params, {3: scratch, 4: y.buffer},
-                   lambda n: (ceil_div(part.rows, 64), n, 1) if grid(n) != NO_GRID else NO_GRID,
-                   entry="reduce", label=label + ".reduce", SPLIT=parts)  # fmt: skip
+    _record_reduce(graph, counter, params, part.rows, scratch, y, grid, label, parts)
 
 
 def _when(pick: Callable[[int], str], name: str, grid: Grid) -> Grid:
