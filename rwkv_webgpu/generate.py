@@ -8,13 +8,14 @@ string is held back, and the stop string itself is never emitted. For many concu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
-from .errors import ConfigError, RWKVError, TokenError
+from .errors import ConfigError, GPUMemoryError, RWKVError, TokenError
 from .sampling import Sampler, SamplingConfig, gpu_unsupported
 from .text import TextStream
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from .models.base import Model
     from .models.chain import DecodeChain
     from .state import State
+
+log = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "eos", "length"]
 
@@ -221,7 +224,11 @@ class GenerationStream:
         if not self.gpu_sampling or self.model.hooks.hooks:
             return None
         s = self.sampler
-        return self.model.decode_chain(self.state, s.config, s.rng, allowed=s.allowed)
+        try:
+            return self.model.decode_chain(self.state, s.config, s.rng, allowed=s.allowed)
+        except GPUMemoryError as exc:  # the embedding does not fit the adapter: one step at a time
+            log.info("decoding without the step ahead: %s", exc)
+            return None
 
 
 def use_gpu_sampling(model: Model, sampler: Any, wanted: bool | None) -> bool:

@@ -334,6 +334,28 @@ def test_gpu_sampling_stops_at_eos_without_feeding_it(model):
     _state_equal(state, ref)
 
 
+def test_gpu_sampling_without_room_for_the_embedding_decodes_step_by_step(model, monkeypatch):
+    """An adapter that cannot bind the embedding table: generate falls back to one step at a
+    time (same tokens and state), and decode_chain says why."""
+    cfg = SamplingConfig(temperature=1.1, top_p=0.8, seed=5)
+    want_state = model.new_state()
+    want = generate(model, "the cat", sampling=cfg, max_tokens=6, stop_at_eos=False, state=want_state,
+                    gpu_sampling=True, return_result=True)  # fmt: skip
+
+    def no_room(*a, **kw):
+        raise rw.GPUMemoryError("embedding table [97, 64] needs 5 buffer bindings")
+
+    monkeypatch.setattr(model, "_emb_table", None)
+    monkeypatch.setattr("rwkv_webgpu.models.base.upload_table", no_room)
+    with pytest.raises(rw.GPUMemoryError, match="bindings"):
+        model.decode_chain(model.new_state(), cfg, np.random.default_rng(0))
+    state = model.new_state()
+    got = generate(model, "the cat", sampling=cfg, max_tokens=6, stop_at_eos=False, state=state,
+                   gpu_sampling=True, return_result=True)  # fmt: skip
+    assert got.tokens == want.tokens
+    _state_equal(state, want_state)
+
+
 def test_gpu_sampling_default_and_refusals(model, monkeypatch):
     import dataclasses
 

@@ -58,6 +58,7 @@ class DecodeChain:
         check_slot_count(model, len(self.slots))
         if model.runner.graph(state)[0].captures:
             raise ConfigError("hooks read tensors back after every step; decode with forward_sample instead")
+        model.embedding_table()  # uploaded now: a table the adapter cannot bind fails here, not mid-decoding
         self.model, self.state, self.allowed = model, state, allowed
         self.backup: State | None = None  # the last checkpoint
         self.fed: list[list[int]] = []  # tokens fed per step since the checkpoint ([]: not read yet)
