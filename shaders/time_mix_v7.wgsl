@@ -6,6 +6,9 @@
 // `wkv` (grid (H * ceil(N / ROWS), B), WKV_WG invocations): per slot and head, for each token
 //     S = S * w[j] - (S kk) (kk * a)[j] + v k[j];  y = o = S r  (raw; ROWS state rows per workgroup).
 // `norm` (grid (H, T)), in place: y = (group_norm(o) * ln_x + (sum r * k * r_k) * v) * g.
+// `decode` (grid (H, B), DEC_WG invocations; steps where every slot has at most one token): the
+//     LoRA second halves (w, a, v, g) for the head's channels, prepare, wkv and norm of one slot's
+//     token in one workgroup; writes y, state and v_first (layer 0) and leaves tm as it is.
 // State S is [B, H, N, N] f32 (row = value index, column = key index).
 struct Params {
     c: u32,
@@ -24,6 +27,16 @@ struct Params {
     lnb_off: u32,
     eps: f32,
     _pad: u32,
+    // `decode` only: the LoRA second halves w, a, v, g (in that order in each vec4): where their
+    // f16 rows start in binding 10 (vec4s), their widths D, and where their inputs start in a
+    // row of hid (binding 9, hid_stride elements a row). D = 0: no such LoRA (v in layer 0).
+    lora_at: vec4<u32>,
+    lora_d: vec4<u32>,
+    hid_at: vec4<u32>,
+    hid_stride: u32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> cursors: array<u32>;
@@ -33,6 +46,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read> vec: array<f32>;
 @group(0) @binding(7) var<storage, read_write> state: array<f32>;
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;
+@group(0) @binding(9) var<storage, read> hid: array<f32>;
+@group(0) @binding(10) var<storage, read> lora: array<vec4<u32>>;
 
 const R: u32 = 0u;
 const W: u32 = 1u;
@@ -212,5 +227,171 @@ fn norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if live {
         let gn = d * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];
         y[e] = (gn + bonus * tm[V * p.plane + e]) * tm[G * p.plane + e];
+    }
+}
+
+// decode: invocation tid works as (row i = tid / 4 of the head's state, quarter q = tid % 4 owning
+// column groups q, q + 4, q + 8, q + 12), and in the LoRA phase as (LoRA m = tid / 64, channel
+// tid % 64). The head's vectors pass through workgroup memory (zero beyond column N).
+const DEC_WG: u32 = 256u;
+var<workgroup> d_lora: array<f32, 4u * MAX_N>;  // raw w, a, vgate, g per channel
+var<workgroup> d_r: array<vec4<f32>, N4>;
+var<workgroup> d_w: array<vec4<f32>, N4>;
+var<workgroup> d_k: array<vec4<f32>, N4>;
+var<workgroup> d_kk: array<vec4<f32>, N4>;      // k * k_k, not yet divided by its norm
+var<workgroup> d_a: array<vec4<f32>, N4>;
+var<workgroup> d_v: array<f32, MAX_N>;
+var<workgroup> d_red: array<f32, 2u * MAX_N>;   // two head-wide sums at a time
+var<workgroup> d_part: array<f32, DEC_WG>;      // per-invocation partial row sums
+var<workgroup> d_sums: array<f32, 8u>;
+
+// sum_j W[ch, j] hid[hb + j] over the D inputs of the LoRA whose f16 rows start at vec4 `at`
+fn lora_dot(at: u32, d: u32, ch: u32, hb: u32) -> f32 {
+    let kv = (d + 7u) / 8u;
+    let wb = at + ch * kv;
+    var acc = 0.0;
+    for (var i = 0u; i < kv; i++) {
+        let j = i * 8u;
+        var x: array<f32, 8>;
+        for (var e = 0u; e < 8u; e++) { x[e] = select(0.0, hid[hb + min(j + e, d - 1u)], j + e < d); }
+        acc += dot8(lora[wb + i], x);
+    }
+    return acc;
+}
+
+// After a barrier: invocations 0..7 add up d_red in 8 runs of MAX_N / 4 (runs 0-3: the first
+// MAX_N values, 4-7: the second); the caller then reads the totals with red_total.
+fn red_parts(tid: u32) {
+    if tid < 8u {
+        let per = MAX_N / 4u;
+        var acc = 0.0;
+        for (var e = 0u; e < per; e++) { acc += d_red[tid * per + e]; }
+        d_sums[tid] = acc;
+    }
+}
+
+fn red_total(which: u32) -> f32 {
+    let b = which * 4u;
+    return (d_sums[b] + d_sums[b + 1u]) + (d_sums[b + 2u] + d_sums[b + 3u]);
+}
+
+@compute @workgroup_size(DEC_WG)
+fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n = N_HEAD;
+    let h = wid.x;
+    let s = wid.y;
+    if count.n == 0u { return; }
+    let i = tid / 4u;
+    let q = tid % 4u;
+    let live = i < n;  // a padding row works on a copy of row N - 1 and is not stored
+    let sbase = ((s * p.h + h) * n + min(i, n - 1u)) * n;
+    var s0 = load_state(sbase, 4u * q);
+    var s1 = load_state(sbase, 4u * (q + 4u));
+    var s2 = load_state(sbase, 4u * (q + 8u));
+    var s3 = load_state(sbase, 4u * (q + 12u));
+    if tid == 0u {
+        span = vec2<u32>(cursors[2u * s], cursors[2u * s + 1u]);
+    }
+    let sp = workgroupUniformLoad(&span);
+    if sp.y == 0u { return; }
+    let t = sp.x;
+    let hc = h * n;
+
+    // the four LoRA second halves, one channel each
+    let m = tid / MAX_N;
+    let cl = tid % MAX_N;
+    if cl < n && p.lora_d[m] > 0u {
+        d_lora[m * MAX_N + cl] = lora_dot(p.lora_at[m], p.lora_d[m], hc + cl, t * p.hid_stride + p.hid_at[m]);
+    }
+    workgroupBarrier();
+
+    // prepare (as `prepare`), one channel per invocation; zeros past N (workgroup memory is
+    // not cleared between dispatches on every backend)
+    if tid < MAX_N {
+        var r = 0.0;
+        var w = 0.0;
+        var kn = 0.0;
+        var kk = 0.0;
+        var a = 0.0;
+        var v = 0.0;
+        var rkr = 0.0;
+        if tid < n {
+            let c = hc + tid;
+            let e = t * p.c + c;
+            let k = tm[K * p.plane + e];
+            kk = k * vec[p.k_k_off + c];
+            a = sigmoid(vec[p.a0_off + c] + d_lora[MAX_N + tid]);
+            kn = k * (1.0 + (a - 1.0) * vec[p.k_a_off + c]);
+            v = tm[V * p.plane + e];
+            if p.layer0 != 0u {
+                v_first[e] = v;
+            } else {
+                v = v + (v_first[e] - v) * sigmoid(vec[p.v0_off + c] + d_lora[2u * MAX_N + tid]);
+            }
+            r = tm[R * p.plane + e];
+            w = exp(-0.606531 * sigmoid(vec[p.w0_off + c] + d_lora[tid]));
+            rkr = r * kn * vec[p.r_k_off + c];
+        }
+        let g4 = tid / 4u;
+        let g1 = tid % 4u;
+        d_r[g4][g1] = r;
+        d_w[g4][g1] = w;
+        d_k[g4][g1] = kn;
+        d_kk[g4][g1] = kk;
+        d_a[g4][g1] = a;
+        d_v[tid] = v;
+        d_red[tid] = kk * kk;
+        d_red[MAX_N + tid] = rkr;
+    }
+    workgroupBarrier();
+    red_parts(tid);
+    workgroupBarrier();
+    let norm = max(sqrt(red_total(0u)), 1e-12);
+    let bonus = red_total(1u);
+
+    // wkv: sa = S kk over the row (four quarters), then the update and o = S r
+    let kk0 = d_kk[q] / norm;
+    let kk1 = d_kk[q + 4u] / norm;
+    let kk2 = d_kk[q + 8u] / norm;
+    let kk3 = d_kk[q + 12u] / norm;
+    d_part[tid] = dot(s0, kk0) + dot(s1, kk1) + dot(s2, kk2) + dot(s3, kk3);
+    workgroupBarrier();
+    let sa = (d_part[4u * i] + d_part[4u * i + 1u]) + (d_part[4u * i + 2u] + d_part[4u * i + 3u]);
+    let v = d_v[min(i, n - 1u)];
+    s0 = s0 * d_w[q] - sa * (kk0 * d_a[q]) + v * d_k[q];
+    s1 = s1 * d_w[q + 4u] - sa * (kk1 * d_a[q + 4u]) + v * d_k[q + 4u];
+    s2 = s2 * d_w[q + 8u] - sa * (kk2 * d_a[q + 8u]) + v * d_k[q + 8u];
+    s3 = s3 * d_w[q + 12u] - sa * (kk3 * d_a[q + 12u]) + v * d_k[q + 12u];
+    let o_part = dot(s0, d_r[q]) + dot(s1, d_r[q + 4u]) + dot(s2, d_r[q + 8u]) + dot(s3, d_r[q + 12u]);
+    workgroupBarrier();  // every sa read before d_part is reused
+    d_part[tid] = o_part;
+    if live {
+        store_state(sbase, 4u * q, s0);
+        store_state(sbase, 4u * (q + 4u), s1);
+        store_state(sbase, 4u * (q + 8u), s2);
+        store_state(sbase, 4u * (q + 12u), s3);
+    }
+    workgroupBarrier();
+
+    // norm (as `norm`): group norm of o over the head, bonus, gate
+    var o = 0.0;
+    if tid < n {
+        o = (d_part[4u * tid] + d_part[4u * tid + 1u]) + (d_part[4u * tid + 2u] + d_part[4u * tid + 3u]);
+    }
+    if tid < 2u * MAX_N { d_red[tid] = o; }
+    workgroupBarrier();
+    red_parts(tid);
+    workgroupBarrier();
+    let mean = red_total(0u) / f32(n);
+    let dv = select(0.0, o - mean, tid < n);
+    if tid < MAX_N { d_red[tid] = dv * dv; }
+    workgroupBarrier();
+    red_parts(tid);
+    workgroupBarrier();
+    let inv = inverseSqrt(red_total(0u) / f32(n) + p.eps);
+    if tid < n {
+        let c = hc + tid;
+        let gn = dv * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];
+        y[t * p.c + c] = (gn + bonus * d_v[tid]) * d_lora[3u * MAX_N + tid];
     }
 }

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..gpu import Act, Graph, Weight, act_buffer
-from ..ops import Product, matmul, matmul_group, time_mix_v7_prepare, time_mix_v7_wkv
-from ..ops.time_mix_v7 import v7_params
+from ..ops import Product, matmul, matmul_group, time_mix_v7_decode, time_mix_v7_prepare, time_mix_v7_wkv
+from ..ops.time_mix_v7 import decode_lora, v7_params
 from ..state import State, StateSpec
 from .base import Buffers, Model, Progress, VectorPack
 
@@ -50,6 +50,7 @@ class V7Layer:
 
 class V7Model(Model):
     layers: list[V7Layer]
+    fuse_decode = True  # decoding steps run the time mix after the first LoRA halves as one kernel
 
     def state_spec(self) -> StateSpec:
         c, h, n = self.info.num_emb, self.info.num_head, self.info.head_size
@@ -151,13 +152,21 @@ class V7Model(Model):
             first.append(Product(mix(3), lw.v1, cols["v"], label=f"{i}.att.v1"))
             second.append(Product(cols["v"], lw.v2, b.vgate, label=f"{i}.att.v2"))
         matmul_group(g, n, first, label=f"{i}.att.mix_products")
-        matmul_group(g, n, second, label=f"{i}.att.lora_out")
         offsets = {k: o[k] for k in ("w0", "a0", "v0", "k_k", "k_a", "r_k")}
         offsets.update(lnw=o["ln_x.weight"], lnb=o["ln_x.bias"])
-        params = v7_params(c=c, h=self.info.num_head, plane=plane, slots=buf.slots, layer0=i == 0, offsets=offsets, eps=GN_EPS)
-        time_mix_v7_prepare(g, n, params, b.tm.buffer, b.vgate.buffer, b.v_first.buffer, lw.vec, heads=self.info.num_head)
-        time_mix_v7_wkv(g, n, params, buf.cursors, b.tm.buffer, lw.vec, st["wkv"], b.y.buffer,
-                        heads=self.info.num_head, slots=buf.slots)  # fmt: skip
+        h = self.info.num_head
+        seconds = {name: getattr(lw, f"{name}2") for name in cols}
+        # decoding steps: the LoRA second halves, prepare, wkv and norm as one dispatch
+        lora = decode_lora(seconds, cols, c) if self.fuse_decode else None
+        params = v7_params(c=c, h=h, plane=plane, slots=buf.slots, layer0=i == 0, offsets=offsets, eps=GN_EPS, lora=lora)
+        if lora is not None:
+            with g.only_when(lambda: buf.one_per_slot):
+                time_mix_v7_decode(g, n, params, buf.cursors, b.tm.buffer, b.v_first.buffer, lw.vec, st["wkv"], b.y.buffer,
+                                   b.hid.buffer, lora, heads=h, slots=buf.slots)  # fmt: skip
+        with g.only_when(lambda: lora is None or not buf.one_per_slot):
+            matmul_group(g, n, second, label=f"{i}.att.lora_out")
+            time_mix_v7_prepare(g, n, params, b.tm.buffer, b.vgate.buffer, b.v_first.buffer, lw.vec, heads=h)
+            time_mix_v7_wkv(g, n, params, buf.cursors, b.tm.buffer, lw.vec, st["wkv"], b.y.buffer, heads=h, slots=buf.slots)
         matmul(g, n, b.y, lw.output, buf.x, accumulate=True, label=f"{i}.att.out")
         self.record_norm_shift(g, buf, state, lw.vec, o, "ln2", st["ffn_shift"], "ffn.x_k", b.fmix, 1, label=f"{i}.ffn")
         matmul(g, n, b.fmix, lw.ffn_key, b.fk, act="relu_sq", label=f"{i}.ffn.key")

@@ -180,3 +180,23 @@ def test_gpu_kernel_choice_matches_official(vulkan_device, monkeypatch, name):
         state = model.new_state()
         ours = np.concatenate([model.forward(tokens[:20], state, full=True), model.forward(tokens[20:], state, full=True)])
         assert rel_err(ours, ref) <= BOUND
+
+
+@pytest.mark.parametrize("name", V7)
+def test_v7_fused_decode_kernel(device, name, monkeypatch):
+    """Decoding steps run RWKV-7's time mix as one kernel (v7.decode); its logits match the
+    official ones and the four-kernel path (prepare, wkv, norm after the LoRA products)."""
+    from rwkv_webgpu.models.v7 import V7Model
+
+    tokens, ref = golden(name)
+    runs = {}
+    for fused in (True, False):
+        monkeypatch.setattr(V7Model, "fuse_decode", fused)
+        model = rw.load_model(FIX / "models" / f"{name}.pth", device=device)
+        state = model.new_state()
+        runs[fused] = np.stack([model.forward([t], state) for t in tokens])
+        labels = {item.label for item in model.runner.graph(state)[0].items}
+        assert ("v7.decode" in labels) == fused
+        assert ("v7.prepare" in labels) and ("v7.wkv" in labels)  # prompts keep the four kernels
+    assert rel_err(runs[True], ref) <= BOUND
+    assert rel_err(runs[True], runs[False]) <= 1e-4

@@ -305,3 +305,83 @@ def test_report_max_errors():
     """Not a check: prints the worst relative errors seen above (run with -s to see them)."""
     for name, err in sorted(MAX_ERR.items()):
         print(f"{name}: {err:.3g}")
+
+
+# ---- `decode`: LoRA second halves + prepare + wkv + norm in one dispatch (one token per slot)
+
+LORA_D = {"w": 24, "a": 16, "v": 13, "g": 40}  # widths: a partial group of 8 (13), several groups
+
+
+def check_decode(device, heads, n, lens, layer0, seed):
+    """`decode` against the oracle: raw w, a, vgate, g are the LoRA products of random f16 weights."""
+    from rwkv_webgpu.gpu import Act, upload_matrices
+    from rwkv_webgpu.ops import time_mix_v7_decode
+    from rwkv_webgpu.ops.time_mix_v7 import decode_lora
+
+    raw, vec, _, v_first, state, tmax = make_case(heads, n, lens, seed)
+    rng = np.random.default_rng(seed + 1)
+    c, t = heads * n, sum(lens)
+    names = [m for m in LORA_D if not (layer0 and m == "v")]
+    ws = {m: (rng.standard_normal((c, LORA_D[m])) / 4).astype(np.float16) for m in names}
+    mats = dict(zip(names, upload_matrices(device, [ws[m] for m in names], names)))
+    hw = sum(LORA_D.values()) + 5  # a row of hid: the four inputs side by side, then junk
+    hid = rng.standard_normal((tmax, hw)).astype(np.float32)
+    at, inputs = 0, {}
+    for m in LORA_D:
+        if m in names:
+            inputs[m] = Act(None, LORA_D[m], hw, at, tmax)
+        at += LORA_D[m]
+    lora = decode_lora(mats, inputs, c)
+    assert lora is not None
+    lora = type(lora)(lora.buffer, lora.at, lora.d, lora.hid_at, lora.hid_stride)
+    prod = {m: hid[:, inputs[m].offset : inputs[m].offset + LORA_D[m]].astype(np.float64) @ ws[m].T.astype(np.float64)
+            for m in names}  # fmt: skip
+    run = Run(device, heads, n, lens, raw, vec, np.zeros((tmax, c), np.float32), v_first, state, tmax, layer0, seed)
+    offsets = pack_vec(vec, c, np.random.default_rng(seed + 7))[1]
+    params = v7_params(c=c, h=heads, plane=run.plane, slots=len(lens), layer0=layer0, offsets=offsets, eps=EPS, lora=lora)
+    hid_buf = device.upload(hid, "hid")
+    g, cnt = Graph(device), Counter(device, "n")
+    b = run.bufs
+    time_mix_v7_decode(g, cnt, params, b["cursors"], b["tm"], b["v_first"], b["vec"], b["state"], b["y"], hid_buf, lora,
+                       heads=heads, slots=len(lens))  # fmt: skip
+    cnt.set(t)
+    g.run()
+    ins = {k: v[:t] for k, v in raw.items()}
+    ins.update({"w": prod["w"][:t], "a": prod["a"][:t], "g": prod["g"][:t]})
+    vg = prod["v"][:t] if "v" in prod else np.zeros((t, c))
+    p = oracles.v7_prepare(ins, vec, vg, v_first[:t], heads, layer0)
+    y_ref, s_ref = oracles.v7_wkv(p, vec, state, lens, heads, EPS)
+    y = run.read("y", (tmax, c))
+    close("decode.y", y[:t], y_ref)
+    np.testing.assert_array_equal(y[t:], SENTINEL)
+    st = run.read("state", state.shape)
+    close("decode.state", st, s_ref)
+    for s, cnt_s in enumerate(lens):
+        if cnt_s == 0:
+            np.testing.assert_array_equal(st[s], state[s])
+    vf = run.read("v_first", (tmax, c))
+    close("decode.v_first", vf[:t], p["v_first"], tol=2e-6)
+    np.testing.assert_array_equal(vf[t:], v_first[t:])
+    np.testing.assert_array_equal(run.read("tm", (7, run.plane)), run.tm0)  # tm is only read
+
+
+@pytest.mark.parametrize("heads,n", [(1, 1), (2, 6), (3, 16), (1, 24), (2, 40), (2, 64)])
+@pytest.mark.parametrize("layer0", [True, False])
+def test_decode(device, heads, n, layer0):
+    check_decode(device, heads, n, [1, 0, 1, 1], layer0, seed=heads * 100 + n + layer0)
+
+
+def test_decode_single_slot_and_no_tokens(device):
+    check_decode(device, 2, 64, [1], False, seed=9)
+    check_decode(device, 2, 32, [0, 0], False, seed=10)
+
+
+def test_decode_lora_needs_one_buffer(device):
+    """Matrices `decode` cannot read together give None (the model then keeps the four kernels)."""
+    from rwkv_webgpu.gpu import Act, upload_matrix
+    from rwkv_webgpu.ops.time_mix_v7 import decode_lora
+
+    w = np.ones((8, 4), np.float16)
+    mats = {"w": upload_matrix(device, w, "w"), "a": upload_matrix(device, w, "a")}
+    inputs = {"w": Act(None, 4, 8, 0, 1), "a": Act(None, 4, 8, 4, 1)}
+    assert decode_lora(mats, inputs, 8) is None
