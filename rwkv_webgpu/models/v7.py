@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from ..gpu import Act, Graph, Weight, act_buffer
-from ..ops import Product, matmul, matmul_group, time_mix_v7_decode, time_mix_v7_prepare, time_mix_v7_wkv
+from ..ops import (
+    Product,
+    matmul,
+    matmul_group,
+    time_mix_v7_decode,
+    time_mix_v7_prepare,
+    time_mix_v7_wkv,
+)
 from ..ops.time_mix_v7 import decode_lora, v7_params
 from ..state import State, StateSpec
 from .base import Buffers, Model, Progress, VectorPack

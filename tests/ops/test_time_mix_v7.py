@@ -327,13 +327,12 @@ def check_decode(device, heads, n, lens, layer0, seed):
     hw = sum(LORA_D.values()) + 5  # a row of hid: the four inputs side by side, then junk
     hid = rng.standard_normal((tmax, hw)).astype(np.float32)
     at, inputs = 0, {}
-    for m in LORA_D:
+    for m, d in LORA_D.items():
         if m in names:
-            inputs[m] = Act(None, LORA_D[m], hw, at, tmax)
-        at += LORA_D[m]
+            inputs[m] = Act(None, d, hw, at, tmax)
+        at += d
     lora = decode_lora(mats, inputs, c)
     assert lora is not None
-    lora = type(lora)(lora.buffer, lora.at, lora.d, lora.hid_at, lora.hid_stride)
     prod = {m: hid[:, inputs[m].offset : inputs[m].offset + LORA_D[m]].astype(np.float64) @ ws[m].T.astype(np.float64)
             for m in names}  # fmt: skip
     run = Run(device, heads, n, lens, raw, vec, np.zeros((tmax, c), np.float32), v_first, state, tmax, layer0, seed)
