@@ -6,6 +6,8 @@
 //     y = o_i = sum_j r_j (u_j k_j v_i + S_ij);  S_ij = k_j v_i + w_j S_ij  (raw; ROWS rows per workgroup).
 // `wkv_lanes` (time_mix_v5_lanes.wgsl): the same recurrence for CPU adapters.
 // `norm` (grid (H, T)), in place: y = group_norm(o) * ln_x  (times g when gated).
+// `decode` (grid (H, B), DEC_WG invocations; steps where every slot has at most one token): wkv
+//     and norm of one slot's token in one workgroup (layout in wkv_common.wgsl).
 // State S is [B, H, N, N] f32 (row = value index i, column = key index j).
 struct Params {
     c: u32,
@@ -165,6 +167,101 @@ fn norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let inv = inverseSqrt(reduce_sum(i, d * d) / f32(n) + p.eps);
     if live {
         var out = d * inv * vec[p.lnw_off + h * n + i] + vec[p.lnb_off + h * n + i];
+        if p.gated != 0u {
+            out *= tm[G * p.plane + e];
+        }
+        y[e] = out;
+    }
+}
+
+var<workgroup> d_r: array<vec4<f32>, N4>;
+var<workgroup> d_w: array<vec4<f32>, N4>;
+var<workgroup> d_k: array<vec4<f32>, N4>;
+var<workgroup> d_u: array<vec4<f32>, N4>;
+var<workgroup> d_v: array<f32, MAX_N>;
+
+@compute @workgroup_size(DEC_WG)
+fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n = N_HEAD;
+    let h = wid.x;
+    let s = wid.y;
+    if count.n == 0u { return; }
+    let i = tid / 4u;
+    let q = tid % 4u;
+    let live = i < n;  // a padding row works on a copy of row N - 1 and is not stored
+    let sbase = ((s * p.h + h) * n + min(i, n - 1u)) * n;
+    var s0 = load_state(sbase, 4u * q);
+    var s1 = load_state(sbase, 4u * (q + 4u));
+    var s2 = load_state(sbase, 4u * (q + 8u));
+    var s3 = load_state(sbase, 4u * (q + 12u));
+    if tid == 0u {
+        span = vec2<u32>(cursors[2u * s], cursors[2u * s + 1u]);
+    }
+    let sp = workgroupUniformLoad(&span);
+    if sp.y == 0u { return; }
+    let t = sp.x;
+    let hc = h * n;
+    // the token's vectors for the head, one channel per invocation (zeros past N: workgroup
+    // memory is not cleared between dispatches on every backend)
+    if tid < MAX_N {
+        var r = 0.0;
+        var w = 0.0;
+        var k = 0.0;
+        var u = 0.0;
+        var v = 0.0;
+        if tid < n {
+            let c = hc + tid;
+            let e = t * p.c + c;
+            r = tm[R * p.plane + e];
+            k = tm[K * p.plane + e];
+            v = tm[V * p.plane + e];
+            u = vec[p.u_off + c];
+            w = vec[p.decay_off + c];
+            if p.dynamic_decay != 0u { w = exp(-exp(w + tm[W * p.plane + e])); }
+        }
+        d_r[tid / 4u][tid % 4u] = r;
+        d_w[tid / 4u][tid % 4u] = w;
+        d_k[tid / 4u][tid % 4u] = k;
+        d_u[tid / 4u][tid % 4u] = u;
+        d_v[tid] = v;
+    }
+    workgroupBarrier();
+    // wkv (as `wkv`): o_i = sum_j r_j (u_j k_j v_i + S_ij), then S_ij = k_j v_i + w_j S_ij
+    let v = d_v[min(i, n - 1u)];
+    let kv0 = d_k[q] * v;
+    let kv1 = d_k[q + 4u] * v;
+    let kv2 = d_k[q + 8u] * v;
+    let kv3 = d_k[q + 12u] * v;
+    let o4 = d_r[q] * (d_u[q] * kv0 + s0) + d_r[q + 4u] * (d_u[q + 4u] * kv1 + s1)
+           + d_r[q + 8u] * (d_u[q + 8u] * kv2 + s2) + d_r[q + 12u] * (d_u[q + 12u] * kv3 + s3);
+    d_part[tid] = o4.x + o4.y + o4.z + o4.w;
+    if live {
+        store_state(sbase, 4u * q, kv0 + d_w[q] * s0);
+        store_state(sbase, 4u * (q + 4u), kv1 + d_w[q + 4u] * s1);
+        store_state(sbase, 4u * (q + 8u), kv2 + d_w[q + 8u] * s2);
+        store_state(sbase, 4u * (q + 12u), kv3 + d_w[q + 12u] * s3);
+    }
+    workgroupBarrier();
+    // norm (as `norm`): group norm of o over the head, times g when gated
+    var o = 0.0;
+    if tid < n {
+        o = (d_part[4u * tid] + d_part[4u * tid + 1u]) + (d_part[4u * tid + 2u] + d_part[4u * tid + 3u]);
+    }
+    if tid < 2u * MAX_N { d_red[tid] = o; }
+    workgroupBarrier();
+    red_parts(tid);
+    workgroupBarrier();
+    let mean = red_total(0u) / f32(n);
+    let dv = select(0.0, o - mean, tid < n);
+    if tid < MAX_N { d_red[tid] = dv * dv; }
+    workgroupBarrier();
+    red_parts(tid);
+    workgroupBarrier();
+    let inv = inverseSqrt(red_total(0u) / f32(n) + p.eps);
+    if tid < n {
+        let c = hc + tid;
+        let e = t * p.c + c;
+        var out = dv * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];
         if p.gated != 0u {
             out *= tm[G * p.plane + e];
         }

@@ -231,9 +231,9 @@ fn norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 }
 
 // decode: invocation tid works as (row i = tid / 4 of the head's state, quarter q = tid % 4 owning
-// column groups q, q + 4, q + 8, q + 12), and in the LoRA phase as (LoRA m = tid / 64, channel
-// tid % 64). The head's vectors pass through workgroup memory (zero beyond column N).
-const DEC_WG: u32 = 256u;
+// column groups q, q + 4, q + 8, q + 12; wkv_common.wgsl), and in the LoRA phase as (LoRA
+// m = tid / 64, channel tid % 64). The head's vectors pass through workgroup memory (zero
+// beyond column N).
 var<workgroup> d_lora: array<f32, 4u * MAX_N>;  // raw w, a, vgate, g per channel
 var<workgroup> d_r: array<vec4<f32>, N4>;
 var<workgroup> d_w: array<vec4<f32>, N4>;
@@ -241,9 +241,6 @@ var<workgroup> d_k: array<vec4<f32>, N4>;
 var<workgroup> d_kk: array<vec4<f32>, N4>;      // k * k_k, not yet divided by its norm
 var<workgroup> d_a: array<vec4<f32>, N4>;
 var<workgroup> d_v: array<f32, MAX_N>;
-var<workgroup> d_red: array<f32, 2u * MAX_N>;   // two head-wide sums at a time
-var<workgroup> d_part: array<f32, DEC_WG>;      // per-invocation partial row sums
-var<workgroup> d_sums: array<f32, 8u>;
 
 // sum_j W[ch, j] hid[hb + j] over the D inputs of the LoRA whose f16 rows start at vec4 `at`
 fn lora_dot(at: u32, d: u32, ch: u32, hb: u32) -> f32 {
@@ -257,22 +254,6 @@ fn lora_dot(at: u32, d: u32, ch: u32, hb: u32) -> f32 {
         acc += dot8(lora[wb + i], x);
     }
     return acc;
-}
-
-// After a barrier: invocations 0..7 add up d_red in 8 runs of MAX_N / 4 (runs 0-3: the first
-// MAX_N values, 4-7: the second); the caller then reads the totals with red_total.
-fn red_parts(tid: u32) {
-    if tid < 8u {
-        let per = MAX_N / 4u;
-        var acc = 0.0;
-        for (var e = 0u; e < per; e++) { acc += d_red[tid * per + e]; }
-        d_sums[tid] = acc;
-    }
-}
-
-fn red_total(which: u32) -> f32 {
-    let b = which * 4u;
-    return (d_sums[b] + d_sums[b + 1u]) + (d_sums[b + 2u] + d_sums[b + 3u]);
 }
 
 @compute @workgroup_size(DEC_WG)

@@ -2,6 +2,9 @@
 // prepended to them. They use what each kernel declares: p.plane, tm [planes, T, C] f32, state
 // [B, H, N, N] f32, the staging array s_tok [planes, TB, N4] vec4 and the constants N_HEAD, TB, N4.
 // An invocation owns groups of four state columns; columns past N read as zero and are not stored.
+// The one-token kernels (`decode`, grid (H, B)) run a head in one workgroup of DEC_WG invocations:
+// invocation tid owns quarter tid % 4 of state row tid / 4 (column groups q, q + 4, q + 8,
+// q + 12) and sums head-wide values through d_red (red_parts, red_total).
 // No dispatch of its own.
 
 fn cols(j0: u32) -> vec4<u32> {
@@ -47,3 +50,25 @@ fn store_state(base: u32, j0: u32, x: vec4<f32>) {
         }
     }
 }
+
+const DEC_WG: u32 = 256u;
+var<workgroup> d_red: array<f32, 2u * 64u>;   // two head-wide sums (N <= 64) at a time
+var<workgroup> d_part: array<f32, DEC_WG>;   // per-invocation partial row sums
+var<workgroup> d_sums: array<f32, 8u>;
+
+// After a barrier: invocations 0..7 add up d_red in 8 runs of 16 (runs 0-3: the first 64
+// values, 4-7: the second); after another barrier red_total(0 or 1) reads either sum.
+fn red_parts(tid: u32) {
+    if tid < 8u {
+        let per = 16u;
+        var acc = 0.0;
+        for (var e = 0u; e < per; e++) { acc += d_red[tid * per + e]; }
+        d_sums[tid] = acc;
+    }
+}
+
+fn red_total(which: u32) -> f32 {
+    let b = which * 4u;
+    return (d_sums[b] + d_sums[b + 1u]) + (d_sums[b + 2u] + d_sums[b + 3u]);
+}
+

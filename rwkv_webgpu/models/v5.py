@@ -45,6 +45,7 @@ class V5Layer:
 class V5Model(Model):
     layers: list[V5Layer]
     dynamic_decay = False
+    fuse_decode = True  # decoding steps run the WKV and its group norm as one kernel
 
     def state_spec(self) -> StateSpec:
         c, h, n = self.info.num_emb, self.info.num_head, self.info.head_size
@@ -127,6 +128,6 @@ class V5Model(Model):
                     c=self.info.num_emb, heads=self.info.num_head, plane=buf.tmax * self.info.num_emb,
                     slots=buf.slots, dynamic_decay=self.dynamic_decay, gated=lw.gate is not None,
                     offsets={"decay": o["decay"], "u": o["u"], "lnw": o["ln_x.weight"], "lnb": o["ln_x.bias"]},
-                    eps=GN_EPS, label=f"{i}.att.wkv")  # fmt: skip
+                    eps=GN_EPS, label=f"{i}.att.wkv", decode=(lambda: buf.one_per_slot) if self.fuse_decode else None)  # fmt: skip
         matmul(g, n, bb.y, lw.output, buf.x, accumulate=True, label=f"{i}.att.out")
         self.record_gated_channel_mix(g, buf, state, lw, st["ffn_shift"], f"{i}.ffn")

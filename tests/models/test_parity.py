@@ -182,21 +182,27 @@ def test_gpu_kernel_choice_matches_official(vulkan_device, monkeypatch, name):
         assert rel_err(ours, ref) <= BOUND
 
 
-@pytest.mark.parametrize("name", V7)
-def test_v7_fused_decode_kernel(device, name, monkeypatch):
-    """Decoding steps run RWKV-7's time mix as one kernel (v7.decode); its logits match the
-    official ones and the four-kernel path (prepare, wkv, norm after the LoRA products)."""
+FUSED = {"v5": "wkv.decode", "v6": "wkv.decode", "v7": "v7.decode"}  # the one-token time-mix kernel's label
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n[:2] in FUSED])
+def test_fused_decode_kernels(device, name, monkeypatch):
+    """Decoding steps run the time mix as one kernel (RWKV-5/6: wkv and group norm; RWKV-7: the
+    LoRA second halves, prepare, wkv and norm); logits match the official ones and the unfused
+    path, which prompts keep."""
+    from rwkv_webgpu.models.v5 import V5Model
     from rwkv_webgpu.models.v7 import V7Model
 
+    cls = V7Model if name.startswith("v7") else V5Model
     tokens, ref = golden(name)
     runs = {}
     for fused in (True, False):
-        monkeypatch.setattr(V7Model, "fuse_decode", fused)
+        monkeypatch.setattr(cls, "fuse_decode", fused)
         model = rw.load_model(FIX / "models" / f"{name}.pth", device=device)
         state = model.new_state()
         runs[fused] = np.stack([model.forward([t], state) for t in tokens])
         labels = {item.label for item in model.runner.graph(state)[0].items}
-        assert ("v7.decode" in labels) == fused
-        assert ("v7.prepare" in labels) and ("v7.wkv" in labels)  # prompts keep the four kernels
+        assert any(label.endswith(FUSED[name[:2]]) for label in labels) == fused
+        assert any(label.endswith(("v7.wkv", "att.wkv")) for label in labels)  # the prompt path
     assert rel_err(runs[True], ref) <= BOUND
     assert rel_err(runs[True], runs[False]) <= 1e-4

@@ -54,7 +54,7 @@ def make_case(heads, n, lens, seed, dynamic, gated, extra=2):
     )
 
 
-def run_v5(device, heads, n, lens, raw, vec, state, tmax, dynamic, gated, seed=0, count=None):
+def run_v5(device, heads, n, lens, raw, vec, state, tmax, dynamic, gated, seed=0, count=None, decode=False):
     rng = np.random.default_rng(seed + 7)
     c = heads * n
     plane = tmax * c + 3  # planes need not be packed tightly
@@ -82,8 +82,10 @@ def run_v5(device, heads, n, lens, raw, vec, state, tmax, dynamic, gated, seed=0
     time_mix_v5(
         g, cnt, bufs["cursors"], bufs["tm"], bufs["vec"], bufs["state"], bufs["y"],
         c=c, heads=heads, plane=plane, slots=len(lens), dynamic_decay=dynamic, gated=gated,
-        offsets=offsets, eps=EPS,
+        offsets=offsets, eps=EPS, decode=(lambda: True) if decode else None,
     )  # fmt: skip
+    labels = [item.label for item in g.items]
+    assert ("v5.wkv.decode" in labels) == decode
     cnt.set(sum(lens) if count is None else count)
     g.run()
     y = device.read(bufs["y"])[: tmax * c].reshape(tmax, c)
@@ -102,9 +104,9 @@ def reference(raw, vec, state, lens, heads, dynamic, gated):
     )  # fmt: skip
 
 
-def check(device, heads, n, lens, dynamic, gated, seed):
+def check(device, heads, n, lens, dynamic, gated, seed, decode=False):
     raw, vec, state, tmax = make_case(heads, n, lens, seed, dynamic, gated)
-    y, st = run_v5(device, heads, n, lens, raw, vec, state, tmax, dynamic, gated, seed)
+    y, st = run_v5(device, heads, n, lens, raw, vec, state, tmax, dynamic, gated, seed, decode=decode)
     t = sum(lens)
     y_ref, s_ref = reference(raw, vec, state, lens, heads, dynamic, gated)
     close("v5.y", y[:t], y_ref)
@@ -288,3 +290,13 @@ def test_both_recurrence_entries(device, monkeypatch, adapter_type):
     lanes = device.pipelines.get("time_mix_v5_lanes", "wkv_lanes", N_HEAD=24)
     assert (g.items[0].pipeline is lanes) == (adapter_type == "CPU")
     check(device, 2, 24, ODD_LENS, True, True, seed=400)
+
+
+@pytest.mark.parametrize("heads,n", [(1, 1), (2, 6), (3, 16), (1, 24), (2, 40), (2, 64)])
+@pytest.mark.parametrize(
+    "dynamic,gated", MODES, ids=["static", "static-gated", "dynamic", "dynamic-gated"]
+)
+def test_decode(device, heads, n, dynamic, gated):
+    """`decode` (wkv and norm in one dispatch, one token per slot) against the oracle."""
+    check(device, heads, n, [1, 0, 1, 1], dynamic, gated, seed=heads * 100 + n + 2 * dynamic + gated, decode=True)
+    check(device, heads, n, [1], dynamic, gated, seed=7 + n, decode=True)
