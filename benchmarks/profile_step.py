@@ -40,7 +40,6 @@ def main() -> None:
     ap.add_argument("--no-decode-split", action="store_true", help="experiment: one token over long rows on the 64-lane GEMV")
     ap.add_argument("--row-major-blocks", action="store_true", help="experiment: tile_big.wgsl WARP_BLOCKS off")
     ap.add_argument("--no-fused-decode", action="store_true", help="experiment: decoding keeps the time mix's separate kernels")
-    ap.add_argument("--norm-mix-loop", action="store_true", help="experiment: norm_mix reads the row twice (no registers)")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
     ap.add_argument("--quant-decode-max-k", type=int, default=None, help="experiment: the same for quantized weights")
@@ -68,8 +67,6 @@ def main() -> None:
     if args.no_fused_decode:
         for name, cls in (("v5", "V5Model"), ("v7", "V7Model")):
             setattr(getattr(importlib.import_module(f"rwkv_webgpu.models.{name}"), cls), "fuse_decode", False)
-    if args.norm_mix_loop:
-        importlib.import_module("rwkv_webgpu.ops.token_shift").NORM_MIX_MAX_PER = 0
     chunk = max(args.prefill, default=None)
     model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant, token_chunk_size=chunk)
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},

@@ -9,8 +9,7 @@
 //             binding 10). For steps where every slot has at most one token: each invocation reads
 //             its D weights per mix, so longer steps keep the matmul and `mix`.
 // `norm_mix`: the layer norm before it fused in (xn = ln(x) is written too), for steps where every
-//             slot has at most one token (decoding), so prev is always the saved row. Each
-//             invocation loads its share of the row once (PER values, in registers).
+//             slot has at most one token (decoding), so prev is always the saved row.
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
 // vec f32 (mu at mu_off, [mixes, C]; ln weight/bias at ln_w_off/ln_b_off), out [mixes, out_plane, C]
 // f32, delta like out, xn [T, C] f32. Grid: `mix` (ceil(C / WG), T): an invocation per channel and
@@ -114,44 +113,22 @@ fn mix_lora(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-const MAX_PER: u32 = 16u;
-override PER: u32 = 0u;  // norm_mix: ceil(C / WG) when at most MAX_PER (values held in registers), else 0
-
 @compute @workgroup_size(WG)
 fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let t = wid.y;
     if t >= count.n { return; }
     let s = cursors[2u * p.slots + t];
     let xb = p.x_off + t * p.c;
-    let c = wid.x * WG + lid.x;
-    let own = x[xb + min(c, p.c - 1u)];  // loaded with the row, used after the sums
-    // every workgroup of the row sums the whole row (as layer_norm.wgsl, in the same order),
-    // then mixes its WG channels
-    var mean: f32;
+    // every workgroup of the row sums the whole row (as layer_norm.wgsl), then mixes its WG channels
+    var sum = 0.0;
+    for (var i = lid.x; i < p.c; i += WG) { sum += x[xb + i]; }
+    let mean = reduce_sum(lid.x, sum) / f32(p.c);
     var q = 0.0;
-    if PER > 0u {
-        // the row's values are loaded once, all at the start, and kept for the second sum
-        var v: array<f32, MAX_PER>;
-        for (var j = 0u; j < PER; j++) {
-            let i = lid.x + j * WG;
-            v[j] = select(0.0, x[xb + min(i, p.c - 1u)], i < p.c);
-        }
-        var sum = 0.0;
-        for (var j = 0u; j < PER; j++) { sum += v[j]; }
-        mean = reduce_sum(lid.x, sum) / f32(p.c);
-        for (var j = 0u; j < PER; j++) {
-            let d = select(0.0, v[j] - mean, lid.x + j * WG < p.c);
-            q += d * d;
-        }
-    } else {
-        var sum = 0.0;
-        for (var i = lid.x; i < p.c; i += WG) { sum += x[xb + i]; }
-        mean = reduce_sum(lid.x, sum) / f32(p.c);
-        for (var i = lid.x; i < p.c; i += WG) { let d = x[xb + i] - mean; q += d * d; }
-    }
+    for (var i = lid.x; i < p.c; i += WG) { let d = x[xb + i] - mean; q += d * d; }
     let inv = inverseSqrt(reduce_sum(lid.x, q) / f32(p.c) + p.eps);
+    let c = wid.x * WG + lid.x;
     if c >= p.c { return; }
-    let cur = (own - mean) * inv * vec[p.ln_w_off + c] + vec[p.ln_b_off + c];
+    let cur = (x[xb + c] - mean) * inv * vec[p.ln_w_off + c] + vec[p.ln_b_off + c];
     xn[t * p.c + c] = cur;
     let d = shift[s * p.c + c] - cur;
     for (var m = 0u; m < p.mixes; m++) {

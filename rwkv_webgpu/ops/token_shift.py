@@ -17,7 +17,6 @@ PARAMS = np.dtype(
     + [(n, "<u4") for n in ("lora_d", "lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2")]
 )
 WG = 64
-NORM_MIX_MAX_PER = 16  # token_shift.wgsl MAX_PER: rows of up to 16 WG values are held in registers
 
 
 def token_mix(
@@ -142,6 +141,5 @@ def norm_mix(
     params = _params(x, slots, mixes, mu_off, plane, store, delta, ln_w_off, ln_b_off, eps)
     buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: out.buffer, 7: vec if delta is None else delta, 8: xn.buffer}
     wg = norm_workgroup(c)  # as layer_norm, so the sums match
-    per = ceil_div(c, wg)
     graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, wg), n, 1), entry="norm_mix", label=label,
-                   WG=wg, PER=per if per <= NORM_MIX_MAX_PER else 0)  # fmt: skip
+                   WG=wg)  # fmt: skip
