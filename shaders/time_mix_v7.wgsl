@@ -28,10 +28,9 @@ struct Params {
     eps: f32,
     _pad: u32,
     // `decode` only: the LoRA second halves w, a, v, g (in that order in each vec4): where their
-    // f16 rows start in binding 10 (vec4s), their widths D, and where their inputs start in a
-    // row of hid (binding 9, hid_stride elements a row). D = 0: no such LoRA (v in layer 0).
+    // f16 rows start in binding 10 (vec4s) and where their inputs start in a row of hid (binding
+    // 9, hid_stride elements a row). Their widths are the constants D_W, D_A, D_V, D_G.
     lora_at: vec4<u32>,
-    lora_d: vec4<u32>,
     hid_at: vec4<u32>,
     hid_stride: u32,
     _pad1: u32,
@@ -242,18 +241,32 @@ var<workgroup> d_kk: array<vec4<f32>, N4>;      // k * k_k, not yet divided by i
 var<workgroup> d_a: array<vec4<f32>, N4>;
 var<workgroup> d_v: array<f32, MAX_N>;
 
-// sum_j W[ch, j] hid[hb + j] over the D inputs of the LoRA whose f16 rows start at vec4 `at`
+override D_W: u32 = 0u;  // decode: the LoRA widths (0: no such LoRA, v in layer 0); as
+override D_A: u32 = 0u;  // constants, so each row's loads can all be issued at once
+override D_V: u32 = 0u;
+override D_G: u32 = 0u;
+const MAX_HID: u32 = 1024u;  // D_W + D_A + D_V + D_G at most
+var<workgroup> d_hid: array<f32, MAX_HID>;  // the token's LoRA inputs, w a v g back to back
+
+// sum_j W[ch, j] d_hid[hb + j] over the D inputs of the LoRA whose f16 rows start at vec4 `at`
 fn lora_dot(at: u32, d: u32, ch: u32, hb: u32) -> f32 {
     let kv = (d + 7u) / 8u;
     let wb = at + ch * kv;
     var acc = 0.0;
     for (var i = 0u; i < kv; i++) {
-        let j = i * 8u;
-        var x: array<f32, 8>;
-        for (var e = 0u; e < 8u; e++) { x[e] = select(0.0, hid[hb + min(j + e, d - 1u)], j + e < d); }
+        let j = hb + i * 8u;
+        let x = array<f32, 8>(d_hid[j], d_hid[j + 1u], d_hid[j + 2u], d_hid[j + 3u],
+                              d_hid[j + 4u], d_hid[j + 5u], d_hid[j + 6u], d_hid[j + 7u]);
         acc += dot8(lora[wb + i], x);
     }
     return acc;
+}
+
+// Copy the token's D inputs of one LoRA from hid (at hb) to d_hid (at db), zero up to a whole 8.
+fn stage_hid(tid: u32, hb: u32, db: u32, d: u32) {
+    for (var j = tid; j < (d + 7u) / 8u * 8u; j += DEC_WG) {
+        d_hid[db + j] = select(0.0, hid[hb + min(j, d - 1u)], j < d);
+    }
 }
 
 @compute @workgroup_size(DEC_WG)
@@ -278,11 +291,28 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let t = sp.x;
     let hc = h * n;
 
-    // the four LoRA second halves, one channel each
+    // the four LoRA second halves, one channel each, reading the inputs from workgroup memory
+    let pw = (D_W + 7u) / 8u * 8u;  // where each LoRA's inputs start in d_hid
+    let pa = pw + (D_A + 7u) / 8u * 8u;
+    let pv = pa + (D_V + 7u) / 8u * 8u;
+    let hb = t * p.hid_stride;
+    stage_hid(tid, hb + p.hid_at[0], 0u, D_W);
+    stage_hid(tid, hb + p.hid_at[1], pw, D_A);
+    stage_hid(tid, hb + p.hid_at[2], pa, D_V);
+    stage_hid(tid, hb + p.hid_at[3], pv, D_G);
+    workgroupBarrier();
     let m = tid / MAX_N;
     let cl = tid % MAX_N;
-    if cl < n && p.lora_d[m] > 0u {
-        d_lora[m * MAX_N + cl] = lora_dot(p.lora_at[m], p.lora_d[m], hc + cl, t * p.hid_stride + p.hid_at[m]);
+    if cl < n {
+        let ch = hc + cl;
+        var x = 0.0;
+        switch m {  // one arm per LoRA, so each loop runs a constant number of times
+            case 0u: { x = lora_dot(p.lora_at[0], D_W, ch, 0u); }
+            case 1u: { x = lora_dot(p.lora_at[1], D_A, ch, pw); }
+            case 2u: { x = lora_dot(p.lora_at[2], D_V, ch, pa); }
+            default: { x = lora_dot(p.lora_at[3], D_G, ch, pv); }
+        }
+        d_lora[m * MAX_N + cl] = x;
     }
     workgroupBarrier();
 

@@ -17,9 +17,10 @@ _FIELDS = (
     "k_k_off", "k_a_off", "r_k_off", "lnw_off", "lnb_off",
 )  # fmt: skip
 PARAMS = np.dtype([(n, "<u4") for n in _FIELDS] + [("eps", "<f4"), ("_pad", "<u4")]
-                  + [(n, "<u4", (4,)) for n in ("lora_at", "lora_d", "hid_at")]
+                  + [(n, "<u4", (4,)) for n in ("lora_at", "hid_at")]
                   + [(n, "<u4") for n in ("hid_stride", "_pad1", "_pad2", "_pad3")])  # fmt: skip
 LORAS = ("w", "a", "v", "g")  # the LoRA second halves `decode` computes, in its order
+MAX_HID = 1024  # ... and how many inputs they may have together (the shader's MAX_HID)
 MAX_HEAD = 64
 WG = 64
 ROWS = 16  # state rows per wkv workgroup (the shader's ROWS)
@@ -41,7 +42,7 @@ class DecodeLora:
 def decode_lora(seconds: dict[str, Matrix | Any], inputs: dict[str, Act], c: int) -> DecodeLora | None:
     """The DecodeLora of a layer's LoRA second halves ``seconds`` (name -> [C, D] matrix) reading
     ``inputs`` (name -> columns of one hid buffer), or None where `decode` cannot read them: a
-    quantized or split matrix, or matrices in different buffers."""
+    quantized or split matrix, matrices in different buffers, or more than MAX_HID inputs."""
     buffers, at, d, hid_at = set(), [0] * 4, [0] * 4, [0] * 4
     strides = {x.stride for x in inputs.values()}
     for name, w in seconds.items():
@@ -51,7 +52,7 @@ def decode_lora(seconds: dict[str, Matrix | Any], inputs: dict[str, Act], c: int
         buffers.add(id(part.buffer.buffer))
         j = LORAS.index(name)
         at[j], d[j], hid_at[j] = part.buffer.offset // 16, w.k, inputs[name].offset
-    if len(buffers) != 1 or len(strides) != 1:
+    if len(buffers) != 1 or len(strides) != 1 or sum((x + 7) // 8 * 8 for x in d) > MAX_HID:
         return None
     first = next(iter(seconds.values())).parts[0].buffer.buffer
     return DecodeLora(first, tuple(at), tuple(d), tuple(hid_at), strides.pop())  # type: ignore[arg-type]
@@ -78,7 +79,6 @@ def v7_params(*, c: int, h: int, plane: int, slots: int, layer0: bool, offsets: 
         _pad=0,
         **{f"{k}_off": offsets[k] for k in ("w0", "a0", "v0", "k_k", "k_a", "r_k", "lnw", "lnb")},
         lora_at=lora.at if lora else (0,) * 4,
-        lora_d=lora.d if lora else (0,) * 4,
         hid_at=lora.hid_at if lora else (0,) * 4,
         hid_stride=lora.hid_stride if lora else 0,
         _pad1=0,
@@ -149,4 +149,5 @@ def time_mix_v7_decode(
         entry="decode",
         label="v7.decode",
         N_HEAD=n,
+        **{f"D_{name.upper()}": width for name, width in zip(LORAS, lora.d)},
     )
