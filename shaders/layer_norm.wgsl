@@ -24,12 +24,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if t >= count.n { return; }
     let g0 = wid.x * p.size;
     let xb = p.x_off + t * p.x_stride + g0;
-    var s = 0.0;
-    for (var i = lid.x; i < p.size; i += WG) { s += x[xb + i]; }
-    let mean = reduce_sum(lid.x, s) / f32(p.size);
-    var q = 0.0;
-    for (var i = lid.x; i < p.size; i += WG) { let d = x[xb + i] - mean; q += d * d; }
-    let inv = inverseSqrt(reduce_sum(lid.x, q) / f32(p.size) + p.eps);
+    let mean = reduce_sum(lid.x, row_part(lid.x, xb, p.size, 0.0, false)) / f32(p.size);
+    let inv = inverseSqrt(reduce_sum(lid.x, row_part(lid.x, xb, p.size, mean, true)) / f32(p.size) + p.eps);
     let yb = p.y_off + t * p.y_stride + g0;
     for (var i = lid.x; i < p.size; i += WG) {
         y[yb + i] = (x[xb + i] - mean) * inv * vec[p.w_off + g0 + i] + vec[p.b_off + g0 + i];

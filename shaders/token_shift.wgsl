@@ -120,12 +120,8 @@ fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let s = cursors[2u * p.slots + t];
     let xb = p.x_off + t * p.c;
     // every workgroup of the row sums the whole row (as layer_norm.wgsl), then mixes its WG channels
-    var sum = 0.0;
-    for (var i = lid.x; i < p.c; i += WG) { sum += x[xb + i]; }
-    let mean = reduce_sum(lid.x, sum) / f32(p.c);
-    var q = 0.0;
-    for (var i = lid.x; i < p.c; i += WG) { let d = x[xb + i] - mean; q += d * d; }
-    let inv = inverseSqrt(reduce_sum(lid.x, q) / f32(p.c) + p.eps);
+    let mean = reduce_sum(lid.x, row_part(lid.x, xb, p.c, 0.0, false)) / f32(p.c);
+    let inv = inverseSqrt(reduce_sum(lid.x, row_part(lid.x, xb, p.c, mean, true)) / f32(p.c) + p.eps);
     let c = wid.x * WG + lid.x;
     if c >= p.c { return; }
     let cur = (x[xb + c] - mean) * inv * vec[p.ln_w_off + c] + vec[p.ln_b_off + c];

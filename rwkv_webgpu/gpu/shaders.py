@@ -66,12 +66,12 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "matmul_quant_group": ("matmul_group_io", "x_reads", "quant_codebook", "quant_word"),
     "matmul_tiled": ("matmul_io", "x_reads", "weights_f16", "tile_big"),
     "matmul_group_tiled": ("matmul_group_io", "x_reads", "tile_big"),
-    "layer_norm": ("reduce",),
+    "layer_norm": ("reduce", "row_sums"),
     "sample": ("reduce",),
     "time_mix_v5": ("reduce", "wkv_common"),
     "time_mix_v5_lanes": ("reduce", "wkv_common", "time_mix_v5"),
     "time_mix_v7": ("reduce", "wkv_common"),
-    "token_shift": ("reduce",),
+    "token_shift": ("reduce", "row_sums"),
 }
 
 # Kernels whose body is another kernel's file, built with their own HELPERS (the tiled GEMM reads

@@ -36,6 +36,7 @@ QUANT_DECODE_MAX_K = 8192  # the same bound for quantized weights (H100: faster 
 DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
 # adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
 DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
+NARROW_LANES, NARROW_ROWS = True, 2048  # ... a subgroup of 32 per row on f16 matrices of this many rows or fewer
 DECODE_SPLIT = True  # one token over rows longer than DECODE_MAX_K: that kernel with K in parts ...
 DECODE_SPLIT_K = 2048  # ... of at most this many weights each, then `reduce` (else the 64-lane GEMV)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
@@ -100,7 +101,7 @@ def matmul(
                 continue
             consts: dict[str, float]
             if name == "decode":
-                shader, entry, consts = "matmul_subgroup", "decode", decode_constants(graph)
+                shader, entry, consts = "matmul_subgroup", "decode", decode_constants(graph, part.rows <= NARROW_ROWS)
             else:
                 shader, entry, consts = _KERNEL_SOURCES[name]
             suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise", "rows4", "rows32", "tile8", "tile16") else f".{name}"
@@ -230,20 +231,25 @@ def _record_reduce(graph: Graph, counter: Counter, params: np.ndarray, rows: int
                    entry="reduce", label=label + ".reduce", SPLIT=parts)  # fmt: skip
 
 
-def decode_lanes(graph: Graph) -> int:
+def decode_lanes(graph: Graph, narrow: bool = False) -> int:
     """Invocations per row in the one-token subgroup kernels: 16 where subgroups have 32 or more
-    invocations (NVIDIA, AMD, Apple), else 8 (what the other subgroup kernel assumes too)."""
-    return 16 if graph.device.info.subgroup_size >= 32 else 8
+    invocations (NVIDIA, AMD, Apple), else 8 (what the other subgroup kernel assumes too). With
+    ``narrow`` (an f16 matrix of at most NARROW_ROWS rows) a whole subgroup of 32 per row: with
+    few rows, fewer words per lane keeps more of each row in flight."""
+    size = graph.device.info.subgroup_size
+    if narrow and NARROW_LANES and size >= 32:
+        return 32
+    return 16 if size >= 32 else 8
 
 
-def decode_constants(graph: Graph) -> dict[str, float]:
+def decode_constants(graph: Graph, narrow: bool = False) -> dict[str, float]:
     """Override constants of the one-token subgroup kernels (f16, group and quantized)."""
-    return {"LANES": decode_lanes(graph), "WGS": DECODE_WGS, "UNROLL": DECODE_UNROLL}
+    return {"LANES": decode_lanes(graph, narrow), "WGS": DECODE_WGS, "UNROLL": DECODE_UNROLL}
 
 
-def decode_grid(graph: Graph, rows: int) -> Grid:
+def decode_grid(graph: Graph, rows: int, narrow: bool = False) -> Grid:
     """Grid of those kernels for ``rows`` rows: one workgroup row per token."""
-    per = DECODE_WGS // decode_lanes(graph)
+    per = DECODE_WGS // decode_lanes(graph, narrow)
     return lambda n: (ceil_div(rows, per), n, 1)
 
 
@@ -262,7 +268,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
     grids: dict[str, Grid] = {
         "gemv": lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
-        "decode": decode_grid(graph, rows),
+        "decode": decode_grid(graph, rows, rows <= NARROW_ROWS),
         "decode_split": lambda n: (*decode_grid(graph, rows)(n)[:2], decode_split_parts(k)),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "rows4": lambda n: (ceil_div(rows, 4 * 64), n, 1),
