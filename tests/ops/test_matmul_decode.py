@@ -30,6 +30,26 @@ def subgroups(device):
 
 def use(monkeypatch, unroll):
     monkeypatch.setattr(mm, "DECODE_UNROLL", unroll)
+    # 16 lanes a row everywhere, so a group sums each row as the single kernel does
+    monkeypatch.setattr(mm, "NARROW_LANES", False)
+
+
+@pytest.mark.parametrize("t,k,r", SHAPES + [(1, 2048, 2048)])
+def test_narrow_products_take_a_subgroup_a_row(subgroups, monkeypatch, t, k, r):
+    """f16 matrices of at most NARROW_ROWS rows: 32 lanes a row where subgroups have 32
+    invocations (16 rows: the lane count of the others), the same sums within f32 rounding."""
+    from rwkv_webgpu.gpu import Graph
+
+    lanes = mm.decode_lanes(Graph(subgroups), narrow=r <= mm.NARROW_ROWS)
+    assert lanes == (32 if subgroups.info.subgroup_size >= 32 else 16 if subgroups.info.subgroup_size >= 16 else 8)
+    rng = np.random.default_rng(k + r)
+    w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    got, _ = run_matmul(subgroups, w, x, "none", kernel="decode")
+    monkeypatch.setattr(mm, "NARROW_LANES", False)
+    wide, _ = run_matmul(subgroups, w, x, "none", kernel="decode")
+    np.testing.assert_allclose(got, oracle(w, x, "none"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, wide, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("unroll", SETTINGS)

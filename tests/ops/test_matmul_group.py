@@ -17,6 +17,16 @@ from rwkv_webgpu.gpu.tensor import BufferRange
 from rwkv_webgpu.ops import Product, matmul, matmul_group
 from rwkv_webgpu.weights.quant import quantize
 
+
+@pytest.fixture(autouse=True)
+def lanes_as_in_groups(monkeypatch):
+    """Single products sum rows with the group kernel's lane count (narrow f16 matrices take 32
+    lanes on 32-wide subgroups, where a group keeps 16), so one by one equals grouped bit for bit."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("rwkv_webgpu.ops.matmul"), "NARROW_LANES", False)
+
+
 # (rows, K, input plane, output buffer, activation, accumulate): odd sizes, mixed K, two outputs
 SPECS = [(7, 40, 0, 0, "none", False), (33, 40, 1, 0, "tanh", True), (5, 40, 2, 1, "sigmoid", False),
          (65, 13, 3, 1, "relu_sq", False), (4, 13, 3, 0, "silu", True)]  # fmt: skip
