@@ -86,7 +86,7 @@ def chain_matches_plain_loop(model, steps: int = 40) -> dict:
 
 
 def decode_split_vs_gemv(model, tokens: list[int]) -> tuple[float, float]:
-    """One token at a time through the FFN value with K in parts (`decode_split`), through the
+    """One token at a time through the FFN value with K in parts (`decode_parts`), through the
     64-lane GEMV and through the one-token kernel over whole rows: the largest logit difference
     of K in parts against the GEMV, and of whole rows against the GEMV (what another summation
     order alone gives on this model), each relative to the largest logit."""

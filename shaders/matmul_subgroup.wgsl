@@ -5,7 +5,8 @@
 // Bindings as matmul.wgsl. Grid: (ceil(R / (WGS / LANES)), ceil(T / TOK)); workgroup of WGS.
 // `decode` (one token per workgroup row of the grid) is `main` with TOK = 1 whose lanes load
 // UNROLL (1, 2 or 4) words of the row before using them (decode_row.wgsl); same sums in the
-// same order. Grid: (ceil(R / (WGS / LANES)), T). `decode_split`: the same with K in parts (below).
+// same order. Grid: (ceil(R / (WGS / LANES)), T). `decode_split` and `decode_parts`: the same
+// with K in parts (below).
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 
 override LANES: u32 = 8u;  // invocations per row: 8, 16 or 32
@@ -78,5 +79,40 @@ fn decode_split(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
     }
     if lane == 0u && r < p.rows && t < count.n {
         y[(wid.z * count.n + t) * p.rows + r] = acc;
+    }
+}
+
+// `decode_parts`: `decode_split` with the parts added up in the workgroup instead of by a
+// `reduce` dispatch: its WGS invocations are SPLIT parts x RPW rows x LANES lanes (RPW = WGS /
+// (SPLIT LANES)); lane group g = li / LANES sums part g / RPW of row g % RPW, then invocation
+// j < RPW adds the SPLIT sums of row j in part order (as `reduce` does) and stores the result.
+// Grid: (ceil(R / RPW), T).
+var<workgroup> part_sums: array<f32, 256>;  // [SPLIT, RPW] (WGS / LANES <= 256)
+
+@compute @workgroup_size(WGS)
+fn decode_parts(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = li % LANES;
+    let rpw = WGS / (SPLIT * LANES);
+    let g = li / LANES;
+    let z = g / rpw;
+    let r = wid.x * rpw + g % rpw;
+    let t = wid.y;
+    let per = (p.kv + SPLIT - 1u) / SPLIT;
+    let w0 = min(z * per, p.kv);
+    let words = min(per, p.kv - w0);
+    var acc = 0.0;
+    if r < p.rows && t < count.n {
+        acc = lane_sum(r * p.kv + w0, words, lane, p.x_off + t * p.x_stride + w0 * 8u, select(0u, p.k - w0 * 8u, words > 0u));
+    }
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        acc += subgroupShuffleXor(acc, s);
+    }
+    if lane == 0u { part_sums[g] = acc; }
+    workgroupBarrier();
+    let row = wid.x * rpw + li;
+    if li < rpw && row < p.rows && t < count.n {
+        var sum = 0.0;
+        for (var j = 0u; j < SPLIT; j++) { sum += part_sums[j * rpw + li]; }
+        store_out(t, row, sum);
     }
 }

@@ -38,7 +38,8 @@ DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes
 DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
 NARROW_LANES, NARROW_ROWS = True, 2048  # ... a subgroup of 32 per row on f16 matrices of this many rows or fewer
 DECODE_SPLIT = True  # one token over rows longer than DECODE_MAX_K: that kernel with K in parts ...
-DECODE_SPLIT_K = 2048  # ... of at most this many weights each, then `reduce` (else the 64-lane GEMV)
+DECODE_SPLIT_K = 2048  # ... of at most this many weights each, then `reduce` (else the 64-lane GEMV) ...
+DECODE_PARTS = True  # ... or the parts added up in the workgroup ("decode_parts"; no `reduce` dispatch)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
@@ -96,6 +97,12 @@ def matmul(
         params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)
 
         for name, grid in _choose(graph, part.rows, kernel, w.k):
+            if name == "decode_parts":
+                wgs = decode_parts_rows(graph, w.k) * decode_split_parts(w.k) * decode_lanes(graph)
+                graph.dispatch("matmul_subgroup", counter, params, [part.buffer, x.buffer, y.buffer], grid, entry="decode_parts",
+                               label=f"{label}.decode_parts", SPLIT=decode_split_parts(w.k),
+                               **{**decode_constants(graph), "WGS": wgs})  # fmt: skip
+                continue
             if name in ("split", "tall", "big_split", "decode_split"):
                 _matmul_parts(graph, counter, params, part, x, y, grid, label, name, kernel is not None)
                 continue
@@ -131,13 +138,18 @@ _KERNEL_SOURCES: dict[str, tuple[str, str, dict[str, float]]] = {
     "tiled": ("matmul_tiled", "main", {}),
     "big": ("matmul_tiled", "big", {}),
 }
-KERNELS = ("gemv", "subgroup", "decode", "decode_split", "rowwise", "rows4", "rows32", "tile8", "tile16", "tiled", "big",
+KERNELS = ("gemv", "subgroup", "decode", "decode_split", "decode_parts", "rowwise", "rows4", "rows32", "tile8", "tile16", "tiled", "big",
            "split", "tall", "big_split")  # fmt: skip
 
 
 def decode_split_parts(k: int) -> int:
     """K parts of `decode_split` for rows of ``k`` weights: at most DECODE_SPLIT_K each, at least 2."""
     return max(2, ceil_div(k, DECODE_SPLIT_K))
+
+
+def decode_parts_rows(graph: Graph, k: int) -> int:
+    """Rows per workgroup of `decode_parts` (its SPLIT x rows x LANES invocations, at most 256)."""
+    return max(1, 256 // (decode_split_parts(k) * decode_lanes(graph)))
 
 
 def split_parts(rows: int, k: int) -> int:
@@ -270,6 +282,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
         "decode": decode_grid(graph, rows, rows <= NARROW_ROWS),
         "decode_split": lambda n: (*decode_grid(graph, rows)(n)[:2], decode_split_parts(k)),
+        "decode_parts": lambda n: (ceil_div(rows, decode_parts_rows(graph, k)), n, 1),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "rows4": lambda n: (ceil_div(rows, 4 * 64), n, 1),
         "rows32": lambda n: (ceil_div(rows, 32 * 64), n, 1),
@@ -286,7 +299,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
             raise ValueError(f"unknown matmul kernel {kernel!r}; choose from {KERNELS}")
         if kernel == "split" and split_parts(rows, k) < 2:
             raise ValueError(f"the split matmul needs fewer than {TILED_MIN_TILES // 2 * TILE} rows, got {rows}")
-        if kernel in ("subgroup", "decode", "decode_split") and not graph.device.info.subgroup:
+        if kernel in ("subgroup", "decode", "decode_split", "decode_parts") and not graph.device.info.subgroup:
             raise ValueError(f"the {kernel} matmul needs an adapter with the 'subgroup' feature")
         return [(kernel, grids[kernel])]
     names, pick = _rule(graph, rows, k)
@@ -304,8 +317,9 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
 
     Real GPUs with subgroups (thresholds measured on the H100 with benchmarks/bench_kernels.py):
     under DECODE_UNTIL tokens the one-token subgroup kernel ("decode"; a single token with rows
-    longer than DECODE_MAX_K takes it with K in parts, "decode_split", or with DECODE_SPLIT off
-    the 64-lane GEMV; matrices of WIDE_ROWS rows or more take
+    longer than DECODE_MAX_K takes it with K in parts summed in the workgroup, "decode_parts",
+    or by a `reduce` dispatch, "decode_split" (DECODE_PARTS off), or with DECODE_SPLIT off the
+    64-lane GEMV; matrices of WIDE_ROWS rows or more take
     the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel; from
     SPLIT_FROM to TALL_MAX tokens 128-row x 64-token tiles with K in parts ("tall", matrices of
     TALL_MIN_ROWS rows or more) or 64 x 64 tiles with K in parts ("split", narrower ones, and
@@ -347,7 +361,7 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
             return "gemv"
         if n < DECODE_UNTIL:
             if n == 1 and k > DECODE_MAX_K:  # long rows, one token: K in parts, or the 64-lane GEMV
-                return "decode_split" if DECODE_SPLIT else "gemv"
+                return ("decode_parts" if DECODE_PARTS else "decode_split") if DECODE_SPLIT else "gemv"
             # wide matrices from a few tokens: 4 tokens per weight read beat one
             return "subgroup" if n >= WIDE_FROM and rows >= WIDE_ROWS else "decode"
         return "split" if split and n >= SPLIT_FROM else "subgroup"
@@ -360,7 +374,7 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
     if sub and k <= DECODE_MAX_K:
         names.remove("gemv")
     if sub and k > DECODE_MAX_K:
-        names.append("decode_split")
+        names.append("decode_parts" if DECODE_PARTS else "decode_split")
     if not split and "split" in names:
         names.remove("split")
     return names, pick
@@ -434,7 +448,7 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
             return f
         if f in ("tiled", "big", "big_split") or (f == "tall" and _enough(rows, n, TILE)) or (f in ("tile8", "tile16") and n >= TILED_FROM):
             return "tiled"  # (CPU adapters: from TILED_FROM tokens)
-        long_rows = f in ("gemv", "decode_split") and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
+        long_rows = f in ("gemv", "decode_split", "decode_parts") and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
         return "decode" if f == "decode" or long_rows else "gemv"
 
     kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]

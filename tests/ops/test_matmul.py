@@ -44,11 +44,11 @@ def test_matmul_matches_numpy(device, t, k, r, act):
     np.testing.assert_allclose(y, oracle(w, x, act), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split", "tile16", "rows32", "decode_split"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split", "tile16", "rows32", "decode_split", "decode_parts"])
 @pytest.mark.parametrize("t,k,r", [(1, 13, 7), (5, 100, 3), (17, 37, 65), (70, 100, 129), (131, 264, 257), (33, 2100, 70)])
 def test_every_matmul_kernel(device, kernel, t, k, r):
     """Each kernel variant on every adapter, whatever that adapter would pick by itself."""
-    if kernel in ("subgroup", "decode", "decode_split") and not device.info.subgroup:
+    if kernel in ("subgroup", "decode", "decode_split", "decode_parts") and not device.info.subgroup:
         pytest.skip("adapter without subgroups")
     rng = np.random.default_rng(t + k + r)
     w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
@@ -58,11 +58,11 @@ def test_every_matmul_kernel(device, kernel, t, k, r):
     np.testing.assert_allclose(y, y0 + oracle(w, x, "tanh"), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split", "tile16", "rows32", "decode_split"])
+@pytest.mark.parametrize("kernel", ["gemv", "tiled", "rowwise", "rows4", "tile8", "subgroup", "decode", "big", "split", "tall", "big_split", "tile16", "rows32", "decode_split", "decode_parts"])
 @pytest.mark.parametrize("t,k,r", [(1, 13, 7), (17, 37, 65), (70, 100, 129), (33, 2100, 70)])
 def test_every_kernel_adds_times_a_gate(device, kernel, t, k, r):
     """y += gate * act(W x) with the gate in y's own buffer (the plane after y), per kernel."""
-    if kernel in ("subgroup", "decode", "decode_split") and not device.info.subgroup:
+    if kernel in ("subgroup", "decode", "decode_split", "decode_parts") and not device.info.subgroup:
         pytest.skip("adapter without subgroups")
     rng = np.random.default_rng(t * 7 + k + r)
     w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
@@ -131,7 +131,9 @@ def test_kernel_choice_on_gpus(device, monkeypatch):
     assert picks(2048, 2048) == {1: "decode", 2: "decode", 8: "decode", 16: "subgroup", 32: "tall", 64: "tall",
                                  128: "tall", 192: "split", 256: "tiled", 512: "big_split", 1024: "big_split",
                                  2048: "big"}  # fmt: skip
-    assert picks(2048, 8192)[1] == "decode_split" and picks(2048, 8192)[2] == "decode"
+    assert picks(2048, 8192)[1] == "decode_parts" and picks(2048, 8192)[2] == "decode"
+    monkeypatch.setattr(mm, "DECODE_PARTS", False)
+    assert picks(2048, 8192)[1] == "decode_split"
     monkeypatch.setattr(mm, "DECODE_SPLIT", False)
     assert picks(2048, 8192)[1] == "gemv"
     monkeypatch.setattr(mm, "DECODE_SPLIT", True)

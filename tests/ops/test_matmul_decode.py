@@ -97,3 +97,19 @@ def test_quant_decode_settings(subgroups, monkeypatch, quant, unroll, t, k, r):
     wq, (got,) = run_quant(subgroups, quant, w, x, y0, "none", kernel="decode")
     want = y0 + x.astype(np.float64) @ wq.astype(np.float64).T
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("unroll", SETTINGS)
+@pytest.mark.parametrize("t,k,r", [(1, 8200, 37), (2, 5000, 13), (1, 2100, 70), (3, 13, 5)])
+def test_decode_parts_adds_parts_as_reduce_does(subgroups, monkeypatch, unroll, t, k, r):
+    """`decode_parts` (K parts summed in the workgroup) equals `decode_split` + `reduce` bit for
+    bit, and numpy within rounding; with accumulate and an activation."""
+    use(monkeypatch, unroll)
+    rng = np.random.default_rng(k + r + t)
+    w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    y0 = rng.standard_normal((t, r)).astype(np.float32)
+    split, _ = run_matmul(subgroups, w, x, "tanh", y0=y0, accumulate=True, kernel="decode_split")
+    parts, _ = run_matmul(subgroups, w, x, "tanh", y0=y0, accumulate=True, kernel="decode_parts")
+    np.testing.assert_allclose(parts, y0 + oracle(w, x, "tanh"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(parts, split)
