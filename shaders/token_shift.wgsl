@@ -119,14 +119,20 @@ fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     if t >= count.n { return; }
     let s = cursors[2u * p.slots + t];
     let xb = p.x_off + t * p.c;
+    // this invocation's channel: its loads issued before the sums, which end in barriers
+    let c = wid.x * WG + lid.x;
+    let cc = min(c, p.c - 1u);
+    let own = x[xb + cc];
+    let lw = vec[p.ln_w_off + cc];
+    let lb = vec[p.ln_b_off + cc];
+    let prev = shift[s * p.c + cc];
     // every workgroup of the row sums the whole row (as layer_norm.wgsl), then mixes its WG channels
     let mean = reduce_sum(lid.x, row_part(lid.x, xb, p.c, 0.0, false)) / f32(p.c);
     let inv = inverseSqrt(reduce_sum(lid.x, row_part(lid.x, xb, p.c, mean, true)) / f32(p.c) + p.eps);
-    let c = wid.x * WG + lid.x;
     if c >= p.c { return; }
-    let cur = (x[xb + c] - mean) * inv * vec[p.ln_w_off + c] + vec[p.ln_b_off + c];
+    let cur = (own - mean) * inv * lw + lb;
     xn[t * p.c + c] = cur;
-    let d = shift[s * p.c + c] - cur;
+    let d = prev - cur;
     for (var m = 0u; m < p.mixes; m++) {
         let e = m * p.out_plane + t * p.c + c;
         var mu = vec[p.mu_off + m * p.c + c];
