@@ -72,14 +72,11 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "time_mix_v5_lanes": ("reduce", "wkv_common", "time_mix_v5"),
     "time_mix_v7": ("reduce", "wkv_common"),
     "token_shift": ("reduce", "row_sums"),
-    # the same kernels summing through subgroups (adapters that have them)
-    "layer_norm_sg": ("reduce_subgroup", "row_sums"),
-    "token_shift_sg": ("reduce_subgroup", "row_sums"),
 }
 
 # Kernels whose body is another kernel's file, built with their own HELPERS (the tiled GEMM reads
 # weights through weights8(): weights_f16 for matmul_tiled, weights_quant for matmul_quant_tiled).
-BODIES: dict[str, str] = {"matmul_quant_tiled": "matmul_tiled", "layer_norm_sg": "layer_norm", "token_shift_sg": "token_shift"}
+BODIES: dict[str, str] = {"matmul_quant_tiled": "matmul_tiled"}
 
 
 def shader_source(name: str, f16: bool = False) -> str:

@@ -20,14 +20,6 @@ def norm_workgroup(size: int) -> int:
     return 256 if size >= 1024 else 64
 
 
-SUBGROUP_SUMS = True  # adapters with subgroups: the norms add up their workgroup through them
-
-
-def norm_shader(graph: Graph, name: str) -> str:
-    """``name`` (layer_norm, token_shift) or its variant whose reduce_sum adds through subgroups."""
-    return f"{name}_sg" if SUBGROUP_SUMS and graph.device.info.subgroup else name
-
-
 def layer_norm(
     graph: Graph,
     counter: Counter,
@@ -64,6 +56,6 @@ def layer_norm(
         eps=eps,
     )
     graph.dispatch(
-        norm_shader(graph, "layer_norm"), counter, params, [x.buffer, y.buffer, vec], lambda n: (groups, n, 1),
+        "layer_norm", counter, params, [x.buffer, y.buffer, vec], lambda n: (groups, n, 1),
         label=label, WG=wg,
     )  # fmt: skip

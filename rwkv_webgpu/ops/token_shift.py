@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..gpu import Act, BufferRange, Counter, Graph, Matrix, ceil_div, pack_params
-from .norm import norm_shader, norm_workgroup
+from .norm import norm_workgroup
 
 PARAMS = np.dtype(
     [(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "store", "with_delta", "ln_w_off", "ln_b_off")]
@@ -141,5 +141,5 @@ def norm_mix(
     params = _params(x, slots, mixes, mu_off, plane, store, delta, ln_w_off, ln_b_off, eps)
     buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: out.buffer, 7: vec if delta is None else delta, 8: xn.buffer}
     wg = norm_workgroup(c)  # as layer_norm, so the sums match
-    graph.dispatch(norm_shader(graph, "token_shift"), counter, params, buffers, lambda n: (ceil_div(c, wg), n, 1),
+    graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, wg), n, 1),
                    entry="norm_mix", label=label, WG=wg)  # fmt: skip

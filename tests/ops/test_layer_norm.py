@@ -122,21 +122,3 @@ def test_eps_is_used(device):
     ybuf, _ = run_layer_norm(device, x, w, b, t=2, eps=1e-5)
     np.testing.assert_allclose(ybuf.reshape(2, c), np.tile(b, (2, 1)), atol=1e-6)
 
-
-@pytest.mark.parametrize("c,group", [(2048, None), (1030, None), (130, 13), (64, None)])
-def test_subgroup_sums(device, monkeypatch, c, group):
-    """Adapters with subgroups add the workgroup up through them (layer_norm_sg); both ways
-    agree with each other and with numpy."""
-    import importlib
-
-    norm = importlib.import_module("rwkv_webgpu.ops.norm")
-    assert norm.norm_shader(Graph(device), "layer_norm") == ("layer_norm_sg" if device.info.subgroup else "layer_norm")
-    rng = np.random.default_rng(c)
-    x = (rng.standard_normal((3, c)) * 2 + 5).astype(np.float32)
-    w, b = rng.standard_normal((2, c)).astype(np.float32)
-    got, _ = run_layer_norm(device, x, w, b, t=3, eps=1e-5, group=group)
-    monkeypatch.setattr(norm, "SUBGROUP_SUMS", False)
-    plain, _ = run_layer_norm(device, x, w, b, t=3, eps=1e-5, group=group)
-    np.testing.assert_allclose(got, plain, rtol=2e-6, atol=2e-6)
-    want = oracles.layer_norm(x, w, b, 1e-5, group=group)
-    np.testing.assert_allclose(got[: 3 * c].reshape(3, c), want, rtol=1e-5, atol=1e-5)
