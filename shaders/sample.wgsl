@@ -39,6 +39,8 @@ var<workgroup> red_i: array<u32, WG>;
 var<workgroup> red2: array<vec2<f32>, WG>;
 var<workgroup> scan: array<f32, WG>;
 var<workgroup> row_p: vec4<f32>;
+const SCAN_GROUP: u32 = 32u;  // chunks per group of the final scan (WG is a multiple of it)
+var<workgroup> group_base: array<f32, WG / SCAN_GROUP>;
 
 fn reduce_max(lid: u32, v: f32) -> f32 {
     red[lid] = v;
@@ -324,28 +326,42 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         }
     }
     let fallback = reduce_index(lid, last, false);
-    // exclusive scan of the chunks' kept mass (invocation 0 walks WG values)
+    // where each chunk's kept mass starts: 32 chunks at a time walked by their first invocation,
+    // then the groups' totals by invocation 0 (64 steps in a row instead of WG). A chunk's span
+    // ends where the next one starts (the same additions), so the spans tile [0, total) exactly.
     scan[lid] = kept;
+    workgroupBarrier();
+    let gq = lid / SCAN_GROUP;
+    if lid % SCAN_GROUP == 0u {
+        var acc = 0.0;
+        for (var j = lid; j < lid + SCAN_GROUP; j++) { let v = scan[j]; scan[j] = acc; acc += v; }
+        group_base[gq] = acc;
+    }
     workgroupBarrier();
     if lid == 0u {
         var acc = 0.0;
-        for (var j = 0u; j < WG; j++) { let s = scan[j]; scan[j] = acc; acc += s; }
+        for (var q = 0u; q < WG / SCAN_GROUP; q++) { let v = group_base[q]; group_base[q] = acc; acc += v; }
         red[0] = acc;
         ids[row] = fallback;  // replaced below unless rounding put the goal past every chunk
     }
     workgroupBarrier();
+    let start = group_base[gq] + scan[lid];
+    let end = group_base[gq] + (scan[lid] + kept);
     let goal = min(rp.w, 0.99999994) * red[0];
-    let start = scan[lid];
-    if kept > 0.0 && goal >= start && goal < start + kept {
+    if kept > 0.0 && goal >= start && goal < end {
         var acc = start;
         var pick = lo;
-        for (var i = lo; i < hi; i++) {
-            let l = logit(base, i);
-            let q = select(0.0, exp((l - top) / temp) / total, l >= keep);
-            if q > 0.0 {
-                pick = i;
-                acc += q;
-                if acc > goal { break; }
+        var done = false;
+        for (var i0 = lo; i0 < hi && !done; i0 += 8u) {  // eight loads in flight, then in order
+            var l: array<f32, 8>;
+            for (var e = 0u; e < 8u; e++) { l[e] = select(NONE, logit(base, i0 + e), i0 + e < hi); }
+            for (var e = 0u; e < 8u; e++) {
+                let q = select(0.0, exp((l[e] - top) / temp) / total, l[e] >= keep);
+                if q > 0.0 && !done {
+                    pick = i0 + e;
+                    acc += q;
+                    if acc > goal { done = true; }
+                }
             }
         }
         ids[row] = pick;
