@@ -7,7 +7,8 @@
 //             (the second halves of the five mix LoRAs; W2[m] [C, D] f16 packed as matmul weights, at
 //             lora_w + m * lora_step vec4s of binding 9; h [T, 5 D] at lora_h with row stride lora_hs,
 //             binding 10). For steps where every slot has at most one token: each invocation reads
-//             its D weights per mix, so longer steps keep the matmul and `mix`.
+//             its D weights per mix, so longer steps keep the matmul and `mix`. D and the mix count
+//             are the constants LORA_D and LORA_MIXES (mixes * D <= MAX_LORA_H).
 // `norm_mix`: the layer norm before it fused in (xn = ln(x) is written too), for steps where every
 //             slot has at most one token (decoding), so prev is always the saved row.
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
@@ -75,37 +76,50 @@ fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// sum_j W2[m][c, j] h[t, m * D + j]
-fn lora_delta(m: u32, t: u32, c: u32) -> f32 {
+// mix_lora: D and the number of mixes as constants (every loop over the weights runs a known
+// number of times, so all of a channel's weight loads can be in flight at once), and the token's
+// LoRA inputs staged in workgroup memory (every channel reads all of them).
+override LORA_D: u32 = 32u;
+override LORA_MIXES: u32 = 5u;
+const MAX_LORA_H: u32 = 1024u;  // LORA_MIXES * LORA_D at most
+var<workgroup> lora_in: array<f32, MAX_LORA_H>;
+
+// sum_j W2[m][c, j] h[t, m * D + j], h staged in lora_in
+fn lora_delta(m: u32, c: u32) -> f32 {
     let wb = p.lora_w + m * p.lora_step + c * p.lora_kv;
-    let hb = p.lora_h + t * p.lora_hs + m * p.lora_d;
+    let hb = m * LORA_D;
     var acc = 0.0;
-    for (var i = 0u; i < p.lora_kv; i++) {
+    for (var i = 0u; i < (LORA_D + 7u) / 8u; i++) {
         let q = lora_w[wb + i];
         let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
         let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-        let j = i * 8u;
-        if j + 8u <= p.lora_d {
-            acc += dot(lo, vec4<f32>(lora_h[hb + j], lora_h[hb + j + 1u], lora_h[hb + j + 2u], lora_h[hb + j + 3u]))
-                 + dot(hi, vec4<f32>(lora_h[hb + j + 4u], lora_h[hb + j + 5u], lora_h[hb + j + 6u], lora_h[hb + j + 7u]));
+        let j = hb + i * 8u;
+        if i * 8u + 8u <= LORA_D {
+            acc += dot(lo, vec4<f32>(lora_in[j], lora_in[j + 1u], lora_in[j + 2u], lora_in[j + 3u]))
+                 + dot(hi, vec4<f32>(lora_in[j + 4u], lora_in[j + 5u], lora_in[j + 6u], lora_in[j + 7u]));
         } else {
             let w8 = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-            for (var e = 0u; j + e < p.lora_d; e++) { acc += w8[e] * lora_h[hb + j + e]; }
+            for (var e = 0u; i * 8u + e < LORA_D; e++) { acc += w8[e] * lora_in[j + e]; }
         }
     }
     return acc;
 }
 
 @compute @workgroup_size(WG)
-fn mix_lora(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
-    let t = gid.y;
-    if c >= p.c || t >= count.n { return; }
+fn mix_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = wid.y;
+    if t >= count.n { return; }
+    for (var j = lid.x; j < LORA_MIXES * LORA_D; j += WG) {
+        lora_in[j] = lora_h[p.lora_h + t * p.lora_hs + j];
+    }
+    workgroupBarrier();
+    let c = wid.x * WG + lid.x;
+    if c >= p.c { return; }
     let s = cursors[2u * p.slots + t];
     let cur = x[p.x_off + t * p.c + c];
     let d = shift[s * p.c + c] - cur;  // one token per slot: prev is the saved row
-    for (var m = 0u; m < p.mixes; m++) {
-        let mu = vec[p.mu_off + m * p.c + c] + lora_delta(m, t, c);
+    for (var m = 0u; m < LORA_MIXES; m++) {
+        let mu = vec[p.mu_off + m * p.c + c] + lora_delta(m, c);
         out[m * p.out_plane + t * p.c + c] = cur + d * mu;
     }
     if p.store != 0u {

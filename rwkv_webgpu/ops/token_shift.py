@@ -71,15 +71,20 @@ def _params(x: Act, slots: int, mixes: int, mu_off: int, plane: int, store: bool
     )  # fmt: skip
 
 
+MAX_LORA_H = 1024  # token_shift.wgsl's MAX_LORA_H: the LoRA inputs mix_lora stages (mixes x D)
+
+
 def lora_fits(w2: list[Matrix], c: int) -> bool:
     """Whether :func:`token_mix_lora` can read ``w2``: [C, D] matrices of one width, stored in one
-    buffer at even spacing (``upload_matrices`` does so unless they would not fit one binding)."""
+    buffer at even spacing (``upload_matrices`` does so unless they would not fit one binding),
+    MAX_LORA_H inputs at most."""
     ranges = [m.parts[0].buffer if len(m.parts) == 1 else None for m in w2]
     first = ranges[0]
     return (
         all(isinstance(r, BufferRange) and isinstance(first, BufferRange) and r.buffer is first.buffer for r in ranges)
         and all((m.rows, m.k, m.kp) == (c, w2[0].k, w2[0].kp) for m in w2)
         and len({b.offset - a.offset for a, b in itertools.pairwise(ranges)}) <= 1  # type: ignore[union-attr]
+        and len(w2) * w2[0].k <= MAX_LORA_H
     )  # fmt: skip
 
 
@@ -96,7 +101,8 @@ def token_mix_lora(
     if x.stride != c or out.offset or out.stride != c:
         raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={c}) and the output starts at 0")
     if not lora_fits(w2, c) or hid.cols < len(w2) * w2[0].k:
-        raise ShapeError(f"{label}: the LoRA matrices must be [C={c}, D] each, evenly spaced in one buffer")
+        raise ShapeError(f"{label}: the LoRA matrices must be [C={c}, D] each, evenly spaced in one buffer, "
+                         f"with at most {MAX_LORA_H} inputs in all")  # fmt: skip
     ranges = [m.parts[0].buffer for m in w2]
     d = w2[0].k
     step = (ranges[1].offset - ranges[0].offset) // 16 if len(ranges) > 1 else 0
@@ -104,7 +110,7 @@ def token_mix_lora(
                      lora_w=ranges[0].offset // 16, lora_step=step, lora_h=hid.offset, lora_hs=hid.stride)  # fmt: skip
     buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: out.buffer, 9: ranges[0].buffer, 10: hid.buffer}
     graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, WG), n, 1), entry="mix_lora",
-                   label=label, WG=WG)  # fmt: skip
+                   label=label, WG=WG, LORA_D=d, LORA_MIXES=len(w2))  # fmt: skip
 
 
 def norm_mix(

@@ -134,3 +134,14 @@ def test_mix_lora_matches_numpy(device, c, d, lens):
         want_shift[s] = x[tok]
     assert (got[:, t * c :] == SENTINEL).all()  # nothing past the step's tokens
     np.testing.assert_array_equal(device.read(shift)[: b * c].reshape(b, c), want_shift)
+
+
+def test_mix_lora_input_limit(device):
+    """More LoRA inputs than the kernel stages (MAX_LORA_H): not fused (lora_fits), and refused."""
+    from rwkv_webgpu.gpu import upload_matrices
+    from rwkv_webgpu.ops.token_shift import MAX_LORA_H, lora_fits
+
+    d = MAX_LORA_H // 5 + 1
+    w2 = upload_matrices(device, [np.zeros((8, d), np.float16) for _ in range(5)], [f"w{m}" for m in range(5)])
+    assert not lora_fits(w2, 8)
+    assert lora_fits(w2[:4], 8) == (4 * d <= MAX_LORA_H)
