@@ -233,7 +233,7 @@ fn norm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 // column groups q, q + 4, q + 8, q + 12; wkv_common.wgsl), and in the LoRA phase as (LoRA
 // m = tid / 64, channel tid % 64). The head's vectors pass through workgroup memory (zero
 // beyond column N).
-var<workgroup> d_lora: array<vec4<f32>, 4u * MAX_N>;  // [quarter, channel]: partial raw w, a, vgate, g
+var<workgroup> d_lora: array<f32, 4u * MAX_N>;  // raw w, a, vgate, g per channel
 var<workgroup> d_r: array<vec4<f32>, N4>;
 var<workgroup> d_w: array<vec4<f32>, N4>;
 var<workgroup> d_k: array<vec4<f32>, N4>;
@@ -248,28 +248,18 @@ override D_G: u32 = 0u;
 const MAX_HID: u32 = 1024u;  // D_W + D_A + D_V + D_G at most
 var<workgroup> d_hid: array<f32, MAX_HID>;  // the token's LoRA inputs, w a v g back to back
 
-// The LoRA words (8 weights each) of a channel, w a v g back to back: word j is word j - start
-// of LoRA m (their inputs lie at d_hid[8 j ..], each LoRA's inputs padded to a whole 8). The
-// four quarters of the workgroup take a quarter of these words each, for every channel.
-const MAX_WORDS: u32 = MAX_HID / 32u;  // words per invocation at most
-fn lora_word(j: u32, ch: u32) -> vec4<u32> {
-    let kw = (D_W + 7u) / 8u;
-    let ka = (D_A + 7u) / 8u;
-    let kv = (D_V + 7u) / 8u;
-    let kg = (D_G + 7u) / 8u;
-    var m = 0u;
-    var i = j;
-    var k = kw;
-    if j >= kw + ka + kv { m = 3u; i = j - kw - ka - kv; k = kg; } else if j >= kw + ka { m = 2u; i = j - kw - ka; k = kv; } else if j >= kw { m = 1u; i = j - kw; k = ka; }
-    return lora[p.lora_at[m] + ch * k + i];
-}
-
-// which LoRA word j belongs to (as lora_word)
-fn lora_of(j: u32) -> u32 {
-    let kw = (D_W + 7u) / 8u;
-    let ka = (D_A + 7u) / 8u;
-    let kv = (D_V + 7u) / 8u;
-    return select(0u, 1u, j >= kw) + select(0u, 1u, j >= kw + ka) + select(0u, 1u, j >= kw + ka + kv);
+// sum_j W[ch, j] d_hid[hb + j] over the D inputs of the LoRA whose f16 rows start at vec4 `at`
+fn lora_dot(at: u32, d: u32, ch: u32, hb: u32) -> f32 {
+    let kv = (d + 7u) / 8u;
+    let wb = at + ch * kv;
+    var acc = 0.0;
+    for (var i = 0u; i < kv; i++) {
+        let j = hb + i * 8u;
+        let x = array<f32, 8>(d_hid[j], d_hid[j + 1u], d_hid[j + 2u], d_hid[j + 3u],
+                              d_hid[j + 4u], d_hid[j + 5u], d_hid[j + 6u], d_hid[j + 7u]);
+        acc += dot8(lora[wb + i], x);
+    }
+    return acc;
 }
 
 // Copy the token's D inputs of one LoRA from hid (at hb) to d_hid (at db), zero up to a whole 8.
@@ -301,31 +291,7 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let t = sp.x;
     let hc = h * n;
 
-    // the four LoRA second halves: each quarter of the workgroup takes a quarter of every
-    // channel's words (loads issued before the inputs are staged), partial sums per LoRA
-    let words = (D_W + 7u) / 8u + (D_A + 7u) / 8u + (D_V + 7u) / 8u + (D_G + 7u) / 8u;
-    let per = (words + 3u) / 4u;
-    let quarter = tid / MAX_N;
-    let cl = tid % MAX_N;
-    let ch = hc + min(cl, n - 1u);
-    var wq: array<vec4<u32>, MAX_WORDS>;
-    for (var u = 0u; u < per; u++) {
-        let j = quarter * per + u;
-        if j < words { wq[u] = lora_word(j, ch); }
-    }
-    // this invocation's channel for prepare, loaded early too (past N: channel N - 1, unused)
-    let pc = hc + min(tid, n - 1u);
-    let pe = t * p.c + pc;
-    let tm_k = tm[K * p.plane + pe];
-    let tm_v = tm[V * p.plane + pe];
-    let tm_r = tm[R * p.plane + pe];
-    let vf = v_first[pe];
-    let k_k = vec[p.k_k_off + pc];
-    let k_a = vec[p.k_a_off + pc];
-    let a0 = vec[p.a0_off + pc];
-    let w0 = vec[p.w0_off + pc];
-    let v0 = vec[p.v0_off + pc];
-    let r_k = vec[p.r_k_off + pc];
+    // the four LoRA second halves, one channel each, reading the inputs from workgroup memory
     let pw = (D_W + 7u) / 8u * 8u;  // where each LoRA's inputs start in d_hid
     let pa = pw + (D_A + 7u) / 8u * 8u;
     let pv = pa + (D_V + 7u) / 8u * 8u;
@@ -335,22 +301,20 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     stage_hid(tid, hb + p.hid_at[2], pa, D_V);
     stage_hid(tid, hb + p.hid_at[3], pv, D_G);
     workgroupBarrier();
-    var part = vec4<f32>(0.0);
-    for (var u = 0u; u < per; u++) {
-        let j = quarter * per + u;
-        if j < words {
-            let b = 8u * j;
-            let x = array<f32, 8>(d_hid[b], d_hid[b + 1u], d_hid[b + 2u], d_hid[b + 3u],
-                                  d_hid[b + 4u], d_hid[b + 5u], d_hid[b + 6u], d_hid[b + 7u]);
-            part[lora_of(j)] += dot8(wq[u], x);
+    let m = tid / MAX_N;
+    let cl = tid % MAX_N;
+    if cl < n {
+        let ch = hc + cl;
+        var x = 0.0;
+        switch m {  // one arm per LoRA, so each loop runs a constant number of times
+            case 0u: { x = lora_dot(p.lora_at[0], D_W, ch, 0u); }
+            case 1u: { x = lora_dot(p.lora_at[1], D_A, ch, pw); }
+            case 2u: { x = lora_dot(p.lora_at[2], D_V, ch, pa); }
+            default: { x = lora_dot(p.lora_at[3], D_G, ch, pv); }
         }
+        d_lora[m * MAX_N + cl] = x;
     }
-    d_lora[tid] = part;
     workgroupBarrier();
-    var raw = vec4<f32>(0.0);  // w, a, vgate, g of channel tid, quarters added in order
-    if tid < MAX_N {
-        raw = ((d_lora[tid] + d_lora[MAX_N + tid]) + d_lora[2u * MAX_N + tid]) + d_lora[3u * MAX_N + tid];
-    }
 
     // prepare (as `prepare`), one channel per invocation; zeros past N (workgroup memory is
     // not cleared between dispatches on every backend)
@@ -363,18 +327,21 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
         var v = 0.0;
         var rkr = 0.0;
         if tid < n {
-            kk = tm_k * k_k;
-            a = sigmoid(a0 + raw.y);
-            kn = tm_k * (1.0 + (a - 1.0) * k_a);
-            v = tm_v;
+            let c = hc + tid;
+            let e = t * p.c + c;
+            let k = tm[K * p.plane + e];
+            kk = k * vec[p.k_k_off + c];
+            a = sigmoid(vec[p.a0_off + c] + d_lora[MAX_N + tid]);
+            kn = k * (1.0 + (a - 1.0) * vec[p.k_a_off + c]);
+            v = tm[V * p.plane + e];
             if p.layer0 != 0u {
-                v_first[pe] = v;
+                v_first[e] = v;
             } else {
-                v = v + (vf - v) * sigmoid(v0 + raw.z);
+                v = v + (v_first[e] - v) * sigmoid(vec[p.v0_off + c] + d_lora[2u * MAX_N + tid]);
             }
-            r = tm_r;
-            w = exp(-0.606531 * sigmoid(w0 + raw.x));
-            rkr = r * kn * r_k;
+            r = tm[R * p.plane + e];
+            w = exp(-0.606531 * sigmoid(vec[p.w0_off + c] + d_lora[tid]));
+            rkr = r * kn * vec[p.r_k_off + c];
         }
         let g4 = tid / 4u;
         let g1 = tid % 4u;
@@ -436,6 +403,6 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     if tid < n {
         let c = hc + tid;
         let gn = dv * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];
-        y[t * p.c + c] = (gn + bonus * d_v[tid]) * raw.w;
+        y[t * p.c + c] = (gn + bonus * d_v[tid]) * d_lora[3u * MAX_N + tid];
     }
 }
