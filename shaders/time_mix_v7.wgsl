@@ -27,10 +27,9 @@ struct Params {
     lnb_off: u32,
     eps: f32,
     _pad: u32,
-    // `decode` only: the LoRA second halves w, a, v, g (in that order in each vec4): where each
-    // starts in binding 10 (u32s; [ceil(D / 2), C], inputs 2i and 2i + 1 of channel c packed as
-    // f16 in word i C + c) and where their inputs start in a row of hid (binding 9, hid_stride
-    // elements a row). Their widths are the constants D_W, D_A, D_V, D_G.
+    // `decode` only: the LoRA second halves w, a, v, g (in that order in each vec4): where their
+    // f16 rows start in binding 10 (vec4s) and where their inputs start in a row of hid (binding
+    // 9, hid_stride elements a row). Their widths are the constants D_W, D_A, D_V, D_G.
     lora_at: vec4<u32>,
     hid_at: vec4<u32>,
     hid_stride: u32,
@@ -47,7 +46,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> state: array<f32>;
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;
 @group(0) @binding(9) var<storage, read> hid: array<f32>;
-@group(0) @binding(10) var<storage, read> lora: array<u32>;
+@group(0) @binding(10) var<storage, read> lora: array<vec4<u32>>;
 
 const R: u32 = 0u;
 const W: u32 = 1u;
@@ -249,13 +248,16 @@ override D_G: u32 = 0u;
 const MAX_HID: u32 = 1024u;  // D_W + D_A + D_V + D_G at most
 var<workgroup> d_hid: array<f32, MAX_HID>;  // the token's LoRA inputs, w a v g back to back
 
-// sum_j W[ch, j] d_hid[hb + j] over the D inputs of the LoRA starting at u32 `at` (neighbouring
-// channels read neighbouring words)
+// sum_j W[ch, j] d_hid[hb + j] over the D inputs of the LoRA whose f16 rows start at vec4 `at`
 fn lora_dot(at: u32, d: u32, ch: u32, hb: u32) -> f32 {
+    let kv = (d + 7u) / 8u;
+    let wb = at + ch * kv;
     var acc = 0.0;
-    for (var i = 0u; i < (d + 1u) / 2u; i++) {
-        let w = unpack2x16float(lora[at + i * p.c + ch]);
-        acc += w.x * d_hid[hb + 2u * i] + w.y * d_hid[hb + 2u * i + 1u];
+    for (var i = 0u; i < kv; i++) {
+        let j = hb + i * 8u;
+        let x = array<f32, 8>(d_hid[j], d_hid[j + 1u], d_hid[j + 2u], d_hid[j + 3u],
+                              d_hid[j + 4u], d_hid[j + 5u], d_hid[j + 6u], d_hid[j + 7u]);
+        acc += dot8(lora[wb + i], x);
     }
     return acc;
 }

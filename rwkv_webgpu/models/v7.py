@@ -26,7 +26,7 @@ from ..ops import (
     time_mix_v7_prepare,
     time_mix_v7_wkv,
 )
-from ..ops.time_mix_v7 import DecodeLora, DecodeLoraWeights, pack_decode_lora, v7_params
+from ..ops.time_mix_v7 import decode_lora, v7_params
 from ..state import State, StateSpec
 from .base import Buffers, Model, Progress, VectorPack
 
@@ -53,7 +53,6 @@ class V7Layer:
     g2: Weight
     ffn_key: Weight
     ffn_value: Weight
-    lora_decode: DecodeLoraWeights | None = None  # the LoRA second halves again, as `decode` reads them
 
 
 class V7Model(Model):
@@ -108,8 +107,6 @@ class V7Model(Model):
                     g2=second["g"],
                     ffn_key=m(ffn + "key.weight"),
                     ffn_value=m(ffn + "value.weight"),
-                    lora_decode=pack_decode_lora(self.device, {x: ckpt.load(att + f"{x}2", np.float16) for x in lora},
-                                                 f"{att}lora_decode"),  # fmt: skip
                 )
             )
             if progress:
@@ -165,11 +162,9 @@ class V7Model(Model):
         offsets = {k: o[k] for k in ("w0", "a0", "v0", "k_k", "k_a", "r_k")}
         offsets.update(lnw=o["ln_x.weight"], lnb=o["ln_x.bias"])
         h = self.info.num_head
+        seconds = {name: getattr(lw, f"{name}2") for name in cols}
         # decoding steps: the LoRA second halves, prepare, wkv and norm as one dispatch
-        lora = None
-        if self.fuse_decode and lw.lora_decode is not None:
-            hid_at = tuple(cols[x].offset if x in cols else 0 for x in ("w", "a", "v", "g"))
-            lora = DecodeLora(lw.lora_decode, hid_at, hw)  # type: ignore[arg-type]
+        lora = decode_lora(seconds, cols, c) if self.fuse_decode else None
         params = v7_params(c=c, h=h, plane=plane, slots=buf.slots, layer0=i == 0, offsets=offsets, eps=GN_EPS, lora=lora)
         if lora is not None:
             with g.only_when(lambda: buf.one_per_slot):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShapeError
-from ..gpu import Counter, Graph, ceil_div, pack_params
+from ..gpu import Act, BufferRange, Counter, Graph, Matrix, ceil_div, pack_params
 
 _FIELDS = (
     "c", "h", "n", "plane", "slots", "layer0", "w0_off", "a0_off", "v0_off",
@@ -27,43 +27,35 @@ ROWS = 16  # state rows per wkv workgroup (the shader's ROWS)
 
 
 @dataclass(frozen=True)
-class DecodeLoraWeights:
-    """A layer's LoRA second halves (w, a, v, g order) as `decode` reads them: input-major, two
-    inputs' weights of one channel packed in a u32 (f16 pairs, [ceil(D / 2), C] per LoRA), so
-    the invocations of neighbouring channels read neighbouring words. ``at``: where each starts
-    (u32s), ``d``: its width (0: no such LoRA)."""
+class DecodeLora:
+    """Where `decode` finds the LoRA second halves (w, a, v, g order): ``buffer`` holds their f16
+    rows starting at vec4 ``at``, ``d`` inputs each (0: none), which start at ``hid_at`` in rows
+    of ``hid_stride`` elements of the first halves' output."""
 
     buffer: Any
     at: tuple[int, int, int, int]
     d: tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class DecodeLora:
-    """DecodeLoraWeights plus where their inputs are: at ``hid_at`` in rows of ``hid_stride``
-    elements of the first halves' output."""
-
-    weights: DecodeLoraWeights
     hid_at: tuple[int, int, int, int]
     hid_stride: int
 
 
-def pack_decode_lora(device: Any, seconds: dict[str, np.ndarray], label: str) -> DecodeLoraWeights | None:
-    """Upload LoRA second halves (name -> [D, C], the checkpoint's layout) for `decode`; None when
-    their inputs together exceed MAX_HID (the model then keeps the separate kernels)."""
-    at, d, blocks, pos = [0] * 4, [0] * 4, [], 0
+def decode_lora(seconds: dict[str, Matrix | Any], inputs: dict[str, Act], c: int) -> DecodeLora | None:
+    """The DecodeLora of a layer's LoRA second halves ``seconds`` (name -> [C, D] matrix) reading
+    ``inputs`` (name -> columns of one hid buffer), or None where `decode` cannot read them: a
+    quantized or split matrix, matrices in different buffers, or more than MAX_HID inputs."""
+    buffers, at, d, hid_at = set(), [0] * 4, [0] * 4, [0] * 4
+    strides = {x.stride for x in inputs.values()}
     for name, w in seconds.items():
-        rows, c = w.shape
-        pairs = np.zeros(((rows + 1) // 2 * 2, c), np.float16)
-        pairs[:rows] = w
-        packed = pairs.reshape(-1, 2, c).transpose(0, 2, 1).copy().view(np.uint32).reshape(-1, c)
+        part = w.parts[0] if isinstance(w, Matrix) and len(w.parts) == 1 else None
+        if part is None or not isinstance(part.buffer, BufferRange) or w.rows != c:
+            return None
+        buffers.add(id(part.buffer.buffer))
         j = LORAS.index(name)
-        at[j], d[j] = pos, rows
-        blocks.append(packed.reshape(-1))
-        pos += packed.size
-    if not blocks or sum((x + 7) // 8 * 8 for x in d) > MAX_HID:
+        at[j], d[j], hid_at[j] = part.buffer.offset // 16, w.k, inputs[name].offset
+    if len(buffers) != 1 or len(strides) != 1 or sum((x + 7) // 8 * 8 for x in d) > MAX_HID:
         return None
-    return DecodeLoraWeights(device.upload(np.concatenate(blocks), label), tuple(at), tuple(d))  # type: ignore[arg-type]
+    first = next(iter(seconds.values())).parts[0].buffer.buffer
+    return DecodeLora(first, tuple(at), tuple(d), tuple(hid_at), strides.pop())  # type: ignore[arg-type]
 
 
 def v7_params(*, c: int, h: int, plane: int, slots: int, layer0: bool, offsets: dict[str, int], eps: float,
@@ -86,7 +78,7 @@ def v7_params(*, c: int, h: int, plane: int, slots: int, layer0: bool, offsets: 
         eps=eps,
         _pad=0,
         **{f"{k}_off": offsets[k] for k in ("w0", "a0", "v0", "k_k", "k_a", "r_k", "lnw", "lnb")},
-        lora_at=lora.weights.at if lora else (0,) * 4,
+        lora_at=lora.at if lora else (0,) * 4,
         hid_at=lora.hid_at if lora else (0,) * 4,
         hid_stride=lora.hid_stride if lora else 0,
         _pad1=0,
@@ -152,10 +144,10 @@ def time_mix_v7_decode(
         "time_mix_v7",
         counter,
         params,
-        {2: cursors, 3: tm, 5: v_first, 6: vec, 7: state, 8: y, 9: hid, 10: lora.weights.buffer},
+        {2: cursors, 3: tm, 5: v_first, 6: vec, 7: state, 8: y, 9: hid, 10: lora.buffer},
         lambda k: (heads, slots if k else 0, 1),
         entry="decode",
         label="v7.decode",
         N_HEAD=n,
-        **{f"D_{name.upper()}": width for name, width in zip(LORAS, lora.weights.d)},
+        **{f"D_{name.upper()}": width for name, width in zip(LORAS, lora.d)},
     )

@@ -314,22 +314,27 @@ LORA_D = {"w": 24, "a": 16, "v": 13, "g": 40}  # widths: a partial group of 8 (1
 
 def check_decode(device, heads, n, lens, layer0, seed):
     """`decode` against the oracle: raw w, a, vgate, g are the LoRA products of random f16 weights."""
+    from rwkv_webgpu.gpu import Act, upload_matrices
     from rwkv_webgpu.ops import time_mix_v7_decode
-    from rwkv_webgpu.ops.time_mix_v7 import DecodeLora, pack_decode_lora
+    from rwkv_webgpu.ops.time_mix_v7 import decode_lora
 
     raw, vec, _, v_first, state, tmax = make_case(heads, n, lens, seed)
     rng = np.random.default_rng(seed + 1)
     c, t = heads * n, sum(lens)
     names = [m for m in LORA_D if not (layer0 and m == "v")]
-    ws = {m: (rng.standard_normal((LORA_D[m], c)) / 4).astype(np.float16) for m in names}  # [D, C] as stored
+    ws = {m: (rng.standard_normal((c, LORA_D[m])) / 4).astype(np.float16) for m in names}
+    mats = dict(zip(names, upload_matrices(device, [ws[m] for m in names], names)))
     hw = sum(LORA_D.values()) + 5  # a row of hid: the four inputs side by side, then junk
     hid = rng.standard_normal((tmax, hw)).astype(np.float32)
-    at, hid_at = 0, {}
+    at, inputs = 0, {}
     for m, d in LORA_D.items():
-        hid_at[m] = at
+        if m in names:
+            inputs[m] = Act(None, d, hw, at, tmax)
         at += d
-    lora = DecodeLora(pack_decode_lora(device, ws, "lora"), tuple(hid_at[m] if m in names else 0 for m in LORA_D), hw)
-    prod = {m: hid[:, hid_at[m] : hid_at[m] + LORA_D[m]].astype(np.float64) @ ws[m].astype(np.float64) for m in names}
+    lora = decode_lora(mats, inputs, c)
+    assert lora is not None
+    prod = {m: hid[:, inputs[m].offset : inputs[m].offset + LORA_D[m]].astype(np.float64) @ ws[m].T.astype(np.float64)
+            for m in names}  # fmt: skip
     run = Run(device, heads, n, lens, raw, vec, np.zeros((tmax, c), np.float32), v_first, state, tmax, layer0, seed)
     offsets = pack_vec(vec, c, np.random.default_rng(seed + 7))[1]
     params = v7_params(c=c, h=heads, plane=run.plane, slots=len(lens), layer0=layer0, offsets=offsets, eps=EPS, lora=lora)
@@ -370,10 +375,12 @@ def test_decode_single_slot_and_no_tokens(device):
     check_decode(device, 2, 32, [0, 0], False, seed=10)
 
 
-def test_decode_lora_input_limit(device):
-    """LoRA inputs beyond what `decode` stages (MAX_HID): not packed (the model keeps the four kernels)."""
-    from rwkv_webgpu.ops.time_mix_v7 import MAX_HID, pack_decode_lora
+def test_decode_lora_needs_one_buffer(device):
+    """Matrices `decode` cannot read together give None (the model then keeps the four kernels)."""
+    from rwkv_webgpu.gpu import Act, upload_matrix
+    from rwkv_webgpu.ops.time_mix_v7 import decode_lora
 
-    w = np.ones((MAX_HID // 2 + 8, 8), np.float16)
-    assert pack_decode_lora(device, {"w": w, "g": w}, "big") is None
-    assert pack_decode_lora(device, {"w": w}, "one") is not None
+    w = np.ones((8, 4), np.float16)
+    mats = {"w": upload_matrix(device, w, "w"), "a": upload_matrix(device, w, "a")}
+    inputs = {"w": Act(None, 4, 8, 0, 1), "a": Act(None, 4, 8, 4, 1)}
+    assert decode_lora(mats, inputs, 8) is None
