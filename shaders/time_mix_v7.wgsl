@@ -248,16 +248,40 @@ override D_G: u32 = 0u;
 const MAX_HID: u32 = 1024u;  // D_W + D_A + D_V + D_G at most
 var<workgroup> d_hid: array<f32, MAX_HID>;  // the token's LoRA inputs, w a v g back to back
 
-// sum_j W[ch, j] d_hid[hb + j] over the D inputs of the LoRA whose f16 rows start at vec4 `at`
+// The 8 inputs of word i of the LoRA whose inputs start at d_hid[hb].
+fn hid8(hb: u32, i: u32) -> array<f32, 8> {
+    let j = hb + i * 8u;
+    return array<f32, 8>(d_hid[j], d_hid[j + 1u], d_hid[j + 2u], d_hid[j + 3u],
+                         d_hid[j + 4u], d_hid[j + 5u], d_hid[j + 6u], d_hid[j + 7u]);
+}
+
+// sum_j W[ch, j] d_hid[hb + j] over the D inputs of the LoRA whose f16 rows start at vec4 `at`:
+// eight words loaded before any is used (named values, so they are in flight together)
 fn lora_dot(at: u32, d: u32, ch: u32, hb: u32) -> f32 {
     let kv = (d + 7u) / 8u;
     let wb = at + ch * kv;
     var acc = 0.0;
-    for (var i = 0u; i < kv; i++) {
-        let j = hb + i * 8u;
-        let x = array<f32, 8>(d_hid[j], d_hid[j + 1u], d_hid[j + 2u], d_hid[j + 3u],
-                              d_hid[j + 4u], d_hid[j + 5u], d_hid[j + 6u], d_hid[j + 7u]);
-        acc += dot8(lora[wb + i], x);
+    var i = 0u;
+    for (; i + 8u <= kv; i += 8u) {
+        let q0 = lora[wb + i];
+        let q1 = lora[wb + i + 1u];
+        let q2 = lora[wb + i + 2u];
+        let q3 = lora[wb + i + 3u];
+        let q4 = lora[wb + i + 4u];
+        let q5 = lora[wb + i + 5u];
+        let q6 = lora[wb + i + 6u];
+        let q7 = lora[wb + i + 7u];
+        acc += dot8(q0, hid8(hb, i));
+        acc += dot8(q1, hid8(hb, i + 1u));
+        acc += dot8(q2, hid8(hb, i + 2u));
+        acc += dot8(q3, hid8(hb, i + 3u));
+        acc += dot8(q4, hid8(hb, i + 4u));
+        acc += dot8(q5, hid8(hb, i + 5u));
+        acc += dot8(q6, hid8(hb, i + 6u));
+        acc += dot8(q7, hid8(hb, i + 7u));
+    }
+    for (; i < kv; i++) {
+        acc += dot8(lora[wb + i], hid8(hb, i));
     }
     return acc;
 }

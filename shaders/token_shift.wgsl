@@ -84,23 +84,44 @@ override LORA_MIXES: u32 = 5u;
 const MAX_LORA_H: u32 = 1024u;  // LORA_MIXES * LORA_D at most
 var<workgroup> lora_in: array<f32, MAX_LORA_H>;
 
-// sum_j W2[m][c, j] h[t, m * D + j], h staged in lora_in
-fn lora_delta(m: u32, c: u32) -> f32 {
-    let wb = p.lora_w + m * p.lora_step + c * p.lora_kv;
-    let hb = m * LORA_D;
+// The 8 weights of word i of row c of W2[m], as f32 pairs of vec4s.
+fn lora_w8(m: u32, c: u32, i: u32) -> vec4<u32> {
+    return lora_w[p.lora_w + m * p.lora_step + c * p.lora_kv + i];
+}
+
+// sum_e W2[m][c, 8i + e] h[t, m * D + 8i + e] for one word, h staged in lora_in
+fn lora_word(q: vec4<u32>, m: u32, i: u32) -> f32 {
+    let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+    let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+    let j = m * LORA_D + i * 8u;
+    if i * 8u + 8u <= LORA_D {
+        return dot(lo, vec4<f32>(lora_in[j], lora_in[j + 1u], lora_in[j + 2u], lora_in[j + 3u]))
+             + dot(hi, vec4<f32>(lora_in[j + 4u], lora_in[j + 5u], lora_in[j + 6u], lora_in[j + 7u]));
+    }
+    let w8 = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
     var acc = 0.0;
-    for (var i = 0u; i < (LORA_D + 7u) / 8u; i++) {
-        let q = lora_w[wb + i];
-        let lo = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-        let hi = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-        let j = hb + i * 8u;
-        if i * 8u + 8u <= LORA_D {
-            acc += dot(lo, vec4<f32>(lora_in[j], lora_in[j + 1u], lora_in[j + 2u], lora_in[j + 3u]))
-                 + dot(hi, vec4<f32>(lora_in[j + 4u], lora_in[j + 5u], lora_in[j + 6u], lora_in[j + 7u]));
-        } else {
-            let w8 = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-            for (var e = 0u; i * 8u + e < LORA_D; e++) { acc += w8[e] * lora_in[j + e]; }
-        }
+    for (var e = 0u; i * 8u + e < LORA_D; e++) { acc += w8[e] * lora_in[j + e]; }
+    return acc;
+}
+
+// sum_j W2[m][c, j] h[t, m * D + j]: four words loaded before any is used (named values, so
+// they are in flight together)
+fn lora_delta(m: u32, c: u32) -> f32 {
+    let kv = (LORA_D + 7u) / 8u;
+    var acc = 0.0;
+    var i = 0u;
+    for (; i + 4u <= kv; i += 4u) {
+        let q0 = lora_w8(m, c, i);
+        let q1 = lora_w8(m, c, i + 1u);
+        let q2 = lora_w8(m, c, i + 2u);
+        let q3 = lora_w8(m, c, i + 3u);
+        acc += lora_word(q0, m, i);
+        acc += lora_word(q1, m, i + 1u);
+        acc += lora_word(q2, m, i + 2u);
+        acc += lora_word(q3, m, i + 3u);
+    }
+    for (; i < kv; i++) {
+        acc += lora_word(lora_w8(m, c, i), m, i);
     }
     return acc;
 }

@@ -309,7 +309,7 @@ def test_report_max_errors():
 
 # ---- `decode`: LoRA second halves + prepare + wkv + norm in one dispatch (one token per slot)
 
-LORA_D = {"w": 24, "a": 16, "v": 13, "g": 40}  # widths: a partial group of 8 (13), several groups
+LORA_D = {"w": 24, "a": 16, "v": 13, "g": 72}  # widths: a partial group of 8 (13); 72: a run of 8 words and one more
 
 
 def check_decode(device, heads, n, lens, layer0, seed):

@@ -95,7 +95,7 @@ def test_zero_tokens_is_a_no_op(device):
     np.testing.assert_array_equal(out, SENTINEL)
 
 
-@pytest.mark.parametrize("c,d", [(37, 12), (130, 32), (64, 9)])
+@pytest.mark.parametrize("c,d", [(37, 12), (130, 32), (64, 9), (70, 44)])  # 44: a run of 4 words, then 2
 @pytest.mark.parametrize("lens", [[1], [1, 0, 1, 1]], ids=lambda l: "-".join(map(str, l)))
 def test_mix_lora_matches_numpy(device, c, d, lens):
     """token_mix_lora: the delta of each mix computed from its LoRA matrix in the mix kernel
