@@ -161,6 +161,13 @@ fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let lw = vec[p.ln_w_off + cc];
     let lb = vec[p.ln_b_off + cc];
     let prev = shift[s * p.c + cc];
+    // the first EARLY_MIXES mix weights too (named values; a mix past p.mixes reads the last one)
+    let mu0 = vec[p.mu_off + cc];
+    let mu1 = vec[p.mu_off + min(1u, p.mixes - 1u) * p.c + cc];
+    let mu2 = vec[p.mu_off + min(2u, p.mixes - 1u) * p.c + cc];
+    let mu3 = vec[p.mu_off + min(3u, p.mixes - 1u) * p.c + cc];
+    let mu4 = vec[p.mu_off + min(4u, p.mixes - 1u) * p.c + cc];
+    let mu5 = vec[p.mu_off + min(5u, p.mixes - 1u) * p.c + cc];
     // every workgroup of the row sums the whole row (as layer_norm.wgsl), then mixes its WG channels
     let mean = reduce_sum(lid.x, row_part(lid.x, xb, p.c, 0.0, false)) / f32(p.c);
     let inv = inverseSqrt(reduce_sum(lid.x, row_part(lid.x, xb, p.c, mean, true)) / f32(p.c) + p.eps);
@@ -170,7 +177,16 @@ fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let d = prev - cur;
     for (var m = 0u; m < p.mixes; m++) {
         let e = m * p.out_plane + t * p.c + c;
-        var mu = vec[p.mu_off + m * p.c + c];
+        var mu: f32;
+        switch m {
+            case 0u: { mu = mu0; }
+            case 1u: { mu = mu1; }
+            case 2u: { mu = mu2; }
+            case 3u: { mu = mu3; }
+            case 4u: { mu = mu4; }
+            case 5u: { mu = mu5; }
+            default: { mu = vec[p.mu_off + m * p.c + c]; }
+        }
         if p.with_delta != 0u { mu += delta[e]; }
         out[e] = cur + d * mu;
     }

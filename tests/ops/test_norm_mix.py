@@ -50,8 +50,8 @@ def run(device, lens, c, mixes, fused, *, store, with_delta, seed=0):
 @pytest.mark.parametrize("lens", [[1], [1, 0, 1, 1], [0, 1]])
 @pytest.mark.parametrize("c", [40, 1030])
 @pytest.mark.parametrize("store,with_delta", [(True, False), (False, True)])
-def test_norm_mix_equals_norm_then_mix(device, lens, c, store, with_delta):
-    mixes = 3
+@pytest.mark.parametrize("mixes", [1, 3, 6, 7])  # up to 6 weights loaded early, a 7th in the loop
+def test_norm_mix_equals_norm_then_mix(device, lens, c, store, with_delta, mixes):
     fused = run(device, lens, c, mixes, True, store=store, with_delta=with_delta)
     apart = run(device, lens, c, mixes, False, store=store, with_delta=with_delta)
     for a, b in zip(fused[:3], apart[:3]):
