@@ -153,6 +153,34 @@ fn candidate_sum(lid: u32, n: u32, c: f32, top: f32, temp: f32, total: f32, by_c
     return reduce_sum(lid, acc);
 }
 
+// CUTS halvings of [lo, hi] over the candidates: the highest cut keeping a weight of at least
+// `goal` (with `above` kept outside them; lo keeps enough). Once no candidate lies strictly
+// between the two ends, the halvings left cannot change which candidates the cut keeps: they
+// stop, and the cut becomes the upper end if that end keeps enough (the remaining halvings
+// would have raised it to just below that end), so the kept set is the one all CUTS would give.
+fn bisect_candidates(lid: u32, n: u32, lo: f32, hi: f32, above: f32, goal: f32, top: f32, temp: f32,
+                     total: f32, by_count: bool) -> f32 {
+    var keep = lo;
+    var top_c = hi;
+    for (var it = 0u; it < CUTS; it++) {
+        let mid = 0.5 * (keep + top_c);
+        var acc = vec2<f32>(0.0);  // weight kept at mid, candidates strictly between the ends
+        for (var j = lid; j < n; j += WG) {
+            let v = cand[j];
+            if v >= mid { acc.x += weight(v, top, temp, total, by_count); }
+            if v > keep && v < top_c { acc.y += 1.0; }
+        }
+        let r = reduce_pair(lid, acc);
+        if lid == 0u { picked = select(0u, 1u, r.y == 0.0); }
+        if workgroupUniformLoad(&picked) == 1u {
+            if above + candidate_sum(lid, n, top_c, top, temp, total, by_count) >= goal { keep = top_c; }
+            break;
+        }
+        if above + r.x >= goal { keep = mid; } else { top_c = mid; }
+    }
+    return keep;
+}
+
 // The highest cut in [lo, hi] keeping a weight of at least `goal` (tokens for top_k, mass for
 // top_p), as CUTS halvings of [lo, hi] over the row would find it (ties within ~1e-7 of the
 // range aside). lo keeps at least `goal`. Every invocation calls it.
@@ -219,13 +247,7 @@ fn search_cut(lid: u32, base: u32, lo: f32, hi: f32, top: f32, temp: f32, total:
     }
     if lid == 0u { picked = select(0u, 1u, ok); }
     if workgroupUniformLoad(&picked) == 1u {
-        var keep = bin_lo;
-        var top_c = bin_hi;
-        for (var it = 0u; it < CUTS; it++) {
-            let mid = 0.5 * (keep + top_c);
-            if above_all + candidate_sum(lid, n, mid, top, temp, total, by_count) >= goal { keep = mid; } else { top_c = mid; }
-        }
-        return keep;
+        return bisect_candidates(lid, n, bin_lo, bin_hi, above_all, goal, top, temp, total, by_count);
     }
     var keep = lo;  // the plain bisection over the row
     var top_c = hi;
@@ -298,11 +320,7 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
             let floor_c = max(keep, top + temp * log((1.0 - top_p) / f32(p.v) * total));
             let n = gather_candidates(lid, base, floor_c);
             if n <= CAND {
-                keep = floor_c;
-                for (var it = 0u; it < CUTS; it++) {
-                    let mid = 0.5 * (keep + hi_c);
-                    if candidate_sum(lid, n, mid, top, temp, total, false) >= goal { keep = mid; } else { hi_c = mid; }
-                }
+                keep = bisect_candidates(lid, n, floor_c, hi_c, 0.0, goal, top, temp, total, false);
                 searched = true;
             }
         }
