@@ -61,13 +61,10 @@ fn decode(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: 
 // Grid: (ceil(R / (WGS / LANES)), T, SPLIT).
 override SPLIT: u32 = 2u;
 
-@compute @workgroup_size(WGS)
-fn decode_split(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let lane = li % LANES;
-    let r = wid.x * (WGS / LANES) + li / LANES;
-    let t = wid.y;
+// Part z of row r for token t, summed over the row's LANES lanes (every invocation calls it).
+fn part_sum(r: u32, t: u32, z: u32, lane: u32) -> f32 {
     let per = (p.kv + SPLIT - 1u) / SPLIT;  // words per part
-    let w0 = min(wid.z * per, p.kv);
+    let w0 = min(z * per, p.kv);
     let words = min(per, p.kv - w0);
     var acc = 0.0;
     if r < p.rows && t < count.n {
@@ -77,6 +74,15 @@ fn decode_split(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         acc += subgroupShuffleXor(acc, s);
     }
+    return acc;
+}
+
+@compute @workgroup_size(WGS)
+fn decode_split(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = li % LANES;
+    let r = wid.x * (WGS / LANES) + li / LANES;
+    let t = wid.y;
+    let acc = part_sum(r, t, wid.z, lane);
     if lane == 0u && r < p.rows && t < count.n {
         y[(wid.z * count.n + t) * p.rows + r] = acc;
     }
@@ -97,16 +103,7 @@ fn decode_parts(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
     let z = g / rpw;
     let r = wid.x * rpw + g % rpw;
     let t = wid.y;
-    let per = (p.kv + SPLIT - 1u) / SPLIT;
-    let w0 = min(z * per, p.kv);
-    let words = min(per, p.kv - w0);
-    var acc = 0.0;
-    if r < p.rows && t < count.n {
-        acc = lane_sum(r * p.kv + w0, words, lane, p.x_off + t * p.x_stride + w0 * 8u, select(0u, p.k - w0 * 8u, words > 0u));
-    }
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        acc += subgroupShuffleXor(acc, s);
-    }
+    let acc = part_sum(r, t, z, lane);
     if lane == 0u { part_sums[g] = acc; }
     workgroupBarrier();
     let row = wid.x * rpw + li;

@@ -190,14 +190,8 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let q = tid % 4u;
     let live = i < n;  // a padding row works on a copy of row N - 1 and is not stored
     let sbase = ((s * p.h + h) * n + min(i, n - 1u)) * n;
-    var s0 = load_state(sbase, 4u * q);
-    var s1 = load_state(sbase, 4u * (q + 4u));
-    var s2 = load_state(sbase, 4u * (q + 8u));
-    var s3 = load_state(sbase, 4u * (q + 12u));
-    if tid == 0u {
-        span = vec2<u32>(cursors[2u * s], cursors[2u * s + 1u]);
-    }
-    let sp = workgroupUniformLoad(&span);
+    let st = load_quarter(sbase, q);
+    let sp = slot_span(tid, s);
     if sp.y == 0u { return; }
     let t = sp.x;
     let hc = h * n;
@@ -232,32 +226,18 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let kv1 = d_k[q + 4u] * v;
     let kv2 = d_k[q + 8u] * v;
     let kv3 = d_k[q + 12u] * v;
-    let o4 = d_r[q] * (d_u[q] * kv0 + s0) + d_r[q + 4u] * (d_u[q + 4u] * kv1 + s1)
-           + d_r[q + 8u] * (d_u[q + 8u] * kv2 + s2) + d_r[q + 12u] * (d_u[q + 12u] * kv3 + s3);
+    let o4 = d_r[q] * (d_u[q] * kv0 + st.a) + d_r[q + 4u] * (d_u[q + 4u] * kv1 + st.b)
+           + d_r[q + 8u] * (d_u[q + 8u] * kv2 + st.c) + d_r[q + 12u] * (d_u[q + 12u] * kv3 + st.d);
     d_part[tid] = o4.x + o4.y + o4.z + o4.w;
     if live {
-        store_state(sbase, 4u * q, kv0 + d_w[q] * s0);
-        store_state(sbase, 4u * (q + 4u), kv1 + d_w[q + 4u] * s1);
-        store_state(sbase, 4u * (q + 8u), kv2 + d_w[q + 8u] * s2);
-        store_state(sbase, 4u * (q + 12u), kv3 + d_w[q + 12u] * s3);
+        store_quarter(sbase, q, Quarter(kv0 + d_w[q] * st.a, kv1 + d_w[q + 4u] * st.b, kv2 + d_w[q + 8u] * st.c,
+                                        kv3 + d_w[q + 12u] * st.d));
     }
     workgroupBarrier();
     // norm (as `norm`): group norm of o over the head, times g when gated
-    var o = 0.0;
-    if tid < n {
-        o = (d_part[4u * tid] + d_part[4u * tid + 1u]) + (d_part[4u * tid + 2u] + d_part[4u * tid + 3u]);
-    }
-    if tid < 2u * MAX_N { d_red[tid] = o; }
-    workgroupBarrier();
-    red_parts(tid);
-    workgroupBarrier();
-    let mean = red_total(0u) / f32(n);
-    let dv = select(0.0, o - mean, tid < n);
-    if tid < MAX_N { d_red[tid] = dv * dv; }
-    workgroupBarrier();
-    red_parts(tid);
-    workgroupBarrier();
-    let inv = inverseSqrt(red_total(0u) / f32(n) + p.eps);
+    let hn = head_norm(tid, row_total(min(tid, MAX_N - 1u)), n, p.eps);
+    let dv = hn.x;
+    let inv = hn.y;
     if tid < n {
         let c = hc + tid;
         let e = t * p.c + c;

@@ -303,14 +303,8 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let q = tid % 4u;
     let live = i < n;  // a padding row works on a copy of row N - 1 and is not stored
     let sbase = ((s * p.h + h) * n + min(i, n - 1u)) * n;
-    var s0 = load_state(sbase, 4u * q);
-    var s1 = load_state(sbase, 4u * (q + 4u));
-    var s2 = load_state(sbase, 4u * (q + 8u));
-    var s3 = load_state(sbase, 4u * (q + 12u));
-    if tid == 0u {
-        span = vec2<u32>(cursors[2u * s], cursors[2u * s + 1u]);
-    }
-    let sp = workgroupUniformLoad(&span);
+    var st = load_quarter(sbase, q);
+    let sp = slot_span(tid, s);
     if sp.y == 0u { return; }
     let t = sp.x;
     let hc = h * n;
@@ -389,41 +383,26 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let kk1 = d_kk[q + 4u] / norm;
     let kk2 = d_kk[q + 8u] / norm;
     let kk3 = d_kk[q + 12u] / norm;
-    d_part[tid] = dot(s0, kk0) + dot(s1, kk1) + dot(s2, kk2) + dot(s3, kk3);
+    d_part[tid] = dot(st.a, kk0) + dot(st.b, kk1) + dot(st.c, kk2) + dot(st.d, kk3);
     workgroupBarrier();
-    let sa = (d_part[4u * i] + d_part[4u * i + 1u]) + (d_part[4u * i + 2u] + d_part[4u * i + 3u]);
+    let sa = row_total(i);
     let v = d_v[min(i, n - 1u)];
-    s0 = s0 * d_w[q] - sa * (kk0 * d_a[q]) + v * d_k[q];
-    s1 = s1 * d_w[q + 4u] - sa * (kk1 * d_a[q + 4u]) + v * d_k[q + 4u];
-    s2 = s2 * d_w[q + 8u] - sa * (kk2 * d_a[q + 8u]) + v * d_k[q + 8u];
-    s3 = s3 * d_w[q + 12u] - sa * (kk3 * d_a[q + 12u]) + v * d_k[q + 12u];
-    let o_part = dot(s0, d_r[q]) + dot(s1, d_r[q + 4u]) + dot(s2, d_r[q + 8u]) + dot(s3, d_r[q + 12u]);
+    st.a = st.a * d_w[q] - sa * (kk0 * d_a[q]) + v * d_k[q];
+    st.b = st.b * d_w[q + 4u] - sa * (kk1 * d_a[q + 4u]) + v * d_k[q + 4u];
+    st.c = st.c * d_w[q + 8u] - sa * (kk2 * d_a[q + 8u]) + v * d_k[q + 8u];
+    st.d = st.d * d_w[q + 12u] - sa * (kk3 * d_a[q + 12u]) + v * d_k[q + 12u];
+    let o_part = dot(st.a, d_r[q]) + dot(st.b, d_r[q + 4u]) + dot(st.c, d_r[q + 8u]) + dot(st.d, d_r[q + 12u]);
     workgroupBarrier();  // every sa read before d_part is reused
     d_part[tid] = o_part;
     if live {
-        store_state(sbase, 4u * q, s0);
-        store_state(sbase, 4u * (q + 4u), s1);
-        store_state(sbase, 4u * (q + 8u), s2);
-        store_state(sbase, 4u * (q + 12u), s3);
+        store_quarter(sbase, q, st);
     }
     workgroupBarrier();
 
     // norm (as `norm`): group norm of o over the head, bonus, gate
-    var o = 0.0;
-    if tid < n {
-        o = (d_part[4u * tid] + d_part[4u * tid + 1u]) + (d_part[4u * tid + 2u] + d_part[4u * tid + 3u]);
-    }
-    if tid < 2u * MAX_N { d_red[tid] = o; }
-    workgroupBarrier();
-    red_parts(tid);
-    workgroupBarrier();
-    let mean = red_total(0u) / f32(n);
-    let dv = select(0.0, o - mean, tid < n);
-    if tid < MAX_N { d_red[tid] = dv * dv; }
-    workgroupBarrier();
-    red_parts(tid);
-    workgroupBarrier();
-    let inv = inverseSqrt(red_total(0u) / f32(n) + p.eps);
+    let hn = head_norm(tid, row_total(min(tid, MAX_N - 1u)), n, p.eps);
+    let dv = hn.x;
+    let inv = hn.y;
     if tid < n {
         let c = hc + tid;
         let gn = dv * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];

@@ -72,3 +72,56 @@ fn red_total(which: u32) -> f32 {
     return (d_sums[b] + d_sums[b + 1u]) + (d_sums[b + 2u] + d_sums[b + 3u]);
 }
 
+
+// The token of slot s, uniform over the workgroup (x: its index, y: 0 for an empty slot; the
+// one-token kernels' slots hold at most one). Uses the kernel's `cursors` and `span`; every
+// invocation calls it (it ends in a barrier).
+fn slot_span(tid: u32, s: u32) -> vec2<u32> {
+    if tid == 0u {
+        span = vec2<u32>(cursors[2u * s], cursors[2u * s + 1u]);
+    }
+    return workgroupUniformLoad(&span);
+}
+
+// The sum of state row i's four partials in d_part (written by the row's four invocations).
+fn row_total(i: u32) -> f32 {
+    return (d_part[4u * i] + d_part[4u * i + 1u]) + (d_part[4u * i + 2u] + d_part[4u * i + 3u]);
+}
+
+// Group norm over the head of the values o of rows tid < n (the others pass anything): this
+// row's o - mean and 1 / sqrt(variance + eps). After a barrier (d_part complete); every
+// invocation calls it (barriers).
+fn head_norm(tid: u32, o: f32, n: u32, eps: f32) -> vec2<f32> {
+    let live = tid < n;
+    if tid < 128u { d_red[tid] = select(0.0, o, live); }
+    workgroupBarrier();
+    red_parts(tid);
+    workgroupBarrier();
+    let mean = red_total(0u) / f32(n);
+    let dv = select(0.0, o - mean, live);
+    if tid < 64u { d_red[tid] = dv * dv; }
+    workgroupBarrier();
+    red_parts(tid);
+    workgroupBarrier();
+    return vec2<f32>(dv, inverseSqrt(red_total(0u) / f32(n) + eps));
+}
+
+// The state columns a one-token invocation owns: groups q, q + 4, q + 8, q + 12 of one row.
+struct Quarter {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    c: vec4<f32>,
+    d: vec4<f32>,
+}
+
+fn load_quarter(base: u32, q: u32) -> Quarter {
+    return Quarter(load_state(base, 4u * q), load_state(base, 4u * (q + 4u)), load_state(base, 4u * (q + 8u)),
+                   load_state(base, 4u * (q + 12u)));
+}
+
+fn store_quarter(base: u32, q: u32, x: Quarter) {
+    store_state(base, 4u * q, x.a);
+    store_state(base, 4u * (q + 4u), x.b);
+    store_state(base, 4u * (q + 8u), x.c);
+    store_state(base, 4u * (q + 12u), x.d);
+}
