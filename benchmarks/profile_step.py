@@ -72,7 +72,7 @@ def main() -> None:
         sh.read_shader = lambda name: before(name).replace(flag, flag.replace("true", "false"))
     if args.no_fused_decode:
         for name, cls in (("v5", "V5Model"), ("v7", "V7Model")):
-            setattr(getattr(importlib.import_module(f"rwkv_webgpu.models.{name}"), cls), "fuse_decode", False)
+            getattr(importlib.import_module(f"rwkv_webgpu.models.{name}"), cls).fuse_decode = False
     chunk = max(args.prefill, default=None)
     model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant, token_chunk_size=chunk)
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},
