@@ -33,7 +33,7 @@ fn word_dot(c: vec4<u32>, sb: u32, wi: u32, xb: u32, k: u32, kp: u32) -> f32 {
         let step = scales[sb + nb + blk] * 255.0;  // unorm gives code / 255
         for (var h = 0u; h < 2u; h++) {
             let kb = wi * 16u + h * 8u;
-            let v = x8_from(xb + kb, kb, k);
+            let v = x8_fast(xb + kb, kb, k);
             let a = unpack4x8unorm(c[2u * h]) * step + lo;
             let b = unpack4x8unorm(c[2u * h + 1u]) * step + lo;
             s += dot(a, vec4<f32>(v[0], v[1], v[2], v[3])) + dot(b, vec4<f32>(v[4], v[5], v[6], v[7]));
@@ -43,7 +43,7 @@ fn word_dot(c: vec4<u32>, sb: u32, wi: u32, xb: u32, k: u32, kp: u32) -> f32 {
     let amax = scales[sb + (wi * 32u) / Q4_BLOCK];
     for (var h = 0u; h < 4u; h++) {
         let kb = wi * 32u + h * 8u;
-        let v = x8_from(xb + kb, kb, k);
+        let v = x8_fast(xb + kb, kb, k);
         let q = c[h];
         for (var e = 0u; e < 8u; e++) { s += book[(q >> (4u * e)) & 15u] * v[e]; }
     }

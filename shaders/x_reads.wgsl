@@ -1,5 +1,6 @@
 // x_reads.wgsl: reads of 8 consecutive input values for the matmul kernels (prepended after
-// matmul_io.wgsl or matmul_group_io.wgsl, which declare x and give each kernel its row base).
+// matmul_io.wgsl or matmul_group_io.wgsl, which declare x (and xv, x as vec4s) and give each
+// kernel its row base).
 // No dispatch of its own.
 
 // x[b .. b + 8], the values at positions kb .. kb + 8 of a row of k values: zero past k.
@@ -23,4 +24,18 @@ fn x_span(b: u32, kb: u32, k: u32) -> mat2x4<f32> {
         c = select(vec4<f32>(0.0), c, e + vec4<u32>(4u) < vec4<u32>(k));
     }
     return mat2x4<f32>(a, c);
+}
+
+override VEC_X: bool = true;  // one-token kernels: x8_fast reads x as two vec4s where it can
+
+// x8_from with two 16-byte loads instead of eight where the values start on a 4-element boundary
+// and lie inside the row and the xv binding (the one-token kernels are bound by their loads).
+fn x8_fast(b: u32, kb: u32, k: u32) -> array<f32, 8> {
+    let q = b >> 2u;
+    if VEC_X && (b & 3u) == 0u && kb + 8u <= k && q + 1u < arrayLength(&xv) {
+        let a = xv[q];
+        let c = xv[q + 1u];
+        return array<f32, 8>(a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w);
+    }
+    return x8_from(b, kb, k);
 }

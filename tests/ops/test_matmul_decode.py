@@ -113,3 +113,18 @@ def test_decode_parts_adds_parts_as_reduce_does(subgroups, monkeypatch, unroll, 
     parts, _ = run_matmul(subgroups, w, x, "tanh", y0=y0, accumulate=True, kernel="decode_parts")
     np.testing.assert_allclose(parts, y0 + oracle(w, x, "tanh"), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(parts, split)
+
+
+@pytest.mark.parametrize("kernel", ["decode", "decode_parts", "decode_split"])
+@pytest.mark.parametrize("t,k,r", [(1, 1000, 13), (3, 1000, 37), (2, 13, 7), (1, 8200, 5)])
+def test_vector_x_reads_change_nothing(subgroups, monkeypatch, kernel, t, k, r):
+    """The one-token kernels read x as vec4s where aligned (x8_fast): the same values as the
+    scalar reads, so the same sums bit for bit (rows of 13 values leave most reads unaligned)."""
+    rng = np.random.default_rng(k + r + t)
+    w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    fast, _ = run_matmul(subgroups, w, x, "none", kernel=kernel)
+    monkeypatch.setattr(mm, "VEC_X", False)
+    scalar, _ = run_matmul(subgroups, w, x, "none", kernel=kernel)
+    np.testing.assert_array_equal(fast, scalar)
+    np.testing.assert_allclose(fast, oracle(w, x, "none"), rtol=1e-5, atol=1e-5)
