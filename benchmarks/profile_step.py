@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--no-quant-big", action="store_true", help="experiment: quantized prompts on 64 x 64 tiles only")
     ap.add_argument("--no-decode-split", action="store_true", help="experiment: one token over long rows on the 64-lane GEMV")
     ap.add_argument("--row-major-blocks", action="store_true", help="experiment: tile_big.wgsl WARP_BLOCKS off")
-    ap.add_argument("--no-vec-x", action="store_true", help="experiment: one-token kernels read x one value at a time")
+    ap.add_argument("--no-vec-x", action="store_true", help="experiment: quantized one-token kernels read x one value at a time")
     ap.add_argument("--no-decode-parts", action="store_true", help="experiment: K parts of long one-token rows added by `reduce`")
     ap.add_argument("--no-narrow-lanes", action="store_true", help="experiment: 16 lanes a row on narrow one-token products too")
     ap.add_argument("--no-fused-decode", action="store_true", help="experiment: decoding keeps the time mix's separate kernels")

@@ -14,22 +14,22 @@ fn lane_sum(base: u32, kv: u32, lane: u32, xb: u32, k: u32) -> f32 {
             let q1 = w[base + i + LANES];
             let q2 = w[base + i + 2u * LANES];
             let q3 = w[base + i + 3u * LANES];
-            acc += dot8(q0, x8_fast(xb + i * 8u, i * 8u, k));
-            acc += dot8(q1, x8_fast(xb + (i + LANES) * 8u, (i + LANES) * 8u, k));
-            acc += dot8(q2, x8_fast(xb + (i + 2u * LANES) * 8u, (i + 2u * LANES) * 8u, k));
-            acc += dot8(q3, x8_fast(xb + (i + 3u * LANES) * 8u, (i + 3u * LANES) * 8u, k));
+            acc += dot8(q0, x8_from(xb + i * 8u, i * 8u, k));
+            acc += dot8(q1, x8_from(xb + (i + LANES) * 8u, (i + LANES) * 8u, k));
+            acc += dot8(q2, x8_from(xb + (i + 2u * LANES) * 8u, (i + 2u * LANES) * 8u, k));
+            acc += dot8(q3, x8_from(xb + (i + 3u * LANES) * 8u, (i + 3u * LANES) * 8u, k));
         }
     }
     if UNROLL >= 2u {
         for (; i + LANES < kv; i += 2u * LANES) {
             let q0 = w[base + i];
             let q1 = w[base + i + LANES];
-            acc += dot8(q0, x8_fast(xb + i * 8u, i * 8u, k));
-            acc += dot8(q1, x8_fast(xb + (i + LANES) * 8u, (i + LANES) * 8u, k));
+            acc += dot8(q0, x8_from(xb + i * 8u, i * 8u, k));
+            acc += dot8(q1, x8_from(xb + (i + LANES) * 8u, (i + LANES) * 8u, k));
         }
     }
     for (; i < kv; i += LANES) {
-        acc += dot8(w[base + i], x8_fast(xb + i * 8u, i * 8u, k));
+        acc += dot8(w[base + i], x8_from(xb + i * 8u, i * 8u, k));
     }
     return acc;
 }

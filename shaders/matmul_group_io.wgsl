@@ -27,7 +27,7 @@ struct Segment {
 @group(0) @binding(4) var<storage, read_write> y0: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y1: array<f32>;
 @group(0) @binding(6) var<storage, read> segs: array<Segment>;
-// x again as vec4s, for the one-token kernels' x8_fast (bound only where those run)
+// x again as vec4s, for the quantized one-token kernels' x8_fast (bound only where those run)
 @group(0) @binding(8) var<storage, read> xv: array<vec4<f32>>;
 
 // The segment holding group row `row` (segments are sorted by row0).

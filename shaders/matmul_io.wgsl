@@ -17,7 +17,7 @@ struct Params {
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-// x again as vec4s, for the one-token kernels' x8_fast (bound only where those run)
+// x again as vec4s, for the quantized one-token kernels' x8_fast (bound only where those run)
 @group(0) @binding(6) var<storage, read> xv: array<vec4<f32>>;
 
 // x[t, kb .. kb + 8], zero past K (x_reads.wgsl), as an array or as two vec4 columns.

@@ -39,7 +39,7 @@ DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at
 NARROW_LANES, NARROW_ROWS = True, 2048  # ... a subgroup of 32 per row on f16 matrices of this many rows or fewer
 DECODE_SPLIT = True  # one token over rows longer than DECODE_MAX_K: that kernel with K in parts ...
 DECODE_SPLIT_K = 2048  # ... of at most this many weights each, then `reduce` (else the 64-lane GEMV) ...
-VEC_X = True  # ... which read x as vec4s where aligned (x_reads.wgsl x8_fast), bound again at:
+VEC_X = True  # quantized one-token kernels read x as vec4s where aligned (x_reads.wgsl x8_fast), bound again at:
 XV, XV_GROUP = 6, 8  # binding of that view in matmul_io.wgsl / matmul_group_io.wgsl
 DECODE_PARTS = True  # ... or the parts added up in the workgroup ("decode_parts"; no `reduce` dispatch)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
@@ -101,7 +101,7 @@ def matmul(
         for name, grid in _choose(graph, part.rows, kernel, w.k):
             if name == "decode_parts":
                 wgs = decode_parts_rows(graph, w.k) * decode_split_parts(w.k) * decode_lanes(graph)
-                graph.dispatch("matmul_subgroup", counter, params, {2: part.buffer, 3: x.buffer, 4: y.buffer, XV: x.buffer}, grid,
+                graph.dispatch("matmul_subgroup", counter, params, [part.buffer, x.buffer, y.buffer], grid,
                                entry="decode_parts",
                                label=f"{label}.decode_parts", SPLIT=decode_split_parts(w.k),
                                **{**decode_constants(graph), "WGS": wgs})  # fmt: skip
@@ -115,8 +115,8 @@ def matmul(
             else:
                 shader, entry, consts = _KERNEL_SOURCES[name]
             suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise", "rows4", "rows32", "tile8", "tile16") else f".{name}"
-            buffers = {2: part.buffer, 3: x.buffer, 4: y.buffer} | ({XV: x.buffer} if name == "decode" else {})
-            graph.dispatch(shader, counter, params, buffers, grid, entry=entry, label=label + suffix, **consts)
+            graph.dispatch(shader, counter, params, [part.buffer, x.buffer, y.buffer], grid, entry=entry,
+                           label=label + suffix, **consts)  # fmt: skip
 
 
 def _params(k: int, kp: int, rows: int, row0: int, x: Act, y: Act, act: str, accumulate: bool,
@@ -259,7 +259,7 @@ def decode_lanes(graph: Graph, narrow: bool = False) -> int:
 
 def decode_constants(graph: Graph, narrow: bool = False) -> dict[str, float]:
     """Override constants of the one-token subgroup kernels (f16, group and quantized)."""
-    return {"LANES": decode_lanes(graph, narrow), "WGS": DECODE_WGS, "UNROLL": DECODE_UNROLL, "VEC_X": float(VEC_X)}
+    return {"LANES": decode_lanes(graph, narrow), "WGS": DECODE_WGS, "UNROLL": DECODE_UNROLL}
 
 
 def decode_grid(graph: Graph, rows: int, narrow: bool = False) -> Grid:
@@ -390,7 +390,7 @@ def _matmul_decode_split(graph: Graph, counter: Counter, params: np.ndarray, par
     parts = decode_split_parts(int(params["k"][0]))
     tokens = (x.max_rows or 4096) if forced else 1
     scratch = graph.device.scratch(parts * tokens * part.rows * 4)
-    graph.dispatch("matmul_subgroup", counter, params, {2: part.buffer, 3: x.buffer, 4: scratch, XV: x.buffer}, grid,
+    graph.dispatch("matmul_subgroup", counter, params, [part.buffer, x.buffer, scratch], grid,
                    entry="decode_split",
                    label=f"{label}.decode_split", SPLIT=parts, **decode_constants(graph))  # fmt: skip
     _record_reduce(graph, counter, params, part.rows, scratch, y, grid, label, parts)
@@ -422,7 +422,8 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
                                WG=64, ROWS=ROWS, QUANT=quant)  # fmt: skip
             elif name == "decode":
                 graph.dispatch("matmul_quant_subgroup", counter, params, {**dict(enumerate(buffers, start=2)), XV: x.buffer}, grid,
-                               label=f"{label}.{w.quant.value}.decode", QUANT=quant, **decode_constants(graph))  # fmt: skip
+                               label=f"{label}.{w.quant.value}.decode", QUANT=quant, VEC_X=float(VEC_X),
+                               **decode_constants(graph))  # fmt: skip
             elif name == "big_split":
                 _matmul_big_split(graph, counter, params, part.rows, x, y, grid, f"{label}.{w.quant.value}",
                                   kernel is not None, "matmul_quant_tiled", {2: part.codes, 5: part.scales},
@@ -577,15 +578,14 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         if first:
             with graph.only_when(lambda: counter.value < first):
                 graph.dispatch("matmul_quant_group", counter, params, buffers, decode_grid(graph, rows),
-                               label=f"{label}.{qw.quant.value}", QUANT=QUANT_CODE[qw.quant.value],
+                               label=f"{label}.{qw.quant.value}", QUANT=QUANT_CODE[qw.quant.value], VEC_X=float(VEC_X),
                                **decode_constants(graph))  # fmt: skip
         return
     weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
-    one_token = {**dict(enumerate(buffers, start=2)), XV_GROUP: grouped[0].x.buffer}
     if first:
         with graph.only_when(lambda: counter.value < first):
-            graph.dispatch("matmul_group_subgroup", counter, params, one_token, decode_grid(graph, rows),
+            graph.dispatch("matmul_group_subgroup", counter, params, buffers, decode_grid(graph, rows),
                            label=label, **decode_constants(graph))  # fmt: skip
     if first >= limit:
         return
