@@ -56,6 +56,5 @@ def layer_norm(
         eps=eps,
     )
     graph.dispatch(
-        "layer_norm", counter, params, [x.buffer, y.buffer, vec], lambda n: (groups, n, 1),
-        label=label, WG=wg,
-    )  # fmt: skip
+        "layer_norm", counter, params, [x.buffer, y.buffer, vec], lambda n: (groups, n, 1), label=label, WG=wg
+    )

@@ -121,4 +121,3 @@ def test_eps_is_used(device):
     b = np.linspace(-1, 1, c).astype(np.float32)
     ybuf, _ = run_layer_norm(device, x, w, b, t=2, eps=1e-5)
     np.testing.assert_allclose(ybuf.reshape(2, c), np.tile(b, (2, 1)), atol=1e-6)
-
