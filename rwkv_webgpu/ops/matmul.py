@@ -99,14 +99,7 @@ def matmul(
         params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)
 
         for name, grid in _choose(graph, part.rows, kernel, w.k):
-            if name == "decode_parts":
-                wgs = decode_parts_rows(graph, w.k) * decode_split_parts(w.k) * decode_lanes(graph)
-                graph.dispatch("matmul_subgroup", counter, params, [part.buffer, x.buffer, y.buffer], grid,
-                               entry="decode_parts",
-                               label=f"{label}.decode_parts", SPLIT=decode_split_parts(w.k),
-                               **{**decode_constants(graph), "WGS": wgs})  # fmt: skip
-                continue
-            if name in ("split", "tall", "big_split", "decode_split"):
+            if name in ("split", "tall", "big_split", "decode_split", "decode_parts"):
                 _matmul_parts(graph, counter, params, part, x, y, grid, label, name, kernel is not None)
                 continue
             consts: dict[str, float]
@@ -150,9 +143,13 @@ def decode_split_parts(k: int) -> int:
     return max(2, ceil_div(k, DECODE_SPLIT_K))
 
 
+DECODE_PARTS_WGS = 256  # invocations of a `decode_parts` workgroup at most (WebGPU's default limit)
+
+
 def decode_parts_rows(graph: Graph, k: int) -> int:
-    """Rows per workgroup of `decode_parts` (its SPLIT x rows x LANES invocations, at most 256)."""
-    return max(1, 256 // (decode_split_parts(k) * decode_lanes(graph)))
+    """Rows per workgroup of `decode_parts` (SPLIT x rows x LANES invocations, at most
+    DECODE_PARTS_WGS); 0 where even one row's parts do not fit (`decode_split` then)."""
+    return DECODE_PARTS_WGS // (decode_split_parts(k) * decode_lanes(graph))
 
 
 def split_parts(rows: int, k: int) -> int:
@@ -216,6 +213,12 @@ def _matmul_parts(graph: Graph, counter: Counter, params: np.ndarray, part: Matr
         return
     if entry == "decode_split":
         _matmul_decode_split(graph, counter, params, part, x, y, grid, label, forced)
+        return
+    if entry == "decode_parts":
+        rpw, parts = decode_parts_rows(graph, k), decode_split_parts(k)
+        graph.dispatch("matmul_subgroup", counter, params, [part.buffer, x.buffer, y.buffer], grid, entry="decode_parts",
+                       label=f"{label}.decode_parts", SPLIT=parts,
+                       **{**decode_constants(graph), "WGS": rpw * parts * decode_lanes(graph)})  # fmt: skip
         return
     parts = split_parts(part.rows, k) if entry == "split" else tall_parts(part.rows, k)
     if entry == "tall" and parts == 1:
@@ -285,7 +288,7 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
         "subgroup": lambda n: (ceil_div(rows, 8), ceil_div(n, TOK), 1),
         "decode": decode_grid(graph, rows, rows <= NARROW_ROWS),
         "decode_split": lambda n: (*decode_grid(graph, rows)(n)[:2], decode_split_parts(k)),
-        "decode_parts": lambda n: (ceil_div(rows, decode_parts_rows(graph, k)), n, 1),
+        "decode_parts": lambda n: (ceil_div(rows, max(1, decode_parts_rows(graph, k))), n, 1),
         "rowwise": lambda n: (ceil_div(rows, 64), ceil_div(n, RTOK), 1),
         "rows4": lambda n: (ceil_div(rows, 4 * 64), n, 1),
         "rows32": lambda n: (ceil_div(rows, 32 * 64), n, 1),
@@ -304,6 +307,8 @@ def _choose(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tup
             raise ValueError(f"the split matmul needs fewer than {TILED_MIN_TILES // 2 * TILE} rows, got {rows}")
         if kernel in ("subgroup", "decode", "decode_split", "decode_parts") and not graph.device.info.subgroup:
             raise ValueError(f"the {kernel} matmul needs an adapter with the 'subgroup' feature")
+        if kernel == "decode_parts" and decode_parts_rows(graph, k) == 0:
+            raise ValueError(f"rows of {k} weights have too many parts for one decode_parts workgroup; use decode_split")
         return [(kernel, grids[kernel])]
     names, pick = _rule(graph, rows, k)
     return [(name, _when(pick, name, grids[name])) for name in names]
@@ -321,8 +326,8 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
     Real GPUs with subgroups (thresholds measured on the H100 with benchmarks/bench_kernels.py):
     under DECODE_UNTIL tokens the one-token subgroup kernel ("decode"; a single token with rows
     longer than DECODE_MAX_K takes it with K in parts summed in the workgroup, "decode_parts",
-    or by a `reduce` dispatch, "decode_split" (DECODE_PARTS off), or with DECODE_SPLIT off the
-    64-lane GEMV; matrices of WIDE_ROWS rows or more take
+    or by a `reduce` dispatch, "decode_split" (DECODE_PARTS off, or more parts than one workgroup
+    holds), or with DECODE_SPLIT off the 64-lane GEMV; matrices of WIDE_ROWS rows or more take
     the 4-token subgroup kernel from WIDE_FROM tokens); then the 4-token subgroup kernel; from
     SPLIT_FROM to TALL_MAX tokens 128-row x 64-token tiles with K in parts ("tall", matrices of
     TALL_MIN_ROWS rows or more) or 64 x 64 tiles with K in parts ("split", narrower ones, and
@@ -349,6 +354,8 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
         return singles + ["rowwise", "tile8", "tile16"], pick_cpu
 
     sub = info.subgroup
+    # one token over long rows: K in parts added up in the workgroup where they fit in one
+    long_one = ("decode_parts" if DECODE_PARTS and sub and decode_parts_rows(graph, k) else "decode_split") if DECODE_SPLIT else "gemv"
     split = sub and k >= SPLIT_MIN_K and rows >= SPLIT_MIN_ROWS and split_parts(rows, k) >= 2
     tall = k >= SPLIT_MIN_K and rows >= TALL_MIN_ROWS
 
@@ -364,7 +371,7 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
             return "gemv"
         if n < DECODE_UNTIL:
             if n == 1 and k > DECODE_MAX_K:  # long rows, one token: K in parts, or the 64-lane GEMV
-                return ("decode_parts" if DECODE_PARTS else "decode_split") if DECODE_SPLIT else "gemv"
+                return long_one
             # wide matrices from a few tokens: 4 tokens per weight read beat one
             return "subgroup" if n >= WIDE_FROM and rows >= WIDE_ROWS else "decode"
         return "split" if split and n >= SPLIT_FROM else "subgroup"
@@ -376,8 +383,8 @@ def _rule(graph: Graph, rows: int, k: int) -> tuple[list[str], Callable[[int], s
         names.append("big_split")
     if sub and k <= DECODE_MAX_K:
         names.remove("gemv")
-    if sub and k > DECODE_MAX_K:
-        names.append("decode_parts" if DECODE_PARTS else "decode_split")
+    if sub and k > DECODE_MAX_K and long_one != "gemv":
+        names.append(long_one)
     if not split and "split" in names:
         names.remove("split")
     return names, pick

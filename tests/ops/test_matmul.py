@@ -132,6 +132,9 @@ def test_kernel_choice_on_gpus(device, monkeypatch):
                                  128: "tall", 192: "split", 256: "tiled", 512: "big_split", 1024: "big_split",
                                  2048: "big"}  # fmt: skip
     assert picks(2048, 8192)[1] == "decode_parts" and picks(2048, 8192)[2] == "decode"
+    assert picks(64, 40960)[1] == "decode_split"  # 20 parts x 16 lanes: more than one workgroup holds
+    with pytest.raises(ValueError, match="too many parts"):
+        _choose(g, 64, "decode_parts", 40960)
     monkeypatch.setattr(mm, "DECODE_PARTS", False)
     assert picks(2048, 8192)[1] == "decode_split"
     monkeypatch.setattr(mm, "DECODE_SPLIT", False)
