@@ -241,8 +241,8 @@ var<workgroup> d_kk: array<vec4<f32>, N4>;      // k * k_k, not yet divided by i
 var<workgroup> d_a: array<vec4<f32>, N4>;
 var<workgroup> d_v: array<f32, MAX_N>;
 
-override D_W: u32 = 0u;  // decode: the LoRA widths (0: no such LoRA, v in layer 0); as
-override D_A: u32 = 0u;  // constants, so each row's loads can all be issued at once
+override D_W: u32 = 0u;  // decode: the LoRA widths (0: no such LoRA, v in layer 0), as
+override D_A: u32 = 0u;  // constants so that every loop over a row runs a known number of times
 override D_V: u32 = 0u;
 override D_G: u32 = 0u;
 const MAX_HID: u32 = 1024u;  // D_W + D_A + D_V + D_G at most

@@ -29,14 +29,14 @@ struct Params {
     ln_b_off: u32,
     eps: f32,
     _pad: u32,
-    lora_d: u32,        // mix_lora only: D, the LoRA width ...
-    lora_kv: u32,       // ... vec4s (8 weights) per row of W2[m] ...
+    lora_kv: u32,       // mix_lora only (its width D is the constant LORA_D): vec4s per row of W2[m] ...
     lora_w: u32,        // ... where W2[0] starts and how far apart they are (vec4s) ...
     lora_step: u32,
     lora_h: u32,        // ... and where h starts, with its row stride (elements)
     lora_hs: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> cursors: array<u32>;
@@ -77,8 +77,8 @@ fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // mix_lora: D and the number of mixes as constants (every loop over the weights runs a known
-// number of times, so all of a channel's weight loads can be in flight at once), and the token's
-// LoRA inputs staged in workgroup memory (every channel reads all of them).
+// number of times), the weight words loaded four at a time, and the token's LoRA inputs staged
+// in workgroup memory (every channel reads all of them).
 override LORA_D: u32 = 32u;
 override LORA_MIXES: u32 = 5u;
 const MAX_LORA_H: u32 = 1024u;  // LORA_MIXES * LORA_D at most
@@ -161,7 +161,7 @@ fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let lw = vec[p.ln_w_off + cc];
     let lb = vec[p.ln_b_off + cc];
     let prev = shift[s * p.c + cc];
-    // the first EARLY_MIXES mix weights too (named values; a mix past p.mixes reads the last one)
+    // the first six mix weights too (named values; a mix past p.mixes reads the last one)
     let mu0 = vec[p.mu_off + cc];
     let mu1 = vec[p.mu_off + min(1u, p.mixes - 1u) * p.c + cc];
     let mu2 = vec[p.mu_off + min(2u, p.mixes - 1u) * p.c + cc];

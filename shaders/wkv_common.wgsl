@@ -72,7 +72,6 @@ fn red_total(which: u32) -> f32 {
     return (d_sums[b] + d_sums[b + 1u]) + (d_sums[b + 2u] + d_sums[b + 3u]);
 }
 
-
 // The token of slot s, uniform over the workgroup (x: its index, y: 0 for an empty slot; the
 // one-token kernels' slots hold at most one). Uses the kernel's `cursors` and `span`; every
 // invocation calls it (it ends in a barrier).

@@ -14,7 +14,7 @@ from .norm import norm_workgroup
 PARAMS = np.dtype(
     [(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "store", "with_delta", "ln_w_off", "ln_b_off")]
     + [("eps", "<f4"), ("_pad", "<u4")]
-    + [(n, "<u4") for n in ("lora_d", "lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2")]
+    + [(n, "<u4") for n in ("lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2", "_pad3")]
 )
 WG = 64
 
@@ -63,7 +63,7 @@ def token_mix(
 
 def _params(x: Act, slots: int, mixes: int, mu_off: int, plane: int, store: bool, delta: Any,
             ln_w_off: int = 0, ln_b_off: int = 0, eps: float = 0.0, **lora: int) -> np.ndarray:  # fmt: skip
-    fields = dict.fromkeys(("lora_d", "lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2"), 0)
+    fields = dict.fromkeys(("lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2", "_pad3"), 0)
     fields.update(lora)
     return pack_params(
         PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store),
@@ -106,7 +106,7 @@ def token_mix_lora(
     ranges = [m.parts[0].buffer for m in w2]
     d = w2[0].k
     step = (ranges[1].offset - ranges[0].offset) // 16 if len(ranges) > 1 else 0
-    params = _params(x, slots, len(w2), mu_off, plane, store, None, lora_d=d, lora_kv=w2[0].kp // 8,
+    params = _params(x, slots, len(w2), mu_off, plane, store, None, lora_kv=w2[0].kp // 8,
                      lora_w=ranges[0].offset // 16, lora_step=step, lora_h=hid.offset, lora_hs=hid.stride)  # fmt: skip
     buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: out.buffer, 9: ranges[0].buffer, 10: hid.buffer}
     graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, WG), n, 1), entry="mix_lora",
