@@ -158,6 +158,7 @@ class Device:
         self.pipelines = PipelineCache(self)
         self.allocated_bytes = 0  # every buffer this device created (never freed explicitly)
         self._scratch: Any = None
+        self._mapped: Any = None  # read_staging's C callback and the status it reports
         if self.info.subgroup:
             self.info = dataclasses.replace(self.info, subgroup_size=self._subgroup_size())
         log.info("WebGPU device: %s", self.info.describe())
@@ -267,12 +268,16 @@ class Device:
             finally:
                 buffer.unmap()
         ffi, lib = native
-        status = [None]
+        if self._mapped is None:  # one C callback for every mapping (they run one at a time)
+            status: list[Any] = [None]
 
-        @ffi.callback("void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)")
-        def mapped(code: int, _message: Any, _u1: Any, _u2: Any) -> None:
-            status[0] = code
+            @ffi.callback("void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)")
+            def mapped(code: int, _message: Any, _u1: Any, _u2: Any) -> None:
+                status[0] = code
 
+            self._mapped = (mapped, status)
+        mapped, status = self._mapped
+        status[0] = None
         info = ffi.new("WGPUBufferMapCallbackInfo *")
         info.mode = lib.WGPUCallbackMode_AllowProcessEvents
         info.callback = mapped
