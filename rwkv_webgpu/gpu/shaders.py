@@ -114,7 +114,7 @@ class PipelineCache:
         if name not in self._modules:
             own = name not in self.sources  # hooks' kernels keep wgpu's runtime checks
             code = shader_source(name) if own else read_shader("common") + "\n" + self.sources[name]
-            checks = trusted_checks() if own else None
+            checks = trusted_checks(name) if own else None
             try:
                 module = None if checks is None else trusted_module(self.device.device, code, name, checks)
                 if module is None:
