@@ -12,7 +12,7 @@ import numpy as np
 
 from ..gpu import Counter, Device, Graph, act_buffer
 from ..ops import layer_norm, matmul
-from ..ops.embed import embed_rows
+from ..ops.embed import EmbeddingTable, embed_rows
 from ..ops.sample import mask_bits, sample_rows
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ class VectorPack:
 
     def upload(self, device: Device, label: str) -> Any:
         return device.upload(np.concatenate(self.parts) if self.parts else np.zeros(4, np.float32), label)
+
+
+WIDEN_FROM = 16  # prompt steps of at least this many tokens widen their f16 embedding rows on the GPU
 
 
 class Buffers:
@@ -64,6 +67,7 @@ class Buffers:
         self.allowed_now: bytes | None = None  # the mask last written (None: every id) ...
         self.allowed_src: np.ndarray | None = None  # ... and the array it came from
         self.id_rings: list[Any] | None = None  # chained decoding's id staging (StepRunner.id_rings)
+        self.rows16: EmbeddingTable | None = None  # a prompt's f16 embedding rows (StepRunner.widen_graph)
 
 
 @dataclass
@@ -178,12 +182,19 @@ class StepRunner:
         # Encode the next step while the GPU runs this one. On a CPU adapter (lavapipe) the
         # "GPU" shares the cores with Python, so the overlap would only slow it down.
         self.encode_ahead = not model.device.info.cpu
+        # Prompt steps of at least this many tokens send their embedding rows as f16 and widen
+        # them on the GPU (half the bytes to write, and numpy's f16 -> f32 conversion of a
+        # 1024 x 2048 chunk takes milliseconds while the GPU waits); None: the host widens.
+        # Only where the table is f16 and a CPU adapter is not the one that would do the work.
+        self.widen_from: int | None = None if model.device.info.cpu else WIDEN_FROM
+        self._widens: weakref.WeakKeyDictionary[State, Graph] = weakref.WeakKeyDictionary()
 
     def forget_graphs(self) -> None:
         """Drop every recorded graph (hooks changed); the next step records afresh."""
         self._graphs = weakref.WeakKeyDictionary()
         self._ahead = weakref.WeakKeyDictionary()
         self._embeds = weakref.WeakKeyDictionary()
+        self._widens = weakref.WeakKeyDictionary()
 
     def graph(self, state: State) -> tuple[Graph, Buffers]:
         found = self._graphs.get(state)
@@ -264,6 +275,8 @@ class StepRunner:
             state.encode_copy(enc, plan.backup)
         if plan.chained:
             self.embed_graph(state).encode(enc)
+        elif self.widens(state, plan):
+            self.widen_graph(state).encode(enc)
         g.encode(enc, plan, key=plan.shape)  # the counters above follow from the plan's shape
         return enc.finish()
 
@@ -276,6 +289,34 @@ class StepRunner:
             found = Graph(self.model.device)
             embed_rows(found, buf.tokens, buf.ids, self.model.embedding_table(), buf.xin, label="embed.chained")
             self._embeds[state] = found
+        return found
+
+    def widens(self, state: State, plan: Plan) -> bool:
+        """Whether this step's embedding rows go to the GPU as f16 and are widened there (a
+        prompt step of at least ``widen_from`` tokens, an f16 table, and room in one binding)."""
+        if plan.chained or self.widen_from is None or len(plan.tokens) < self.widen_from:
+            return False
+        if self.model.emb.dtype != np.float16:
+            return False
+        _, buf = self.graph(state)
+        words = (self.model.info.num_emb + 1) // 2
+        return buf.tmax * words * 4 <= self.model.device.info.max_binding_size
+
+    def widen_graph(self, state: State) -> Graph:
+        """The dispatch that widens a prompt's f16 embedding rows (written by :meth:`submit`
+        into ``Buffers.rows16``, row t for token t) into ``x.embed``: the gather kernel of the
+        chained steps, reading the rows as a table through ids 0, 1, 2, ..."""
+        found = self._widens.get(state)
+        if found is None:
+            _, buf = self.graph(state)
+            dev, c = self.model.device, self.model.info.num_emb
+            words = (c + 1) // 2
+            rows = dev.storage(buf.tmax * words * 4, "embed.rows16")
+            buf.rows16 = EmbeddingTable((rows,), buf.tmax, c, buf.tmax, words, True)
+            order = dev.upload(np.arange(buf.tmax, dtype=np.uint32), "embed.order")
+            found = Graph(dev)
+            embed_rows(found, buf.tokens, order, buf.rows16, buf.xin, label="embed.widen")
+            self._widens[state] = found
         return found
 
     def id_rings(self, buf: Buffers) -> list[Any]:
@@ -296,6 +337,8 @@ class StepRunner:
         buf.one_per_slot = plan.one_per_slot
         buf.out.value = plan.num_out
         enc = self.model.device.device.create_command_encoder()
+        if self.widens(state, plan):
+            self.widen_graph(state).encode(enc, profiler=prof)
         g.encode(enc, plan, profiler=prof)
         prof.finish(enc)
         self.submit(state, plan, enc.finish())
@@ -306,7 +349,14 @@ class StepRunner:
         """Write the step's inputs and submit ``cmd`` (from :meth:`encode` with a plan of this shape)."""
         _, buf = self.graph(state)
         dev = self.model.device
-        if not plan.chained:
+        if self.widens(state, plan):
+            self.widen_graph(state)  # (made by encode already; here for a caller that did not)
+            assert buf.rows16 is not None
+            rows = np.take(self.model.emb, plan.tokens, axis=0)
+            if rows.shape[1] % 2:  # an odd width: a zero half ends each row, as the table's words
+                rows = np.concatenate([rows, np.zeros((len(rows), 1), np.float16)], axis=1)
+            dev.write(buf.rows16.parts[0], rows.view(np.uint32))
+        elif not plan.chained:
             dev.write(buf.xin.buffer, self.model.emb[plan.tokens].astype(np.float32, copy=False))
         dev.write(buf.cursors, plan.cursors)
         buf.tokens.set(len(plan.tokens))
