@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--no-decode-parts", action="store_true", help="experiment: K parts of long one-token rows added by `reduce`")
     ap.add_argument("--no-narrow-lanes", action="store_true", help="experiment: 16 lanes a row on narrow one-token products too")
     ap.add_argument("--no-fused-decode", action="store_true", help="experiment: decoding keeps the time mix's separate kernels")
+    ap.add_argument("--checked", nargs="*", default=[], help="experiment: kernels compiled with all of wgpu's runtime checks")
     ap.add_argument("--no-widen", action="store_true", help="experiment: prompt rows widened to f32 on the host")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
@@ -79,6 +80,8 @@ def main() -> None:
             getattr(importlib.import_module(f"rwkv_webgpu.models.{name}"), cls).fuse_decode = False
     chunk = max(args.prefill, default=None)
     model = rw.load_model(args.model, adapter=args.adapter, tokenizer="world", quant=args.quant, token_chunk_size=chunk)
+    if args.checked:
+        importlib.import_module("rwkv_webgpu.gpu.trusted").CHECKED = frozenset(args.checked)
     if args.no_widen:
         model.runner.widen_from = None
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},
