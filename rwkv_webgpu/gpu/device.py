@@ -287,7 +287,9 @@ class Device:
         for _ in range(MAP_POLLS):  # the callback comes with a poll once the GPU work is done
             if status[0] is not None:
                 break
-            lib.wgpuDevicePoll(self.device._internal, True, ffi.NULL)
+            # again for that submission only: a poll without an index would also wait for the
+            # steps queued after it (a decode chain's next step), leaving the GPU idle after
+            lib.wgpuDevicePoll(self.device._internal, True, index)
         if status[0] is None:
             raise AdapterError(f"mapping {buffer.label!r} for reading never completed on {self.info.name} "
                                "(the device may be lost)")  # fmt: skip
