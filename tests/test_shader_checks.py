@@ -68,3 +68,26 @@ def test_kernels_compiled_without_checks_give_the_same_bits(monkeypatch, device,
     finally:
         device.pipelines = saved
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_failing_trusted_call_falls_back_to_the_usual_compile(monkeypatch, device):
+    """Where wgpu-py's internals differ (the trusted call raises or is missing), kernels still
+    compile with wgpu's checks and compute the same result."""
+    from rwkv_webgpu.gpu import shaders
+
+    saved = device.pipelines
+    try:
+        monkeypatch.setenv("RWKV_WEBGPU_SHADER_CHECKS", "all")
+        device.pipelines = PipelineCache(device)
+        want = _product(device, "tiled")
+
+        def broken(*_args, **_kwargs):
+            raise RuntimeError("no such call in this wgpu-py")
+
+        monkeypatch.setenv("RWKV_WEBGPU_SHADER_CHECKS", "none")
+        for replacement in (broken, lambda *_a, **_k: None):
+            monkeypatch.setattr(shaders, "trusted_module", replacement)
+            device.pipelines = PipelineCache(device)
+            np.testing.assert_array_equal(_product(device, "tiled"), want)
+    finally:
+        device.pipelines = saved

@@ -115,8 +115,13 @@ class PipelineCache:
             own = name not in self.sources  # hooks' kernels keep wgpu's runtime checks
             code = shader_source(name) if own else read_shader("common") + "\n" + self.sources[name]
             checks = trusted_checks(name) if own else None
+            module = None
+            if checks is not None:
+                try:
+                    module = trusted_module(self.device.device, code, name, checks)
+                except Exception:  # noqa: BLE001 - another wgpu-py's internals: compile the usual way
+                    module = None
             try:
-                module = None if checks is None else trusted_module(self.device.device, code, name, checks)
                 if module is None:
                     module = self.device.device.create_shader_module(code=code, label=name)
                 self._modules[name] = module
