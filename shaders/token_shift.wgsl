@@ -7,7 +7,7 @@
 //             (the second halves of the five mix LoRAs; W2[m] [C, D] f16 packed as matmul weights, at
 //             lora_w + m * lora_step vec4s of binding 9; h [T, 5 D] at lora_h with row stride lora_hs,
 //             binding 10). For steps where every slot has at most one token: each invocation reads
-//             its D weights per mix, so longer steps keep the matmul and `mix`. D and the mix count
+//             the D weights of one mix of one channel, so longer steps keep the matmul and `mix`. D and the mix count
 //             are the constants LORA_D and LORA_MIXES (mixes * D <= MAX_LORA_H).
 // `norm_mix`: the layer norm before it fused in (xn = ln(x) is written too), for steps where every
 //             slot has at most one token (decoding), so prev is always the saved row.
@@ -126,24 +126,31 @@ fn lora_delta(m: u32, c: u32) -> f32 {
     return acc;
 }
 
-@compute @workgroup_size(WG)
+// A workgroup is MIX_CH channels x LORA_MIXES mixes: invocation (x, y) computes mix y of channel
+// x, so each waits on one mix's weight words instead of every mix's in turn. The slot's saved
+// row is replaced (by the mix-0 invocation) only after every mix of the channel has read it.
+override MIX_CH: u32 = 32u;
+
+@compute @workgroup_size(MIX_CH, LORA_MIXES)
 fn mix_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let t = wid.y;
     if t >= count.n { return; }
-    for (var j = lid.x; j < LORA_MIXES * LORA_D; j += WG) {
+    for (var j = lid.y * MIX_CH + lid.x; j < LORA_MIXES * LORA_D; j += MIX_CH * LORA_MIXES) {
         lora_in[j] = lora_h[p.lora_h + t * p.lora_hs + j];
     }
     workgroupBarrier();
-    let c = wid.x * WG + lid.x;
-    if c >= p.c { return; }
+    let c = wid.x * MIX_CH + lid.x;
+    let m = lid.y;
     let s = cursors[2u * p.slots + t];
-    let cur = x[p.x_off + t * p.c + c];
-    let d = shift[s * p.c + c] - cur;  // one token per slot: prev is the saved row
-    for (var m = 0u; m < LORA_MIXES; m++) {
+    var cur = 0.0;
+    if c < p.c {
+        cur = x[p.x_off + t * p.c + c];
+        let d = shift[s * p.c + c] - cur;  // one token per slot: prev is the saved row
         let mu = vec[p.mu_off + m * p.c + c] + lora_delta(m, c);
         out[m * p.out_plane + t * p.c + c] = cur + d * mu;
     }
-    if p.store != 0u {
+    workgroupBarrier();
+    if p.store != 0u && m == 0u && c < p.c {
         shift[s * p.c + c] = cur;
     }
 }

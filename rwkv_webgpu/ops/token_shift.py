@@ -17,6 +17,7 @@ PARAMS = np.dtype(
     + [(n, "<u4") for n in ("lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2", "_pad3")]
 )
 WG = 64
+MIX_CH = 32  # channels per mix_lora workgroup (x its mix count: one invocation per channel and mix)
 
 
 def token_mix(
@@ -72,6 +73,7 @@ def _params(x: Act, slots: int, mixes: int, mu_off: int, plane: int, store: bool
 
 
 MAX_LORA_H = 1024  # token_shift.wgsl's MAX_LORA_H: the LoRA inputs mix_lora stages (mixes x D)
+MAX_MIX_INVOCATIONS = 256  # MIX_CH x mixes: WebGPU's default invocations per workgroup
 
 
 def lora_fits(w2: list[Matrix], c: int) -> bool:
@@ -85,6 +87,7 @@ def lora_fits(w2: list[Matrix], c: int) -> bool:
         and all((m.rows, m.k, m.kp) == (c, w2[0].k, w2[0].kp) for m in w2)
         and len({b.offset - a.offset for a, b in itertools.pairwise(ranges)}) <= 1  # type: ignore[union-attr]
         and len(w2) * w2[0].k <= MAX_LORA_H
+        and MIX_CH * len(w2) <= MAX_MIX_INVOCATIONS
     )  # fmt: skip
 
 
@@ -102,15 +105,15 @@ def token_mix_lora(
         raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={c}) and the output starts at 0")
     if not lora_fits(w2, c) or hid.cols < len(w2) * w2[0].k:
         raise ShapeError(f"{label}: the LoRA matrices must be [C={c}, D] each, evenly spaced in one buffer, "
-                         f"with at most {MAX_LORA_H} inputs in all")  # fmt: skip
+                         f"at most {MAX_MIX_INVOCATIONS // MIX_CH} of them and {MAX_LORA_H} inputs in all")  # fmt: skip
     ranges = [m.parts[0].buffer for m in w2]
     d = w2[0].k
     step = (ranges[1].offset - ranges[0].offset) // 16 if len(ranges) > 1 else 0
     params = _params(x, slots, len(w2), mu_off, plane, store, None, lora_kv=w2[0].kp // 8,
                      lora_w=ranges[0].offset // 16, lora_step=step, lora_h=hid.offset, lora_hs=hid.stride)  # fmt: skip
     buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: out.buffer, 9: ranges[0].buffer, 10: hid.buffer}
-    graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, WG), n, 1), entry="mix_lora",
-                   label=label, WG=WG, LORA_D=d, LORA_MIXES=len(w2))  # fmt: skip
+    graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, MIX_CH), n, 1), entry="mix_lora",
+                   label=label, MIX_CH=MIX_CH, LORA_D=d, LORA_MIXES=len(w2))  # fmt: skip
 
 
 def norm_mix(

@@ -145,3 +145,15 @@ def test_mix_lora_input_limit(device):
     w2 = upload_matrices(device, [np.zeros((8, d), np.float16) for _ in range(5)], [f"w{m}" for m in range(5)])
     assert not lora_fits(w2, 8)
     assert lora_fits(w2[:4], 8) == (4 * d <= MAX_LORA_H)
+
+
+def test_mix_lora_mix_count_limit(device):
+    """More mixes than one workgroup of MIX_CH channels x mixes holds (256 invocations): not fused."""
+    from rwkv_webgpu.gpu import upload_matrices
+    from rwkv_webgpu.ops.token_shift import MAX_MIX_INVOCATIONS, MIX_CH, lora_fits
+
+    most = MAX_MIX_INVOCATIONS // MIX_CH
+    w2 = upload_matrices(device, [np.zeros((8, 4), np.float16) for _ in range(most + 1)], [f"w{m}" for m in range(most + 1)])
+    assert lora_fits(w2[:most], 8)
+    assert not lora_fits(w2, 8)
+
