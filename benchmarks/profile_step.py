@@ -44,7 +44,6 @@ def main() -> None:
     ap.add_argument("--no-narrow-lanes", action="store_true", help="experiment: 16 lanes a row on narrow one-token products too")
     ap.add_argument("--no-fused-decode", action="store_true", help="experiment: decoding keeps the time mix's separate kernels")
     ap.add_argument("--checked", nargs="*", default=[], help="experiment: kernels compiled with all of wgpu's runtime checks")
-    ap.add_argument("--no-short-unroll", action="store_true", help="experiment: few-row one-token products load DECODE_UNROLL words at once")
     ap.add_argument("--no-widen", action="store_true", help="experiment: prompt rows widened to f32 on the host")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
@@ -67,8 +66,6 @@ def main() -> None:
         mm.VEC_X = False
     if args.no_decode_parts:
         mm.DECODE_PARTS = False
-    if args.no_short_unroll:
-        mm.SHORT_UNROLL = mm.DECODE_UNROLL
     if args.no_narrow_lanes:
         mm.NARROW_LANES = False
     if args.no_decode_split:

@@ -36,7 +36,6 @@ QUANT_DECODE_MAX_K = 8192  # the same bound for quantized weights (H100: faster 
 DECODE_WGS = 128  # invocations per workgroup of that kernel: 8 rows of 16 lanes (16 x 8 lanes on
 # adapters with subgroups under 32 invocations, where the compiler may pick smaller ones) ...
 DECODE_UNROLL = 2  # ... each lane loading this many 16-byte words of its row at once (1, 2, 4)
-SHORT_ROWS, SHORT_UNROLL = 512, 4  # one-token products of at most this many rows load this many words at once
 NARROW_LANES, NARROW_ROWS = True, 2048  # ... a subgroup of 32 per row on f16 matrices of this many rows or fewer
 DECODE_SPLIT = True  # one token over rows longer than DECODE_MAX_K: that kernel with K in parts ...
 DECODE_SPLIT_K = 2048  # ... of at most this many weights each, then `reduce` (else the 64-lane GEMV) ...
@@ -106,8 +105,6 @@ def matmul(
             consts: dict[str, float]
             if name == "decode":
                 shader, entry, consts = "matmul_subgroup", "decode", decode_constants(graph, part.rows <= NARROW_ROWS)
-                if part.rows <= SHORT_ROWS:  # few rows (LoRA first halves): more of each row in flight
-                    consts["UNROLL"] = SHORT_UNROLL
             else:
                 shader, entry, consts = _KERNEL_SOURCES[name]
             suffix = "" if name in ("gemv", "subgroup", "decode", "rowwise", "rows4", "rows32", "tile8", "tile16") else f".{name}"
