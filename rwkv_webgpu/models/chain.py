@@ -65,6 +65,9 @@ class DecodeChain:
         self.inflight: deque[Plan] = deque()
         self.rng_before: list[tuple[Any, Any]] = []  # (generator, its state before the newest step's draws)
         self.ring = 0
+        # the next chained step's plan and command buffer, recorded before next() waits for a
+        # read, so that the step after can be submitted as soon as that read returns
+        self.ready: tuple[Plan, Any] | None = None
 
     def feed(self, tokens: Sequence[int]) -> None:
         """Submit the step that feeds ``tokens`` (one per slot, known to the host) and samples
@@ -83,6 +86,7 @@ class DecodeChain:
             raise StateError("no step in flight: feed() tokens first")
         if ahead:
             self._submit(None)
+            self._prepare()
         tokens = self._read(self.inflight.popleft())
         if ahead:
             self.fed[-1] = tokens  # the step just submitted feeds them
@@ -94,6 +98,7 @@ class DecodeChain:
         if len(self.inflight) != 1 or not self.inflight[0].chained:
             raise StateError("nothing to cancel: the last next() did not feed its tokens ahead")
         self._read(self.inflight.popleft())
+        self.ready = None
         for r, before in self.rng_before:
             r.bit_generator.state = before
         self.fed.pop()
@@ -116,12 +121,44 @@ class DecodeChain:
             chunk[b] = [tok]
         return chunk
 
+    def _plan(self, tokens: list[int] | None) -> Plan:
+        """The plan of the next step (its ring, and a checkpoint when one is due), without
+        changing the chain: what :meth:`_submit` would send now."""
+        plan = Plan.pack(self._chunk(tokens or [0] * len(self.slots)), self.slots, False)
+        plan.chained = tokens is None
+        plan.ring = self.ring
+        if self.backup is None or len(self.fed) >= CHECKPOINT:
+            plan.backup = self.backup  # (None only before the first step; _submit makes it)
+        return plan
+
+    def _prepare(self) -> None:
+        """Record the command buffer of the chained step that would follow the one just
+        submitted (one step's ring later, its checkpoint if one falls due): the host's encoding
+        then overlaps the GPU's step instead of following the read."""
+        self.ready = None
+        if self.backup is None:
+            return
+        plan = Plan.pack(self._chunk([0] * len(self.slots)), self.slots, False)
+        plan.chained = True
+        plan.ring = self.ring
+        if len(self.fed) >= CHECKPOINT:
+            plan.backup = self.backup
+        # a sampling step (the command buffer depends on that, not on the values, which
+        # _submit draws and writes when it sends the step)
+        plan.sample = np.zeros((len(self.slots), 4), np.float32)
+        self.ready = (plan, self.model.runner.encode(self.state, plan))
+
     def _submit(self, tokens: list[int] | None) -> None:
         """Submit one step: feed ``tokens``, or (None) the ids the previous step sampled (the
         step's i-th token is the previous step's i-th sampled row: both follow ``slots``)."""
-        plan = Plan.pack(self._chunk(tokens or [0] * len(self.slots)), self.slots, False)
-        plan.chained = tokens is None
-        plan.ring, self.ring = self.ring, self.ring ^ 1
+        plan = self._plan(tokens)
+        cmd = None
+        if tokens is None and self.ready is not None:
+            early, early_cmd = self.ready
+            if early.ring == plan.ring and (early.backup is None) == (plan.backup is None):
+                plan, cmd = early, early_cmd  # recorded for exactly this step
+        self.ready = None
+        self.ring ^= 1
         if self.backup is None or len(self.fed) >= CHECKPOINT:
             if self.backup is None:
                 from ..state import State
@@ -133,7 +170,7 @@ class DecodeChain:
         plan.sample = np.array([sampling_row(c, r) for c, r in zip(self.configs, self.rngs)], np.float32)
         plan.allowed = self.allowed
         runner = self.model.runner
-        runner.submit(self.state, plan, runner.encode(self.state, plan))
+        runner.submit(self.state, plan, cmd if cmd is not None else runner.encode(self.state, plan))
         self.fed.append(tokens or [])
         self.inflight.append(plan)
 

@@ -127,3 +127,33 @@ def _spread(tokens, slots, batch=4):
     for b, t in zip(slots, tokens):
         out[b] = t
     return [[] if t is None else [t] for t in out]
+
+
+def test_each_chained_step_was_recorded_before_the_previous_read(model, monkeypatch):
+    """In steady decoding, next(ahead=True) sends the command buffer recorded during the call
+    before (so its encoding overlapped the GPU) and records exactly one for the step after; the
+    checkpoint steps (CHECKPOINT 4) are recorded with their state copy and give the same tokens."""
+    monkeypatch.setattr(chain_mod, "CHECKPOINT", 4)
+    want, ws, _ = plain_loop(model, 3, 12, seed=5)
+    state, rng = model.new_state(), np.random.default_rng(5)
+    ch = model.decode_chain(state, CFG, rng)
+    runner = model.runner
+    encodes: list[bool] = []
+    real_encode, real_submit = runner.encode, runner.submit
+    sent: list = []
+    monkeypatch.setattr(runner, "encode", lambda st, plan: encodes.append(plan.chained) or real_encode(st, plan))
+    monkeypatch.setattr(runner, "submit", lambda st, plan, cmd: sent.append(cmd) or real_submit(st, plan, cmd))
+    seq = [3]
+    ch.feed([3])
+    seq.extend(ch.next(ahead=True))
+    for _ in range(11):
+        prepared = ch.ready
+        assert prepared is not None
+        before = len(encodes)
+        seq.extend(ch.next(ahead=True))
+        assert sent[-1] is prepared[1]  # the buffer recorded in the previous call
+        assert len(encodes) == before + 1  # and one recorded for the next step
+    ch.cancel()
+    ch.close()
+    assert seq == want
+    assert_states_identical(state, ws)
