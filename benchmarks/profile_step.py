@@ -164,6 +164,7 @@ def one_batch(model, batch: int, Plan, _group) -> dict:
         rng = np.random.default_rng(0)
         out["gpu_sampling_tok_s"] = gpu_sampling_loop(model, [1, 2, 3], 64, rng)
         out["gpu_sampling_no_ahead_tok_s"] = gpu_sampling_loop(model, [1, 2, 3], 64, rng, ahead=False)
+        out["chain_host_ms"] = chain_host_times(model, 64)
         sample_plan = Plan.pack([[1]], [0], False)
         sample_plan.sample = np.array([[1.0, 0.9, 0, 0.5]], np.float32)
         if model.device.info.timestamp_query:
@@ -171,6 +172,51 @@ def one_batch(model, batch: int, Plan, _group) -> dict:
             model.forward_sample([1], st, rw.SamplingConfig(temperature=1.0, top_p=0.9), rng)  # sets the counters
             out["gpu_step_sampling_us"] = float(np.median([step_span_us(model, st, sample_plan) for _ in range(16)]))
     return out
+
+
+def chain_host_times(model, tokens: int) -> dict:
+    """Host milliseconds of a decode chain's steps (10th / 50th / 90th / 99th percentile): each
+    next(ahead=True) call, and inside it the encoding, submission and the wait for the read. The
+    step ahead keeps the GPU busy only while encode + submit stay under the GPU's step."""
+    import rwkv_webgpu as rw
+
+    runner, dev = model.runner, model.device
+    times: dict[str, list[float]] = {"encode": [], "submit": [], "read": []}
+    originals = {"encode": runner.encode, "submit": runner.submit, "read": dev.read_staging}
+
+    def timed(name):
+        fn = originals[name]
+
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                times[name].append((time.perf_counter() - t0) * 1000)
+
+        return call
+
+    runner.encode, runner.submit, dev.read_staging = timed("encode"), timed("submit"), timed("read")
+    try:
+        state = model.new_state()
+        rng = np.random.default_rng(1)
+        cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
+        chain = model.decode_chain(state, cfg, rng)
+        chain.feed([model.forward_sample([1, 2, 3], state, cfg, rng)])
+        for _ in range(16):
+            chain.next(ahead=True)
+        for v in times.values():
+            v.clear()
+        steps = []
+        for _ in range(tokens):
+            t0 = time.perf_counter()
+            chain.next(ahead=True)
+            steps.append((time.perf_counter() - t0) * 1000)
+        chain.close()
+    finally:
+        runner.encode, runner.submit, dev.read_staging = originals["encode"], originals["submit"], originals["read"]
+    pct = (10, 50, 90, 99)
+    return {name: [round(float(np.percentile(v, q)), 3) for q in pct] for name, v in {"next": steps, **times}.items() if v}
 
 
 if __name__ == "__main__":
