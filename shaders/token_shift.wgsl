@@ -7,8 +7,8 @@
 //             (the second halves of the five mix LoRAs; W2[m] [C, D] f16 packed as matmul weights, at
 //             lora_w + m * lora_step vec4s of binding 9; h [T, 5 D] at lora_h with row stride lora_hs,
 //             binding 10). For steps where every slot has at most one token: each invocation reads
-//             the D weights of one mix of one channel, so longer steps keep the matmul and `mix`. D and the mix count
-//             are the constants LORA_D and LORA_MIXES (mixes * D <= MAX_LORA_H).
+//             the D weights of one mix of one channel, so longer steps keep the matmul and `mix`.
+//             D and the mix count are the constants LORA_D and LORA_MIXES (mixes * D <= MAX_LORA_H).
 // `norm_mix`: the layer norm before it fused in (xn = ln(x) is written too), for steps where every
 //             slot has at most one token (decoding), so prev is always the saved row.
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,

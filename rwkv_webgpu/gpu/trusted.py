@@ -28,9 +28,9 @@ from typing import Any
 
 from ..errors import ConfigError
 
-# bits of WGPUShaderRuntimeChecks (wgpu.h)
+# WGPUShaderRuntimeChecks (wgpu.h): bit 0x1 keeps the index clamps; 0x2 (the loop counters) is
+# never set here, and "all" takes wgpu's usual path (every check) instead of a bit mask
 BOUNDS = 0x1
-LOOPS = 0x2
 MODES = {"all": None, "bounds": BOUNDS, "none": 0}
 DEFAULT = "auto"
 # kernels compiled without index clamps under "auto" (the tiled GEMMs: measured faster without)

@@ -138,11 +138,7 @@ class DecodeChain:
         self.ready = None
         if self.backup is None:
             return
-        plan = Plan.pack(self._chunk([0] * len(self.slots)), self.slots, False)
-        plan.chained = True
-        plan.ring = self.ring
-        if len(self.fed) >= CHECKPOINT:
-            plan.backup = self.backup
+        plan = self._plan(None)
         # a sampling step (the command buffer depends on that, not on the values, which
         # _submit draws and writes when it sends the step)
         plan.sample = np.zeros((len(self.slots), 4), np.float32)
