@@ -7,7 +7,9 @@
 // `wkv_lanes` (time_mix_v5_lanes.wgsl): the same recurrence for CPU adapters.
 // `norm` (grid (H, T)), in place: y = group_norm(o) * ln_x  (times g when gated).
 // `decode` (grid (H, B), DEC_WG invocations; steps where every slot has at most one token): wkv
-//     and norm of one slot's token in one workgroup (layout in wkv_common.wgsl).
+//     and norm of one slot's token in one workgroup (layout in wkv_common.wgsl). Built with
+//     decay_none.wgsl (kernel time_mix_v5) it reads V6's decay from the w plane; built with
+//     decay_lora.wgsl (kernel time_mix_v6) it computes the decay LoRA second half itself.
 // State S is [B, H, N, N] f32 (row = value index i, column = key index j).
 struct Params {
     c: u32,
@@ -22,6 +24,10 @@ struct Params {
     lnw_off: u32,
     lnb_off: u32,
     eps: f32,
+    lora_at: u32,     // decay_lora.wgsl only: where W2 starts (vec4s of binding 8) ...
+    hid_at: u32,      // ... and its inputs in a row of hid (elements), rows hid_stride apart
+    hid_stride: u32,
+    _pad: u32,
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> cursors: array<u32>;
@@ -180,6 +186,13 @@ var<workgroup> d_k: array<vec4<f32>, N4>;
 var<workgroup> d_u: array<vec4<f32>, N4>;
 var<workgroup> d_v: array<f32, MAX_N>;
 
+// The first weight words of an invocation's share of the decay LoRA (decay_lora.wgsl; unused
+// with decay_none.wgsl).
+struct DecayWords {
+    a: vec4<u32>,
+    b: vec4<u32>,
+}
+
 @compute @workgroup_size(DEC_WG)
 fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let n = N_HEAD;
@@ -191,33 +204,37 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let live = i < n;  // a padding row works on a copy of row N - 1 and is not stored
     let sbase = ((s * p.h + h) * n + min(i, n - 1u)) * n;
     let st = load_quarter(sbase, q);
+    let hc = h * n;
+    let pre = decay_lora_words(tid, hc);
     let sp = slot_span(tid, s);
     if sp.y == 0u { return; }
     let t = sp.x;
-    let hc = h * n;
-    // the token's vectors for the head, one channel per invocation (zeros past N: workgroup
-    // memory is not cleared between dispatches on every backend)
+    // the token's vectors for the head, one channel per invocation, loaded before the decay
+    // LoRA's sums, which do not need them (zeros past N: workgroup memory is not cleared between
+    // dispatches on every backend)
+    let live_c = tid < n;
+    let tc = hc + min(tid, n - 1u);
+    let te = t * p.c + tc;
+    var tr = 0.0;
+    var tw = 0.0;
+    var tk = 0.0;
+    var tu = 0.0;
+    var tv = 0.0;
+    if live_c {
+        tr = tm[R * p.plane + te];
+        tk = tm[K * p.plane + te];
+        tv = tm[V * p.plane + te];
+        tu = vec[p.u_off + tc];
+        tw = vec[p.decay_off + tc];
+    }
+    decay_lora_parts(tid, t, hc, pre);
     if tid < MAX_N {
-        var r = 0.0;
-        var w = 0.0;
-        var k = 0.0;
-        var u = 0.0;
-        var v = 0.0;
-        if tid < n {
-            let c = hc + tid;
-            let e = t * p.c + c;
-            r = tm[R * p.plane + e];
-            k = tm[K * p.plane + e];
-            v = tm[V * p.plane + e];
-            u = vec[p.u_off + c];
-            w = vec[p.decay_off + c];
-            if p.dynamic_decay != 0u { w = exp(-exp(w + tm[W * p.plane + e])); }
-        }
-        d_r[tid / 4u][tid % 4u] = r;
-        d_w[tid / 4u][tid % 4u] = w;
-        d_k[tid / 4u][tid % 4u] = k;
-        d_u[tid / 4u][tid % 4u] = u;
-        d_v[tid] = v;
+        if live_c && p.dynamic_decay != 0u { tw = exp(-exp(tw + decay_delta(tid, te))); }
+        d_r[tid / 4u][tid % 4u] = tr;
+        d_w[tid / 4u][tid % 4u] = tw;
+        d_k[tid / 4u][tid % 4u] = tk;
+        d_u[tid / 4u][tid % 4u] = tu;
+        d_v[tid] = tv;
     }
     workgroupBarrier();
     // wkv (as `wkv`): o_i = sum_j r_j (u_j k_j v_i + S_ij), then S_ij = k_j v_i + w_j S_ij

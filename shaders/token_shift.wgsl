@@ -11,6 +11,14 @@
 //             D and the mix count are the constants LORA_D and LORA_MIXES (mixes * D <= MAX_LORA_H).
 // `norm_mix`: the layer norm before it fused in (xn = ln(x) is written too), for steps where every
 //             slot has at most one token (decoding), so prev is always the saved row.
+// `norm_lora`: norm_mix of one mix (mu at mu_off; the saved row is not replaced) followed by the
+//             product that reads it, for decoding steps: h[t, r] = tanh(sum_c W1[r, c] mixed[t, c])
+//             for r < lora_rows (RWKV-6's mix LoRA first half; W1 [rows, C] f16 packed as matmul
+//             weights from vec4 lora_w of binding 9, rows lora_kv vec4s long; h at lora_h of out,
+//             rows lora_hs apart). Each workgroup repeats the norm's sums, stages the mixed row in
+//             workgroup memory (C <= MAX_NL_C) and computes WG / NL_LANES rows, NL_LANES
+//             invocations a row, whose first weight words are loaded before the sums; workgroup
+//             0 writes xn. Grid (ceil(rows / (WG / NL_LANES)), T).
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
 // vec f32 (mu at mu_off, [mixes, C]; ln weight/bias at ln_w_off/ln_b_off), out [mixes, out_plane, C]
 // f32, delta like out, xn [T, C] f32. Grid: `mix` (ceil(C / WG), T): an invocation per channel and
@@ -34,7 +42,7 @@ struct Params {
     lora_step: u32,
     lora_h: u32,        // ... and where h starts, with its row stride (elements)
     lora_hs: u32,
-    _pad1: u32,
+    lora_rows: u32,     // norm_lora only: rows of W1
     _pad2: u32,
     _pad3: u32,
 }
@@ -199,5 +207,90 @@ fn norm_mix(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     }
     if p.store != 0u {
         shift[s * p.c + c] = cur;
+    }
+}
+
+const MAX_NL_C: u32 = 3072u;  // norm_lora: the longest row it stages
+override NL_LANES: u32 = 64u;  // norm_lora: invocations a row (a power of two dividing WG)
+var<workgroup> mixed: array<f32, MAX_NL_C>;
+
+// Word i (values 8i .. 8i + 7) of the staged row.
+fn mixed8(i: u32) -> array<f32, 8> {
+    let j = i * 8u;
+    return array<f32, 8>(mixed[j], mixed[j + 1u], mixed[j + 2u], mixed[j + 3u],
+                         mixed[j + 4u], mixed[j + 5u], mixed[j + 6u], mixed[j + 7u]);
+}
+
+// Word i of the weight row at base (clamped into the row; a word past it is never summed).
+fn nl_word(base: u32, i: u32) -> vec4<u32> {
+    return lora_w[base + min(i, p.lora_kv - 1u)];
+}
+
+// dot8 of word q with staged word i, or 0 for a word past the row.
+fn nl_dot(q: vec4<u32>, i: u32) -> f32 {
+    return select(0.0, dot8(q, mixed8(min(i, p.lora_kv - 1u))), i < p.lora_kv);
+}
+
+// Staged value c of the mixed row (zero past C: the padding weights are zero, the values must be
+// too); workgroup 0 also writes xn.
+fn nl_stage(c: u32, x: f32, lw: f32, lb: f32, prev: f32, mu: f32, mean: f32, inv: f32, xo: u32, first: bool) {
+    var v = 0.0;
+    if c < p.c {
+        let cur = (x - mean) * inv * lw + lb;
+        if first { xn[xo + c] = cur; }
+        v = cur + (prev - cur) * mu;
+    }
+    mixed[c] = v;
+}
+
+@compute @workgroup_size(WG)
+fn norm_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = wid.y;
+    if t >= count.n { return; }
+    let lane = lid.x % NL_LANES;
+    let r = wid.x * (WG / NL_LANES) + lid.x / NL_LANES;
+    let base = p.lora_w + min(r, p.lora_rows - 1u) * p.lora_kv;
+    // the lane's first 8 weight words, loaded before the norm's sums (they do not depend on them)
+    let q0 = nl_word(base, lane);
+    let q1 = nl_word(base, lane + NL_LANES);
+    let q2 = nl_word(base, lane + 2u * NL_LANES);
+    let q3 = nl_word(base, lane + 3u * NL_LANES);
+    let q4 = nl_word(base, lane + 4u * NL_LANES);
+    let q5 = nl_word(base, lane + 5u * NL_LANES);
+    let q6 = nl_word(base, lane + 6u * NL_LANES);
+    let q7 = nl_word(base, lane + 7u * NL_LANES);
+    let s = cursors[2u * p.slots + t];
+    let xb = p.x_off + t * p.c;
+    let mean = reduce_sum(lid.x, row_part(lid.x, xb, p.c, 0.0, false)) / f32(p.c);
+    let inv = inverseSqrt(reduce_sum(lid.x, row_part(lid.x, xb, p.c, mean, true)) / f32(p.c) + p.eps);
+    // the mixed row, four values an invocation at a time (their loads in flight together)
+    let n8 = p.lora_kv * 8u;
+    let sb = s * p.c;
+    let xo = t * p.c;
+    let first = wid.x == 0u;
+    for (var c0 = lid.x; c0 < n8; c0 += 4u * WG) {
+        let k = vec4<u32>(min(c0, p.c - 1u), min(c0 + WG, p.c - 1u), min(c0 + 2u * WG, p.c - 1u), min(c0 + 3u * WG, p.c - 1u));
+        let xv = vec4<f32>(x[xb + k.x], x[xb + k.y], x[xb + k.z], x[xb + k.w]);
+        let lw = vec4<f32>(vec[p.ln_w_off + k.x], vec[p.ln_w_off + k.y], vec[p.ln_w_off + k.z], vec[p.ln_w_off + k.w]);
+        let lb = vec4<f32>(vec[p.ln_b_off + k.x], vec[p.ln_b_off + k.y], vec[p.ln_b_off + k.z], vec[p.ln_b_off + k.w]);
+        let pv = vec4<f32>(shift[sb + k.x], shift[sb + k.y], shift[sb + k.z], shift[sb + k.w]);
+        let mu = vec4<f32>(vec[p.mu_off + k.x], vec[p.mu_off + k.y], vec[p.mu_off + k.z], vec[p.mu_off + k.w]);
+        nl_stage(c0, xv.x, lw.x, lb.x, pv.x, mu.x, mean, inv, xo, first);
+        if c0 + WG < n8 { nl_stage(c0 + WG, xv.y, lw.y, lb.y, pv.y, mu.y, mean, inv, xo, first); }
+        if c0 + 2u * WG < n8 { nl_stage(c0 + 2u * WG, xv.z, lw.z, lb.z, pv.z, mu.z, mean, inv, xo, first); }
+        if c0 + 3u * WG < n8 { nl_stage(c0 + 3u * WG, xv.w, lw.w, lb.w, pv.w, mu.w, mean, inv, xo, first); }
+    }
+    workgroupBarrier();
+    var acc = (nl_dot(q0, lane) + nl_dot(q1, lane + NL_LANES)) + (nl_dot(q2, lane + 2u * NL_LANES) + nl_dot(q3, lane + 3u * NL_LANES))
+            + (nl_dot(q4, lane + 4u * NL_LANES) + nl_dot(q5, lane + 5u * NL_LANES)) + (nl_dot(q6, lane + 6u * NL_LANES) + nl_dot(q7, lane + 7u * NL_LANES));
+    for (var i = lane + 8u * NL_LANES; i < p.lora_kv; i += NL_LANES) {
+        acc += dot8(lora_w[base + i], mixed8(i));
+    }
+    red[lid.x] = acc;
+    workgroupBarrier();
+    if lane == 0u && r < p.lora_rows {
+        var sum = 0.0;
+        for (var j = 0u; j < NL_LANES; j++) { sum += red[lid.x + j]; }
+        out[p.lora_h + t * p.lora_hs + r] = tanh(sum);
     }
 }

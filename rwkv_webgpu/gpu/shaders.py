@@ -69,15 +69,17 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "matmul_group_tiled": ("matmul_group_io", "x_reads", "tile_big"),
     "layer_norm": ("reduce", "row_sums"),
     "sample": ("reduce",),
-    "time_mix_v5": ("reduce", "wkv_common"),
-    "time_mix_v5_lanes": ("reduce", "wkv_common", "time_mix_v5"),
+    "time_mix_v5": ("reduce", "wkv_common", "decay_none"),
+    "time_mix_v6": ("reduce", "wkv_common", "decay_lora"),
+    "time_mix_v5_lanes": ("reduce", "wkv_common", "decay_none", "time_mix_v5"),
     "time_mix_v7": ("reduce", "wkv_common"),
     "token_shift": ("reduce", "row_sums"),
 }
 
 # Kernels whose body is another kernel's file, built with their own HELPERS (the tiled GEMM reads
-# weights through weights8(): weights_f16 for matmul_tiled, weights_quant for matmul_quant_tiled).
-BODIES: dict[str, str] = {"matmul_quant_tiled": "matmul_tiled"}
+# weights through weights8(): weights_f16 for matmul_tiled, weights_quant for matmul_quant_tiled;
+# the V5/V6 time mix's `decode` gets its decay through decay_none or decay_lora).
+BODIES: dict[str, str] = {"matmul_quant_tiled": "matmul_tiled", "time_mix_v6": "time_mix_v5"}
 
 
 def shader_source(name: str, f16: bool = False) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..gpu import Graph, Weight, act_buffer
 from ..ops import Product, matmul, matmul_group, time_mix_v5
+from ..ops.time_mix_v5 import DecayLora
 from ..state import State, StateSpec
 from .base import Buffers, Model, Progress, VectorPack
 from .v4 import load_ffn
@@ -119,6 +120,11 @@ class V5Model(Model):
             products.append(Product(bb.mix.at(3 * plane), lw.gate, bb.tm.at(G * plane), "silu", label=f"{i}.att.g"))
         matmul_group(g, n, products, label=f"{i}.att.mix_products")
 
+    def decay_lora(self, i: int, buf: Buffers) -> DecayLora | None:
+        """Where the one-token time-mix kernel finds layer i's decay LoRA second half (RWKV-6),
+        or None: the w plane holds the decay (or there is none)."""
+        return None
+
     def record_layer(self, g: Graph, i: int, state: State, buf: Buffers) -> None:
         lw, n, st = self.layers[i], buf.tokens, state.layers[i]
         bb: Any = buf
@@ -128,6 +134,7 @@ class V5Model(Model):
                     c=self.info.num_emb, heads=self.info.num_head, plane=buf.tmax * self.info.num_emb,
                     slots=buf.slots, dynamic_decay=self.dynamic_decay, gated=lw.gate is not None,
                     offsets={"decay": o["decay"], "u": o["u"], "lnw": o["ln_x.weight"], "lnb": o["ln_x.bias"]},
-                    eps=GN_EPS, label=f"{i}.att.wkv", decode=(lambda: buf.one_per_slot) if self.fuse_decode else None)  # fmt: skip
+                    eps=GN_EPS, label=f"{i}.att.wkv", decode=(lambda: buf.one_per_slot) if self.fuse_decode else None,
+                    lora=self.decay_lora(i, buf))  # fmt: skip
         matmul(g, n, bb.y, lw.output, buf.x, accumulate=True, label=f"{i}.att.out")
         self.record_gated_channel_mix(g, buf, state, lw, st["ffn_shift"], f"{i}.ffn")

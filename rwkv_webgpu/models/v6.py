@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from ..gpu import Act, Graph, act_buffer, upload_matrices
-from ..ops import Product, matmul, matmul_group, token_mix, token_mix_lora
-from ..ops.token_shift import lora_fits
+from ..ops import Product, matmul, matmul_group, norm_lora, token_mix, token_mix_lora
+from ..ops.time_mix_v5 import DecayLora, decay_lora
+from ..ops.token_shift import lora_fits, norm_lora_fits
 from ..state import State
-from .base import Buffers, VectorPack
+from .base import LN_EPS, Buffers, VectorPack
 from .v5 import G, K, R, V, V5Model, W
 
 MAA = "wkvrg"  # order of the five mix LoRA outputs in the checkpoint
@@ -58,6 +59,16 @@ class V6Model(V5Model):
         buf.hid = act_buffer(dev, t, hid, "att.lora")  # type: ignore[attr-defined]
         buf.delta = act_buffer(dev, t, c, "att.maa_delta", planes=5)  # type: ignore[attr-defined]
 
+    def decay_hid(self, i: int, buf: Buffers) -> Act:
+        """The decay LoRA first half's output [T, D] (its second half's input)."""
+        dd = (self.layers[i].extra or {})["decay_w1"].rows
+        return Act(buf.hid.buffer, dd, dd, 0, buf.tmax)  # type: ignore[attr-defined]
+
+    def decay_lora(self, i: int, buf: Buffers) -> DecayLora | None:
+        if not self.fuse_decode:
+            return None
+        return decay_lora((self.layers[i].extra or {})["decay_w2"], self.decay_hid(i, buf), self.info.num_emb)
+
     def record_projections(self, g: Graph, i: int, state: State, buf: Buffers) -> None:
         lw, n = self.layers[i], buf.tokens
         bb: Any = buf
@@ -67,10 +78,19 @@ class V6Model(V5Model):
         dm5 = ex["maa_w1"].rows
         dm = dm5 // 5
         o = lw.off
-        # the saved row is replaced by the second mix below, which reads the same normed rows
-        self.record_norm_shift(g, buf, state, lw.vec, o, "ln1", shift, "att.maa_x", bb.xxx, 1, store=False, label=f"{i}.att")
         hid = Act(bb.hid.buffer, dm5, dm5, 0, buf.tmax)
-        matmul(g, n, bb.xxx, ex["maa_w1"], hid, act="tanh", label=f"{i}.att.maa_w1")
+        # decoding steps: the norm, the maa_x mix and the mix LoRA first half as one kernel (a hook
+        # on the normed row needs them apart)
+        first = self.fuse_decode and norm_lora_fits(ex["maa_w1"], self.info.num_emb) and not self.hooks.active(f"{i}.att.norm")
+        if first:
+            with g.only_when(lambda: buf.one_per_slot):
+                norm_lora(g, n, buf.cursors, buf.x, buf.xn, shift, lw.vec, o["ln1.weight"], o["ln1.bias"], o["att.maa_x"],
+                          ex["maa_w1"], hid, slots=buf.slots, eps=LN_EPS, label=f"{i}.att.ln1_lora")  # fmt: skip
+        with g.only_when(lambda: not (first and buf.one_per_slot)):
+            # the saved row is replaced by the second mix below, which reads the same normed rows
+            self.record_norm_shift(g, buf, state, lw.vec, o, "ln1", shift, "att.maa_x", bb.xxx, 1, store=False,
+                                   label=f"{i}.att")  # fmt: skip
+            matmul(g, n, bb.xxx, ex["maa_w1"], hid, act="tanh", label=f"{i}.att.maa_w1")
         w2 = [ex[f"maa_w2_{m}"] for m in MAA]
         fused = lora_fits(w2, self.info.num_emb)  # decoding: the LoRA second halves inside the mix kernel
         if fused:
@@ -86,8 +106,7 @@ class V6Model(V5Model):
         mix = lambda m: bb.mix.at(MAA.index(m) * plane)
         tm = lambda m: bb.tm.at(TO_PLANE[m] * plane)
         assert lw.gate is not None
-        dd = ex["decay_w1"].rows
-        dhid = Act(bb.hid.buffer, dd, dd, 0, buf.tmax)
+        dhid = self.decay_hid(i, buf)
         matmul_group(g, n, [
             Product(mix("r"), lw.receptance, tm("r"), label=f"{i}.att.r"),
             Product(mix("k"), lw.key, tm("k"), label=f"{i}.att.k"),
@@ -95,4 +114,7 @@ class V6Model(V5Model):
             Product(mix("g"), lw.gate, tm("g"), "silu", label=f"{i}.att.g"),
             Product(mix("w"), ex["decay_w1"], dhid, "tanh", label=f"{i}.att.decay_w1"),
         ], label=f"{i}.att.mix_products")  # fmt: skip
-        matmul(g, n, dhid, ex["decay_w2"], tm("w"), label=f"{i}.att.decay_w2")
+        # decoding steps: the one-token time-mix kernel computes the second half itself
+        inside = self.decay_lora(i, buf) is not None
+        with g.only_when(lambda: not (inside and buf.one_per_slot)):
+            matmul(g, n, dhid, ex["decay_w2"], tm("w"), label=f"{i}.att.decay_w2")

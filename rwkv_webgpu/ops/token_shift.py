@@ -14,7 +14,7 @@ from .norm import norm_workgroup
 PARAMS = np.dtype(
     [(n, "<u4") for n in ("c", "slots", "mixes", "mu_off", "x_off", "out_plane", "store", "with_delta", "ln_w_off", "ln_b_off")]
     + [("eps", "<f4"), ("_pad", "<u4")]
-    + [(n, "<u4") for n in ("lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2", "_pad3")]
+    + [(n, "<u4") for n in ("lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "lora_rows", "_pad2", "_pad3")]
 )
 WG = 64
 MIX_CH = 32  # channels per mix_lora workgroup (x its mix count: one invocation per channel and mix)
@@ -64,7 +64,7 @@ def token_mix(
 
 def _params(x: Act, slots: int, mixes: int, mu_off: int, plane: int, store: bool, delta: Any,
             ln_w_off: int = 0, ln_b_off: int = 0, eps: float = 0.0, **lora: int) -> np.ndarray:  # fmt: skip
-    fields = dict.fromkeys(("lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "_pad1", "_pad2", "_pad3"), 0)
+    fields = dict.fromkeys(("lora_kv", "lora_w", "lora_step", "lora_h", "lora_hs", "lora_rows", "_pad2", "_pad3"), 0)
     fields.update(lora)
     return pack_params(
         PARAMS, c=x.cols, slots=slots, mixes=mixes, mu_off=mu_off, x_off=x.offset, out_plane=plane, store=int(store),
@@ -152,3 +152,53 @@ def norm_mix(
     wg = norm_workgroup(c)  # as layer_norm, so the sums match
     graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(c, wg), n, 1),
                    entry="norm_mix", label=label, WG=wg)  # fmt: skip
+
+
+MAX_NL_C = 3072  # token_shift.wgsl's MAX_NL_C: the longest row norm_lora stages
+NL_LANES = 64  # invocations a row in norm_lora (64: 4 rows a workgroup of 256; 32 and 16 were slower on the H100)
+
+
+def norm_lora_fits(w1: Matrix | Any, c: int) -> bool:
+    """Whether :func:`norm_lora` can read ``w1``: one f16 part of [rows, C], C <= MAX_NL_C."""
+    return (
+        isinstance(w1, Matrix) and len(w1.parts) == 1 and w1.k == c and c <= MAX_NL_C
+        and w1.kp == (c + 7) // 8 * 8
+    )  # fmt: skip
+
+
+def norm_lora(
+    graph: Graph,
+    counter: Counter,
+    cursors: Any,
+    x: Act,
+    xn: Act,
+    shift: Any,
+    vec: Any,
+    ln_w_off: int,
+    ln_b_off: int,
+    mu_off: int,
+    w1: Matrix,
+    hid: Act,
+    *,
+    slots: int,
+    eps: float,
+    label: str = "norm_lora",
+) -> None:
+    """``xn = layer_norm(x)``, ``mixed = xn + (prev - xn) * mu`` and ``hid = tanh(W1 @ mixed)`` in
+    one dispatch (RWKV-6's mix LoRA first half with the norm and mix before it), for steps where
+    every slot has at most one token (the caller records it under ``Graph.only_when``); the saved
+    rows are left as they are. Shapes: x, xn [T, C] packed, W1 [R, C], hid [T, >= R]."""
+    c = x.cols
+    if x.stride != c or xn.stride != c or xn.offset:
+        raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={c}) and xn starts at 0")
+    if not norm_lora_fits(w1, c) or hid.cols < w1.rows:
+        raise ShapeError(f"{label}: the matrix must be one f16 part of [R, C={c}] (C <= {MAX_NL_C}) and hid at least R wide")
+    part = w1.parts[0]
+    buffer, at = (part.buffer.buffer, part.buffer.offset // 16) if isinstance(part.buffer, BufferRange) else (part.buffer, 0)
+    params = _params(x, slots, 1, mu_off, 0, False, None, ln_w_off, ln_b_off, eps, lora_kv=w1.kp // 8, lora_w=at,
+                     lora_h=hid.offset, lora_hs=hid.stride, lora_rows=w1.rows)  # fmt: skip
+    wg = norm_workgroup(c)  # as layer_norm, so the sums match
+    lanes = min(NL_LANES, wg)
+    buffers = {2: cursors, 3: x.buffer, 4: shift, 5: vec, 6: hid.buffer, 8: xn.buffer, 9: buffer}
+    graph.dispatch("token_shift", counter, params, buffers, lambda n: (ceil_div(w1.rows, wg // lanes), n, 1),
+                   entry="norm_lora", label=label, WG=wg, NL_LANES=lanes)  # fmt: skip

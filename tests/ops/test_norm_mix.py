@@ -89,3 +89,53 @@ def test_graph_only_when_picks_a_variant(device):
     flag["on"] = True
     g.run()
     assert device.read(xn.buffer)[:c].any()
+
+
+@pytest.mark.parametrize("c,rows", [(40, 7), (1030, 160), (2048, 33), (3072, 5)])  # odd widths; both workgroup sizes
+@pytest.mark.parametrize("lens", [[1], [1, 0, 1, 1]], ids=lambda l: "-".join(map(str, l)))
+def test_norm_lora_matches_numpy(device, c, rows, lens):
+    """norm_lora: layer norm, one token mix and tanh(W1 @ mixed) in one kernel (RWKV-6's mix LoRA
+    first half while decoding), against float64 numpy; xn is written, the saved rows are kept,
+    and nothing past the rows or the step's tokens is touched."""
+    from rwkv_webgpu.gpu import Act, upload_matrix
+    from rwkv_webgpu.ops import norm_lora
+
+    x, shift0, vec, _, bufs, t, tmax = setup(device, lens, c, 1, c + rows)
+    rng = np.random.default_rng(rows)
+    w1 = (rng.standard_normal((rows, c)) / np.sqrt(c)).astype(np.float16)
+    shift = device.upload(shift0, "shift")
+    xn = act_buffer(device, tmax, c, "xn")
+    width = rows + 3  # a wider hid row than needed, starting 2 elements in
+    hid = device.upload(np.full(tmax * width, 7.0, np.float32), "hid")
+    g, cnt = Graph(device), Counter(device, "n")
+    norm_lora(g, cnt, bufs["cur"], bufs["x"], xn, shift, bufs["vec"], 0, c, 2 * c, upload_matrix(device, w1, "w1"),
+              Act(hid, rows, width, 2, tmax), slots=len(lens), eps=1e-5)  # fmt: skip
+    cnt.set(t)
+    g.run()
+    xs = x[:t].astype(np.float64)
+    mean = xs.mean(-1, keepdims=True)
+    want_xn = (xs - mean) / np.sqrt(((xs - mean) ** 2).mean(-1, keepdims=True) + 1e-5) * vec[:c] + vec[c : 2 * c]
+    np.testing.assert_allclose(device.read(xn.buffer)[: t * c].reshape(t, c), want_xn, rtol=1e-4, atol=1e-4)
+    slot = [b for b, n in enumerate(lens) for _ in range(n)]
+    mixed = want_xn + (shift0[slot] - want_xn) * vec[2 * c : 3 * c]
+    got = device.read(hid)[: tmax * width].reshape(tmax, width)
+    np.testing.assert_allclose(got[:t, 2 : 2 + rows], np.tanh(mixed @ w1.astype(np.float64).T), rtol=1e-4, atol=1e-4)
+    assert (got[:t, :2] == 7.0).all() and (got[:t, 2 + rows :] == 7.0).all() and (got[t:] == 7.0).all()
+    np.testing.assert_array_equal(device.read(shift)[: len(lens) * c].reshape(len(lens), c), shift0)
+
+
+def test_norm_lora_refuses_what_it_cannot_read(device):
+    from rwkv_webgpu.errors import ShapeError
+    from rwkv_webgpu.gpu import upload_matrix
+    from rwkv_webgpu.ops import norm_lora
+    from rwkv_webgpu.ops.token_shift import MAX_NL_C, norm_lora_fits
+
+    wide = upload_matrix(device, np.zeros((4, MAX_NL_C + 8), np.float16), "w1")
+    assert not norm_lora_fits(wide, MAX_NL_C + 8)
+    assert norm_lora_fits(upload_matrix(device, np.zeros((4, 16), np.float16), "w1"), 16)
+    *_, bufs, t, tmax = setup(device, [1], 16, 1, 0)
+    w1 = upload_matrix(device, np.zeros((4, 24), np.float16), "w1")  # K is not C
+    hid = act_buffer(device, tmax, 4, "hid")
+    with pytest.raises(ShapeError, match="one f16 part"):
+        norm_lora(Graph(device), Counter(device, "n"), bufs["cur"], bufs["x"], act_buffer(device, tmax, 16, "xn"),
+                  device.upload(np.zeros(16, np.float32), "s"), bufs["vec"], 0, 16, 32, w1, hid, slots=1, eps=1e-5)  # fmt: skip

@@ -54,13 +54,26 @@ def make_case(heads, n, lens, seed, dynamic, gated, extra=2):
     )
 
 
-def run_v5(device, heads, n, lens, raw, vec, state, tmax, dynamic, gated, seed=0, count=None, decode=False):
+def run_v5(device, heads, n, lens, raw, vec, state, tmax, dynamic, gated, seed=0, count=None, decode=False, lora=None):
+    """``lora`` (w2 [C, D] f16, hid [tmax, width], hid_at): the decay LoRA second half inside
+    `decode`; the w plane then holds NaN (never read)."""
     rng = np.random.default_rng(seed + 7)
     c = heads * n
     plane = tmax * c + 3  # planes need not be packed tightly
     tm = np.full((5, plane), SENTINEL, np.float32)
     for j, name in enumerate(PLANES):
         tm[j, : tmax * c] = raw[name].reshape(-1)
+    dl = None
+    if lora is not None:
+        from rwkv_webgpu.gpu import Act, upload_matrices
+        from rwkv_webgpu.ops.time_mix_v5 import decay_lora
+
+        w2, hid, hid_at = lora
+        tm[1, : tmax * c] = np.nan
+        # behind another matrix in one buffer, as the model's loader may place it
+        mats = upload_matrices(device, [np.ones((3, w2.shape[1]), np.float16), w2], ["other", "w2"])
+        dl = decay_lora(mats[1], Act(device.upload(hid, "hid"), w2.shape[1], hid.shape[1], hid_at, tmax), c)
+        assert dl is not None
     parts, offsets, pos = [], {}, 0  # all vectors in one buffer, junk between them
     for name in VEC:
         gap = int(rng.integers(1, 5))
@@ -82,7 +95,7 @@ def run_v5(device, heads, n, lens, raw, vec, state, tmax, dynamic, gated, seed=0
     time_mix_v5(
         g, cnt, bufs["cursors"], bufs["tm"], bufs["vec"], bufs["state"], bufs["y"],
         c=c, heads=heads, plane=plane, slots=len(lens), dynamic_decay=dynamic, gated=gated,
-        offsets=offsets, eps=EPS, decode=(lambda: True) if decode else None,
+        offsets=offsets, eps=EPS, decode=(lambda: True) if decode else None, lora=dl,
     )  # fmt: skip
     labels = [item.label for item in g.items]
     assert ("v5.wkv.decode" in labels) == decode
@@ -300,3 +313,33 @@ def test_decode(device, heads, n, dynamic, gated):
     """`decode` (wkv and norm in one dispatch, one token per slot) against the oracle."""
     check(device, heads, n, [1, 0, 1, 1], dynamic, gated, seed=heads * 100 + n + 2 * dynamic + gated, decode=True)
     check(device, heads, n, [1], dynamic, gated, seed=7 + n, decode=True)
+
+
+@pytest.mark.parametrize("heads,n,d", [(1, 1, 8), (2, 6, 9), (3, 16, 64), (1, 24, 30), (2, 64, 128), (1, 64, 256)])
+def test_decode_with_decay_lora(device, heads, n, d):
+    """RWKV-6's decay LoRA second half computed inside `decode` (kernel time_mix_v6): the same
+    result as the w plane holding its output."""
+    c = heads * n
+    for lens, seed in (([1, 0, 1, 1], n + d), ([1], 3 * d)):
+        raw, vec, state, tmax = make_case(heads, n, lens, seed, True, True)
+        rng = np.random.default_rng(seed + 1)
+        w2 = (rng.standard_normal((c, d)) / np.sqrt(d)).astype(np.float16)
+        hid = rng.standard_normal((tmax, d + 5)).astype(np.float32)
+        raw["w"] = (hid[:, 2 : 2 + d].astype(np.float64) @ w2.astype(np.float64).T).astype(np.float32)
+        y, st = run_v5(device, heads, n, lens, raw, vec, state, tmax, True, True, seed, decode=True, lora=(w2, hid, 2))
+        t = sum(lens)
+        y_ref, s_ref = reference(raw, vec, state, lens, heads, True, True)
+        close("v6.lora.y", y[:t], y_ref)
+        np.testing.assert_array_equal(y[t:], SENTINEL)
+        close("v6.lora.state", st, s_ref)
+
+
+def test_decay_lora_limits(device):
+    """Where `decode` cannot read the second half it is not fused (the product stays)."""
+    from rwkv_webgpu.gpu import Act, upload_matrix
+    from rwkv_webgpu.ops.time_mix_v5 import MAX_DW, decay_lora
+
+    hid = Act(device.upload(np.zeros(8 * MAX_DW, np.float32), "hid"), MAX_DW + 8, MAX_DW + 8, 0, 4)
+    assert decay_lora(upload_matrix(device, np.zeros((16, MAX_DW + 8), np.float16), "w2"), hid, 16) is None
+    assert decay_lora(upload_matrix(device, np.zeros((8, 64), np.float16), "w2"), hid, 16) is None  # not C rows
+    assert decay_lora(upload_matrix(device, np.zeros((16, 64), np.float16), "w2"), hid, 16) is not None
