@@ -62,6 +62,25 @@ def test_forward_batch_uneven_prompts_match_single(model):
         assert rel(out, r) <= RTOL
 
 
+@pytest.mark.parametrize("slots", [3, 17])  # below and above LORA_INSIDE_UNTIL
+@pytest.mark.parametrize("name", ["v7_L2_C64_V97", "v6_L2_C64_V67"])
+def test_batched_decoding_matches_single(vulkan_device, name, slots):
+    """One token a slot for several steps (the fused decoding kernels; RWKV-6 computes its LoRA
+    halves inside them only below LORA_INSIDE_UNTIL tokens), each slot as a single state would."""
+    from rwkv_webgpu.models.v5 import LORA_INSIDE_UNTIL
+
+    assert 3 < LORA_INSIDE_UNTIL < 17
+    model = rw.load_model(MODELS / f"{name}.pth", device=vulkan_device, token_chunk_size=32)  # 17 tokens in one step
+    v = model.info.num_vocab
+    seqs = [prompt(4, 10 + b, v) for b in range(slots)]
+    state = model.new_state(slots)
+    got = [model.forward_batch([[s[t]] for s in seqs], state) for t in range(4)]
+    for b in (0, slots // 2, slots - 1):
+        st = model.new_state()
+        for t in range(4):
+            assert rel(got[t][b], model.forward([seqs[b][t]], st)) <= RTOL
+
+
 def test_forward_batch_full_with_empty_slot(v7):
     v = v7.info.num_vocab
     inputs = [prompt(5, 1, v), []]

@@ -25,6 +25,10 @@ from .base import Buffers, Model, Progress, VectorPack
 from .v4 import load_ffn
 
 GN_EPS = 64e-5
+# Decoding steps of fewer tokens than this compute RWKV-6's LoRA halves inside the fused kernels
+# (token_shift `norm_lora`, the time mix's `decode`); bigger batches keep the products, which read
+# each weight once for all their tokens (H100: batch 8 gained, 32 and 64 lost 2-5% fused).
+LORA_INSIDE_UNTIL = 16
 R, W, K, V, G = range(5)  # planes of the time-mix buffer
 
 
@@ -120,6 +124,11 @@ class V5Model(Model):
             products.append(Product(bb.mix.at(3 * plane), lw.gate, bb.tm.at(G * plane), "silu", label=f"{i}.att.g"))
         matmul_group(g, n, products, label=f"{i}.att.mix_products")
 
+    @staticmethod
+    def lora_inside(buf: Buffers) -> bool:
+        """Whether this step computes the LoRA halves inside the fused decoding kernels."""
+        return buf.one_per_slot and buf.tokens.value < LORA_INSIDE_UNTIL
+
     def decay_lora(self, i: int, buf: Buffers) -> DecayLora | None:
         """Where the one-token time-mix kernel finds layer i's decay LoRA second half (RWKV-6),
         or None: the w plane holds the decay (or there is none)."""
@@ -135,6 +144,6 @@ class V5Model(Model):
                     slots=buf.slots, dynamic_decay=self.dynamic_decay, gated=lw.gate is not None,
                     offsets={"decay": o["decay"], "u": o["u"], "lnw": o["ln_x.weight"], "lnb": o["ln_x.bias"]},
                     eps=GN_EPS, label=f"{i}.att.wkv", decode=(lambda: buf.one_per_slot) if self.fuse_decode else None,
-                    lora=self.decay_lora(i, buf))  # fmt: skip
+                    lora=self.decay_lora(i, buf), lora_when=lambda: self.lora_inside(buf))  # fmt: skip
         matmul(g, n, bb.y, lw.output, buf.x, accumulate=True, label=f"{i}.att.out")
         self.record_gated_channel_mix(g, buf, state, lw, st["ffn_shift"], f"{i}.ffn")

@@ -83,10 +83,10 @@ class V6Model(V5Model):
         # on the normed row needs them apart)
         first = self.fuse_decode and norm_lora_fits(ex["maa_w1"], self.info.num_emb) and not self.hooks.active(f"{i}.att.norm")
         if first:
-            with g.only_when(lambda: buf.one_per_slot):
+            with g.only_when(lambda: self.lora_inside(buf)):
                 norm_lora(g, n, buf.cursors, buf.x, buf.xn, shift, lw.vec, o["ln1.weight"], o["ln1.bias"], o["att.maa_x"],
                           ex["maa_w1"], hid, slots=buf.slots, eps=LN_EPS, label=f"{i}.att.ln1_lora")  # fmt: skip
-        with g.only_when(lambda: not (first and buf.one_per_slot)):
+        with g.only_when(lambda: not (first and self.lora_inside(buf))):
             # the saved row is replaced by the second mix below, which reads the same normed rows
             self.record_norm_shift(g, buf, state, lw.vec, o, "ln1", shift, "att.maa_x", bb.xxx, 1, store=False,
                                    label=f"{i}.att")  # fmt: skip
@@ -116,5 +116,5 @@ class V6Model(V5Model):
         ], label=f"{i}.att.mix_products")  # fmt: skip
         # decoding steps: the one-token time-mix kernel computes the second half itself
         inside = self.decay_lora(i, buf) is not None
-        with g.only_when(lambda: not (inside and buf.one_per_slot)):
+        with g.only_when(lambda: not (inside and self.lora_inside(buf))):
             matmul(g, n, dhid, ex["decay_w2"], tm("w"), label=f"{i}.att.decay_w2")

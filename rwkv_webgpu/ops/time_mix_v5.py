@@ -48,7 +48,7 @@ def time_mix_v5(
     graph: Graph, counter: Counter, cursors: Any, tm: Any, vec: Any, state: Any, y: Any,
     *, c: int, heads: int, plane: int, slots: int, dynamic_decay: bool, gated: bool,
     offsets: dict[str, int], eps: float, label: str = "v5.wkv", decode: Callable[[], bool] | None = None,
-    lora: DecayLora | None = None,
+    lora: DecayLora | None = None, lora_when: Callable[[], bool] | None = None,
 ) -> None:  # fmt: skip
     """Record the WKV over tm planes (r, w, k, v, g) [5, plane]; state [B, H, N, N]; y [T, C].
 
@@ -57,7 +57,8 @@ def time_mix_v5(
     recurrence writes the raw o into y (grid (H * ceil(N / ROWS), B)), then the group norm and
     gate rewrite y in place (grid (H, T)). On steps where ``decode()`` holds (every slot has at
     most one token) one dispatch `decode` does both instead (grid (H, B)); with ``lora`` (RWKV-6)
-    it also computes the decay LoRA second half, so the caller skips that product on those steps.
+    it also computes the decay LoRA second half, so the caller skips that product on those steps
+    (on the decoding steps where ``lora_when()`` holds, if given; the others read the w plane).
     """
     n = c // heads if heads > 0 else 0
     if heads <= 0 or n * heads != c:
@@ -75,15 +76,16 @@ def time_mix_v5(
         if lora is not None and not dynamic_decay:
             raise ValueError(f"{label}: a decay LoRA needs dynamic_decay")
         bindings = {2: cursors, 3: tm, 4: vec, 5: state, 6: y}
-        consts: dict[str, float] = {"N_HEAD": n}
-        if lora is not None:
-            bindings.update({7: lora.hid, 8: lora.buffer})
-            consts["D_W"] = lora.d
+        grid = lambda k: (heads, slots if k else 0, 1)
+        inside = lora_when or (lambda: True)
         with graph.only_when(decode):
-            graph.dispatch(
-                "time_mix_v6" if lora is not None else "time_mix_v5", counter, params, bindings,
-                lambda k: (heads, slots if k else 0, 1), entry="decode", label=f"{label}.decode", **consts,
-            )  # fmt: skip
+            if lora is not None:
+                with graph.only_when(inside):
+                    graph.dispatch("time_mix_v6", counter, params, {**bindings, 7: lora.hid, 8: lora.buffer}, grid,
+                                   entry="decode", label=f"{label}.decode", N_HEAD=n, D_W=lora.d)  # fmt: skip
+            with graph.only_when(lambda: lora is None or not inside()):
+                graph.dispatch("time_mix_v5", counter, params, bindings, grid, entry="decode", label=f"{label}.decode",
+                               N_HEAD=n)  # fmt: skip
     # CPU adapters with subgroups: the recurrence without workgroup memory or barriers
     lanes = info.cpu and info.subgroup and info.subgroup_size >= LANES
     with graph.only_when(lambda: decode is None or not decode()):
