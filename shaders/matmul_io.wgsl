@@ -29,6 +29,29 @@ fn x_at(t: u32, kb: u32) -> mat2x4<f32> {
     return x_span(p.x_off + t * p.x_stride + kb, kb, p.k);
 }
 
+// What store_out adds to (y[t, row0 + r], and the gate when there is one), for rows and tokens
+// in range; the one-token kernels load it before their sums instead of after (zeros otherwise).
+fn prior_out(t: u32, r: u32) -> vec2<f32> {
+    if p.accumulate == 0u || r >= p.rows || t >= count.n { return vec2<f32>(0.0); }
+    let idx = p.y_off + t * p.y_stride + p.row0 + r;
+    if p.accumulate == 2u { return vec2<f32>(y[idx], y[idx + p.gate]); }
+    return vec2<f32>(y[idx], 0.0);
+}
+
+// store_out with y's old value (and gate) from prior_out: the same result.
+fn store_prior(t: u32, r: u32, v: f32, prior: vec2<f32>) {
+    if r >= p.rows || t >= count.n { return; }
+    let idx = p.y_off + t * p.y_stride + p.row0 + r;
+    let a = activate(v, p.act);
+    if p.accumulate == 2u {
+        y[idx] = prior.x + prior.y * a;
+    } else if p.accumulate != 0u {
+        y[idx] = prior.x + a;
+    } else {
+        y[idx] = a;
+    }
+}
+
 // Write (or add, or add times a gate) act(v) as y[t, row0 + r], for rows and tokens in range.
 fn store_out(t: u32, r: u32, v: f32) {
     if r >= p.rows || t >= count.n { return; }

@@ -20,6 +20,8 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     let t = wid.y;
     let kp = p.kv * 8u;
     let words = words_per_row(kp);
+    var prior = vec2<f32>(0.0);
+    if lane == 0u { prior = prior_out(t, r); }
     var acc = 0.0;
     if r < p.rows && t < count.n {
         acc = lane_sum_quant(r * words, words, lane, r * scales_per_row(kp), p.x_off + t * p.x_stride, p.k, kp);
@@ -27,5 +29,5 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         acc += subgroupShuffleXor(acc, s);
     }
-    if lane == 0u { store_out(t, r, acc); }
+    if lane == 0u { store_prior(t, r, acc, prior); }
 }

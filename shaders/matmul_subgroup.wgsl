@@ -44,6 +44,8 @@ fn decode(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: 
     let lane = li % LANES;
     let r = wid.x * (WGS / LANES) + li / LANES;
     let t = wid.y;
+    var prior = vec2<f32>(0.0);
+    if lane == 0u { prior = prior_out(t, r); }
     var acc = 0.0;
     if r < p.rows && t < count.n {
         acc = lane_sum(r * p.kv, p.kv, lane, p.x_off + t * p.x_stride, p.k);
@@ -51,7 +53,7 @@ fn decode(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: 
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         acc += subgroupShuffleXor(acc, s);
     }
-    if lane == 0u { store_out(t, r, acc); }
+    if lane == 0u { store_prior(t, r, acc, prior); }
 }
 
 // `decode_split`: `decode` with K cut in SPLIT parts (grid z) for rows too long for LANES lanes
@@ -103,13 +105,15 @@ fn decode_parts(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
     let z = g / rpw;
     let r = wid.x * rpw + g % rpw;
     let t = wid.y;
+    let row = wid.x * rpw + li;
+    var prior = vec2<f32>(0.0);
+    if li < rpw { prior = prior_out(t, row); }
     let acc = part_sum(r, t, z, lane);
     if lane == 0u { part_sums[g] = acc; }
     workgroupBarrier();
-    let row = wid.x * rpw + li;
     if li < rpw && row < p.rows && t < count.n {
         var sum = 0.0;
         for (var j = 0u; j < SPLIT; j++) { sum += part_sums[j * rpw + li]; }
-        store_out(t, row, sum);
+        store_prior(t, row, sum, prior);
     }
 }

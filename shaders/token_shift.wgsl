@@ -112,28 +112,6 @@ fn lora_word(q: vec4<u32>, m: u32, i: u32) -> f32 {
     return acc;
 }
 
-// sum_j W2[m][c, j] h[t, m * D + j]: four words loaded before any is used (named values, so
-// they are in flight together)
-fn lora_delta(m: u32, c: u32) -> f32 {
-    let kv = (LORA_D + 7u) / 8u;
-    var acc = 0.0;
-    var i = 0u;
-    for (; i + 4u <= kv; i += 4u) {
-        let q0 = lora_w8(m, c, i);
-        let q1 = lora_w8(m, c, i + 1u);
-        let q2 = lora_w8(m, c, i + 2u);
-        let q3 = lora_w8(m, c, i + 3u);
-        acc += lora_word(q0, m, i);
-        acc += lora_word(q1, m, i + 1u);
-        acc += lora_word(q2, m, i + 2u);
-        acc += lora_word(q3, m, i + 3u);
-    }
-    for (; i < kv; i++) {
-        acc += lora_word(lora_w8(m, c, i), m, i);
-    }
-    return acc;
-}
-
 // A workgroup is MIX_CH channels x LORA_MIXES mixes: invocation (x, y) computes mix y of channel
 // x, so each waits on one mix's weight words instead of every mix's in turn. The slot's saved
 // row is replaced (by the mix-0 invocation) only after every mix of the channel has read it.
@@ -143,19 +121,46 @@ override MIX_CH: u32 = 32u;
 fn mix_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let t = wid.y;
     if t >= count.n { return; }
+    let c = wid.x * MIX_CH + lid.x;
+    let m = lid.y;
+    // what does not depend on the staged inputs is loaded first: the channel's values and the
+    // first four weight words of its row (clamped into range; a word past the row is not summed)
+    let cc = min(c, p.c - 1u);
+    let kv = (LORA_D + 7u) / 8u;
+    let q0 = lora_w8(m, cc, 0u);
+    let q1 = lora_w8(m, cc, min(1u, kv - 1u));
+    let q2 = lora_w8(m, cc, min(2u, kv - 1u));
+    let q3 = lora_w8(m, cc, min(3u, kv - 1u));
+    let s = cursors[2u * p.slots + t];
+    let cur = x[p.x_off + t * p.c + cc];
+    let prev = shift[s * p.c + cc];  // one token per slot: prev is the saved row
+    let mu0 = vec[p.mu_off + m * p.c + cc];
     for (var j = lid.y * MIX_CH + lid.x; j < LORA_MIXES * LORA_D; j += MIX_CH * LORA_MIXES) {
         lora_in[j] = lora_h[p.lora_h + t * p.lora_hs + j];
     }
     workgroupBarrier();
-    let c = wid.x * MIX_CH + lid.x;
-    let m = lid.y;
-    let s = cursors[2u * p.slots + t];
-    var cur = 0.0;
     if c < p.c {
-        cur = x[p.x_off + t * p.c + c];
-        let d = shift[s * p.c + c] - cur;  // one token per slot: prev is the saved row
-        let mu = vec[p.mu_off + m * p.c + c] + lora_delta(m, c);
-        out[m * p.out_plane + t * p.c + c] = cur + d * mu;
+        // delta = sum_j W2[m][c, j] h[t, m * D + j], four words in flight at a time
+        var acc = 0.0;
+        acc += lora_word(q0, m, 0u);
+        if kv > 1u { acc += lora_word(q1, m, 1u); }
+        if kv > 2u { acc += lora_word(q2, m, 2u); }
+        if kv > 3u { acc += lora_word(q3, m, 3u); }
+        var i = 4u;
+        for (; i + 4u <= kv; i += 4u) {
+            let w0 = lora_w8(m, c, i);
+            let w1 = lora_w8(m, c, i + 1u);
+            let w2 = lora_w8(m, c, i + 2u);
+            let w3 = lora_w8(m, c, i + 3u);
+            acc += lora_word(w0, m, i);
+            acc += lora_word(w1, m, i + 1u);
+            acc += lora_word(w2, m, i + 2u);
+            acc += lora_word(w3, m, i + 3u);
+        }
+        for (; i < kv; i++) {
+            acc += lora_word(lora_w8(m, c, i), m, i);
+        }
+        out[m * p.out_plane + t * p.c + c] = cur + (prev - cur) * (mu0 + acc);
     }
     workgroupBarrier();
     if p.store != 0u && m == 0u && c < p.c {
@@ -286,11 +291,14 @@ fn norm_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     for (var i = lane + 8u * NL_LANES; i < p.lora_kv; i += NL_LANES) {
         acc += dot8(lora_w[base + i], mixed8(i));
     }
+    // the row's NL_LANES sums added pairwise (a tree, not one invocation adding them in turn)
     red[lid.x] = acc;
     workgroupBarrier();
+    for (var h = NL_LANES / 2u; h > 0u; h >>= 1u) {
+        if lane < h { red[lid.x] += red[lid.x + h]; }
+        workgroupBarrier();
+    }
     if lane == 0u && r < p.lora_rows {
-        var sum = 0.0;
-        for (var j = 0u; j < NL_LANES; j++) { sum += red[lid.x + j]; }
-        out[p.lora_h + t * p.lora_hs + r] = tanh(sum);
+        out[p.lora_h + t * p.lora_hs + r] = tanh(red[lid.x]);
     }
 }

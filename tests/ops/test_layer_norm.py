@@ -121,3 +121,29 @@ def test_eps_is_used(device):
     b = np.linspace(-1, 1, c).astype(np.float32)
     ybuf, _ = run_layer_norm(device, x, w, b, t=2, eps=1e-5)
     np.testing.assert_allclose(ybuf.reshape(2, c), np.tile(b, (2, 1)), atol=1e-6)
+
+
+@pytest.mark.parametrize("c", [2048, 4099])
+@pytest.mark.parametrize("case", ["outlier_first", "far_mean", "outlier_channels"])
+def test_statistics_stay_accurate(device, c, case):
+    """Rows whose mean lies far from their values' spread, whose first value is an outlier or
+    with a few huge channels lose no more than f32 rounding (the sums of the two passes)."""
+    rng = np.random.default_rng(c)
+    x = rng.standard_normal((2, c))
+    if case == "outlier_first":
+        x[:, 0] = 500.0
+    elif case == "far_mean":
+        x += 1e4
+    else:  # a few huge channels, as RWKV's residual stream has
+        x[:, [5, 700, c - 1]] = [300.0, -250.0, 400.0]
+    x = x.astype(np.float32)
+    w = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    b = np.zeros(c, np.float32)
+    ybuf, (yo, ys) = run_layer_norm(device, x, w, b, t=2, eps=1e-5)
+    got = np.stack([ybuf[yo + r * ys : yo + r * ys + c] for r in range(2)])
+    xs = x.astype(np.float64)
+    mean = xs.mean(-1, keepdims=True)
+    want = (xs - mean) / np.sqrt(((xs - mean) ** 2).mean(-1, keepdims=True) + 1e-5) * w
+    # far_mean: the f32 mean of values near 1e4 is itself rounded by ~1e-3 (in any f32 layer norm)
+    tol = 1e-3 if case == "far_mean" else 2e-5
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
