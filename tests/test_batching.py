@@ -64,12 +64,13 @@ def test_forward_batch_uneven_prompts_match_single(model):
 
 @pytest.mark.parametrize("slots", [3, 17])  # below and above LORA_INSIDE_UNTIL
 @pytest.mark.parametrize("name", ["v7_L2_C64_V97", "v6_L2_C64_V67"])
-def test_batched_decoding_matches_single(vulkan_device, name, slots):
+def test_batched_decoding_matches_single(vulkan_device, name, slots, monkeypatch):
     """One token a slot for several steps (the fused decoding kernels; RWKV-6 computes its LoRA
     halves inside them only below LORA_INSIDE_UNTIL tokens), each slot as a single state would."""
-    from rwkv_webgpu.models.v5 import LORA_INSIDE_UNTIL
+    from rwkv_webgpu.models.v5 import LORA_INSIDE_UNTIL, V5Model
 
     assert 3 < LORA_INSIDE_UNTIL < 17
+    monkeypatch.setattr(V5Model, "lora_inside_on_cpu", True)  # as on GPUs
     model = rw.load_model(MODELS / f"{name}.pth", device=vulkan_device, token_chunk_size=32)  # 17 tokens in one step
     v = model.info.num_vocab
     seqs = [prompt(4, 10 + b, v) for b in range(slots)]

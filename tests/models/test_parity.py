@@ -185,6 +185,30 @@ def test_gpu_kernel_choice_matches_official(vulkan_device, monkeypatch, name):
 FUSED = {"v5": "wkv.decode", "v6": "wkv.decode", "v7": "v7.decode"}  # the one-token time-mix kernel's label
 
 
+@pytest.mark.parametrize("name", [n for n in ALL if n.startswith("v6")])
+def test_lora_halves_inside_decoding_kernels(device, name, monkeypatch):
+    """RWKV-6 decoding with its LoRA halves inside the fused kernels (`norm_lora`; the decay
+    second half in the time-mix `decode`; what GPUs run, forced here on the CPU adapters) gives
+    the official logits and those of the separate products."""
+    from rwkv_webgpu.models.v5 import V5Model
+
+    tokens, ref = golden(name)
+    runs = {}
+    for inside in (True, False):
+        monkeypatch.setattr(V5Model, "lora_inside_on_cpu", inside)
+        model = rw.load_model(FIX / "models" / f"{name}.pth", device=device)
+        state = model.new_state()
+        ran: set[str] = set()
+        g = model.runner.graph(state)[0]
+        for t in tokens:
+            runs.setdefault(inside, []).append(model.forward([t], state))
+            ran |= {it.label for it in g.items if hasattr(it, "grid") and 0 not in it.grid(it.counter.value)}
+        assert any(label.endswith("att.ln1_lora") for label in ran) == inside
+        assert any(label.endswith("att.decay_w2") for label in ran) != inside
+    assert rel_err(np.stack(runs[True]), ref) <= BOUND
+    assert rel_err(np.stack(runs[True]), np.stack(runs[False])) <= 1e-4
+
+
 @pytest.mark.parametrize("name", [n for n in ALL if n[:2] in FUSED])
 def test_fused_decode_kernels(device, name, monkeypatch):
     """Decoding steps run the time mix as one kernel (RWKV-5/6: wkv and group norm; RWKV-7: the
