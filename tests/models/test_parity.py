@@ -185,6 +185,24 @@ def test_gpu_kernel_choice_matches_official(vulkan_device, monkeypatch, name):
 FUSED = {"v5": "wkv.decode", "v6": "wkv.decode", "v7": "v7.decode"}  # the one-token time-mix kernel's label
 
 
+def decode_both_ways(device, name, monkeypatch, cls, switch):
+    """Decode the fixture's tokens one by one with ``cls.switch`` on and off:
+    {flag: (logits [T, V], labels recorded, labels of the dispatches that ran)}."""
+    tokens, _ = golden(name)
+    out = {}
+    for flag in (True, False):
+        monkeypatch.setattr(cls, switch, flag)
+        model = rw.load_model(FIX / "models" / f"{name}.pth", device=device)
+        state = model.new_state()
+        g = model.runner.graph(state)[0]
+        logits, ran = [], set()
+        for t in tokens:
+            logits.append(model.forward([t], state))
+            ran |= {it.label for it in g.items if hasattr(it, "grid") and 0 not in it.grid(it.counter.value)}
+        out[flag] = (np.stack(logits), {it.label for it in g.items}, ran)
+    return out
+
+
 @pytest.mark.parametrize("name", [n for n in ALL if n.startswith("v6")])
 def test_lora_halves_inside_decoding_kernels(device, name, monkeypatch):
     """RWKV-6 decoding with its LoRA halves inside the fused kernels (`norm_lora`; the decay
@@ -192,21 +210,12 @@ def test_lora_halves_inside_decoding_kernels(device, name, monkeypatch):
     the official logits and those of the separate products."""
     from rwkv_webgpu.models.v5 import V5Model
 
-    tokens, ref = golden(name)
-    runs = {}
-    for inside in (True, False):
-        monkeypatch.setattr(V5Model, "lora_inside_on_cpu", inside)
-        model = rw.load_model(FIX / "models" / f"{name}.pth", device=device)
-        state = model.new_state()
-        ran: set[str] = set()
-        g = model.runner.graph(state)[0]
-        for t in tokens:
-            runs.setdefault(inside, []).append(model.forward([t], state))
-            ran |= {it.label for it in g.items if hasattr(it, "grid") and 0 not in it.grid(it.counter.value)}
+    runs = decode_both_ways(device, name, monkeypatch, V5Model, "lora_inside_on_cpu")
+    for inside, (_, _, ran) in runs.items():
         assert any(label.endswith("att.ln1_lora") for label in ran) == inside
         assert any(label.endswith("att.decay_w2") for label in ran) != inside
-    assert rel_err(np.stack(runs[True]), ref) <= BOUND
-    assert rel_err(np.stack(runs[True]), np.stack(runs[False])) <= 1e-4
+    assert rel_err(runs[True][0], golden(name)[1]) <= BOUND
+    assert rel_err(runs[True][0], runs[False][0]) <= 1e-4
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n[:2] in FUSED])
@@ -217,16 +226,9 @@ def test_fused_decode_kernels(device, name, monkeypatch):
     from rwkv_webgpu.models.v5 import V5Model
     from rwkv_webgpu.models.v7 import V7Model
 
-    cls = V7Model if name.startswith("v7") else V5Model
-    tokens, ref = golden(name)
-    runs = {}
-    for fused in (True, False):
-        monkeypatch.setattr(cls, "fuse_decode", fused)
-        model = rw.load_model(FIX / "models" / f"{name}.pth", device=device)
-        state = model.new_state()
-        runs[fused] = np.stack([model.forward([t], state) for t in tokens])
-        labels = {item.label for item in model.runner.graph(state)[0].items}
-        assert any(label.endswith(FUSED[name[:2]]) for label in labels) == fused
-        assert any(label.endswith(("v7.wkv", "att.wkv")) for label in labels)  # the prompt path
-    assert rel_err(runs[True], ref) <= BOUND
-    assert rel_err(runs[True], runs[False]) <= 1e-4
+    runs = decode_both_ways(device, name, monkeypatch, V7Model if name.startswith("v7") else V5Model, "fuse_decode")
+    for fused, (_, recorded, ran) in runs.items():
+        assert any(label.endswith(FUSED[name[:2]]) for label in ran) == fused
+        assert any(label.endswith(("v7.wkv", "att.wkv")) for label in recorded)  # the prompt path
+    assert rel_err(runs[True][0], golden(name)[1]) <= BOUND
+    assert rel_err(runs[True][0], runs[False][0]) <= 1e-4
