@@ -73,3 +73,23 @@ def test_quantized_memory(vulkan_device, tmp_path):
 def test_unknown_quantization_is_refused(vulkan_device):
     with pytest.raises(rw.RWKVError, match="int8"):
         rw.load_model(FIX / "models" / f"{ALL[0]}.pth", device=vulkan_device, quant="int3")
+
+
+@pytest.mark.parametrize("quant", ["int8", "nf4"])
+def test_quantized_v6_decoding_with_lora_halves_inside(vulkan_device, quant, monkeypatch):
+    """Quantized RWKV-6 decoding through the fused LoRA kernels (what GPUs run) equals the path
+    with the separate products, token by token."""
+    from rwkv_webgpu.models.v5 import V5Model
+
+    name = next(n for n in ALL if n.startswith("v6"))
+    tokens = np.load(FIX / "golden" / f"{name}.npz")["tokens"].tolist()
+    runs = {}
+    for inside in (True, False):
+        monkeypatch.setattr(V5Model, "lora_inside_on_cpu", inside)
+        model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, quant=quant)
+        state = model.new_state()
+        runs[inside] = np.stack([model.forward([t], state) for t in tokens])
+        g = model.runner.graph(state)[0]
+        ran = {it.label for it in g.items if hasattr(it, "grid") and 0 not in it.grid(it.counter.value)}
+        assert any(label.endswith("att.ln1_lora") for label in ran) == inside
+    np.testing.assert_allclose(runs[True], runs[False], rtol=0, atol=1e-4 * np.abs(runs[False]).max())
