@@ -133,7 +133,7 @@ def test_norm_lora_refuses_what_it_cannot_read(device):
     wide = upload_matrix(device, np.zeros((4, MAX_NL_C + 8), np.float16), "w1")
     assert not norm_lora_fits(wide, MAX_NL_C + 8)
     assert norm_lora_fits(upload_matrix(device, np.zeros((4, 16), np.float16), "w1"), 16)
-    *_, bufs, t, tmax = setup(device, [1], 16, 1, 0)
+    *_, bufs, _, tmax = setup(device, [1], 16, 1, 0)
     w1 = upload_matrix(device, np.zeros((4, 24), np.float16), "w1")  # K is not C
     hid = act_buffer(device, tmax, 4, "hid")
     with pytest.raises(ShapeError, match="one f16 part"):
