@@ -165,6 +165,8 @@ def one_batch(model, batch: int, Plan, _group) -> dict:
         out["gpu_sampling_tok_s"] = gpu_sampling_loop(model, [1, 2, 3], 64, rng)
         out["gpu_sampling_no_ahead_tok_s"] = gpu_sampling_loop(model, [1, 2, 3], 64, rng, ahead=False)
         out["chain_host_ms"] = chain_host_times(model, 64)
+        if model.device.info.timestamp_query:
+            out["chain_gpu_gaps"] = chain_gpu_gaps(model, 64)
         sample_plan = Plan.pack([[1]], [0], False)
         sample_plan.sample = np.array([[1.0, 0.9, 0, 0.5]], np.float32)
         if model.device.info.timestamp_query:
@@ -217,6 +219,80 @@ def chain_host_times(model, tokens: int) -> dict:
         runner.encode, runner.submit, dev.read_staging = originals["encode"], originals["submit"], originals["read"]
     pct = (10, 50, 90, 99)
     return {name: [round(float(np.percentile(v, q)), 3) for q in pct] for name, v in {"next": steps, **times}.items() if v}
+
+
+def chain_gpu_gaps(model, tokens: int) -> dict:
+    """Where a decode chain's time goes on the GPU: each step's command buffer is bracketed by
+    timestamps (StepRunner.stamp), giving per step its busy span (first to last command) and
+    the idle gap before the next step starts, in microseconds (10th / 50th / 90th / 99th
+    percentile), and the mean microseconds a token from the first step's start to the last's end."""
+    import wgpu
+
+    import rwkv_webgpu as rw
+
+    dev, runner = model.device, model.runner
+    cap = tokens + 64
+    query = dev.device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * cap)
+    count = [0]
+
+    def stamp(enc, first: bool) -> None:
+        i = count[0] if first else count[0] - 1
+        if i >= cap:
+            return
+        key = "beginning_of_pass_write_index" if first else "end_of_pass_write_index"
+        enc.begin_compute_pass(timestamp_writes={"query_set": query, key: 2 * i + (0 if first else 1)}).end()
+        if first:
+            count[0] += 1
+
+    # which recorded buffers were sent (one recorded ahead may be dropped unsent: its queries
+    # were never written)
+    index_of: dict[int, int] = {}
+    sent: list[int] = []
+    encode, submit = runner.encode, runner.submit
+
+    def encode_stamped(state, plan):
+        cmd = encode(state, plan)
+        index_of[id(cmd)] = count[0] - 1
+        return cmd
+
+    def submit_stamped(state, plan, cmd):
+        if id(cmd) in index_of:
+            sent.append(index_of.pop(id(cmd)))
+        return submit(state, plan, cmd)
+
+    state = model.new_state()
+    rng = np.random.default_rng(1)
+    cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
+    chain = model.decode_chain(state, cfg, rng)
+    chain.feed([model.forward_sample([1, 2, 3], state, cfg, rng)])
+    for _ in range(16):
+        chain.next(ahead=True)
+    chain.close()  # the warm-up steps are done; what follows is timed
+    runner.stamp, runner.encode, runner.submit = stamp, encode_stamped, submit_stamped
+    try:
+        chain = model.decode_chain(state, cfg, rng)
+        chain.feed([1])
+        for _ in range(tokens):
+            chain.next(ahead=True)
+        chain.close()
+    finally:
+        runner.stamp, runner.encode, runner.submit = None, encode, submit
+    n = min(count[0], cap)
+    resolve = dev.create_buffer(16 * cap, wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+    enc = dev.device.create_command_encoder()
+    enc.resolve_query_set(query, 0, 2 * n, resolve, 0)
+    dev.queue.submit([enc.finish()])
+    ticks = dev.read(resolve, np.uint64, 0, 16 * n).reshape(-1, 2).astype(np.int64)
+    ticks = ticks[[i for i in sent if i < n]]  # in the order they were sent
+    busy = (ticks[:, 1] - ticks[:, 0]) / 1000.0
+    gaps = (ticks[1:, 0] - ticks[:-1, 1]) / 1000.0
+    pct = (10, 50, 90, 99)
+    return {
+        "steps": int(len(ticks)),
+        "busy_us": [round(float(np.percentile(busy, q)), 1) for q in pct],
+        "gap_us": [round(float(np.percentile(gaps, q)), 1) for q in pct] if len(gaps) else [],
+        "per_token_us": round(float((ticks[-1, 1] - ticks[0, 0]) / 1000.0 / max(1, len(ticks) - 1)), 1),
+    }
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ packing slots into one step, and reading logits back."""
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +188,9 @@ class StepRunner:
         # Only where the table is f16 and a CPU adapter is not the one that would do the work.
         self.widen_from: int | None = None if model.device.info.cpu else WIDEN_FROM
         self._widens: weakref.WeakKeyDictionary[State, Graph] = weakref.WeakKeyDictionary()
+        # Diagnostics (benchmarks/profile_step.py): called with each step's command encoder
+        # first (True) and last (False), e.g. to bracket the step with GPU timestamps.
+        self.stamp: Callable[[Any, bool], None] | None = None
 
     def forget_graphs(self) -> None:
         """Drop every recorded graph (hooks changed); the next step records afresh."""
@@ -271,6 +274,8 @@ class StepRunner:
         buf.out.value = plan.num_out
         buf.sampled.value = plan.num_out if plan.sample is not None else 0
         enc = self.model.device.device.create_command_encoder()
+        if self.stamp is not None:
+            self.stamp(enc, True)
         if plan.backup is not None:
             state.encode_copy(enc, plan.backup)
         if plan.chained:
@@ -278,6 +283,8 @@ class StepRunner:
         elif self.widens(state, plan):
             self.widen_graph(state).encode(enc)
         g.encode(enc, plan, key=plan.shape)  # the counters above follow from the plan's shape
+        if self.stamp is not None:
+            self.stamp(enc, False)
         return enc.finish()
 
     def embed_graph(self, state: State) -> Graph:

@@ -157,3 +157,23 @@ def test_each_chained_step_was_recorded_before_the_previous_read(model, monkeypa
     ch.close()
     assert seq == want
     assert_states_identical(state, ws)
+
+
+def test_stamp_brackets_every_recorded_step(model, monkeypatch):
+    """StepRunner.stamp (diagnostics) sees each step's encoder first and last, and the tokens
+    stay those of the plain loop."""
+    calls = []
+    encodes = []
+    runner = model.runner
+    original = runner.encode
+
+    def counted(state, plan):
+        encodes.append(plan)
+        return original(state, plan)
+
+    monkeypatch.setattr(runner, "encode", counted)
+    monkeypatch.setattr(runner, "stamp", lambda enc, first: calls.append(first))
+    got, *_ = chained_loop(model, 3, 6, seed=5)
+    want, *_ = plain_loop(model, 3, 6, seed=5)
+    assert got == want
+    assert encodes and calls == [True, False] * len(encodes)
