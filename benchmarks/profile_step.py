@@ -288,7 +288,7 @@ def chain_gpu_gaps(model, tokens: int) -> dict:
     gaps = (ticks[1:, 0] - ticks[:-1, 1]) / 1000.0
     pct = (10, 50, 90, 99)
     return {
-        "steps": int(len(ticks)),
+        "steps": len(ticks),
         "busy_us": [round(float(np.percentile(busy, q)), 1) for q in pct],
         "gap_us": [round(float(np.percentile(gaps, q)), 1) for q in pct] if len(gaps) else [],
         "per_token_us": round(float((ticks[-1, 1] - ticks[0, 0]) / 1000.0 / max(1, len(ticks) - 1)), 1),
