@@ -176,12 +176,24 @@ def one_batch(model, batch: int, Plan, _group) -> dict:
     return out
 
 
+def warm_chain(model, warm: int = 16):
+    """A batch-1 DecodeChain (top-p 0.9) after a 3-token prompt and ``warm`` chained steps."""
+    import rwkv_webgpu as rw
+
+    state = model.new_state()
+    rng = np.random.default_rng(1)
+    cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
+    chain = model.decode_chain(state, cfg, rng)
+    chain.feed([model.forward_sample([1, 2, 3], state, cfg, rng)])
+    for _ in range(warm):
+        chain.next(ahead=True)
+    return chain
+
+
 def chain_host_times(model, tokens: int) -> dict:
     """Host milliseconds of a decode chain's steps (10th / 50th / 90th / 99th percentile): each
     next(ahead=True) call, and inside it the encoding, submission and the wait for the read. The
     step ahead keeps the GPU busy only while encode + submit stay under the GPU's step."""
-    import rwkv_webgpu as rw
-
     runner, dev = model.runner, model.device
     times: dict[str, list[float]] = {"encode": [], "submit": [], "read": []}
     originals = {"encode": runner.encode, "submit": runner.submit, "read": dev.read_staging}
@@ -200,13 +212,7 @@ def chain_host_times(model, tokens: int) -> dict:
 
     runner.encode, runner.submit, dev.read_staging = timed("encode"), timed("submit"), timed("read")
     try:
-        state = model.new_state()
-        rng = np.random.default_rng(1)
-        cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
-        chain = model.decode_chain(state, cfg, rng)
-        chain.feed([model.forward_sample([1, 2, 3], state, cfg, rng)])
-        for _ in range(16):
-            chain.next(ahead=True)
+        chain = warm_chain(model)
         for v in times.values():
             v.clear()
         steps = []
@@ -227,8 +233,6 @@ def chain_gpu_gaps(model, tokens: int) -> dict:
     the idle gap before the next step starts, in microseconds (10th / 50th / 90th / 99th
     percentile), and the mean microseconds a token from the first step's start to the last's end."""
     import wgpu
-
-    import rwkv_webgpu as rw
 
     dev, runner = model.device, model.runner
     cap = tokens + 64
@@ -260,18 +264,10 @@ def chain_gpu_gaps(model, tokens: int) -> dict:
             sent.append(index_of.pop(id(cmd)))
         return submit(state, plan, cmd)
 
-    state = model.new_state()
-    rng = np.random.default_rng(1)
-    cfg = rw.SamplingConfig(temperature=1.0, top_p=0.9)
-    chain = model.decode_chain(state, cfg, rng)
-    chain.feed([model.forward_sample([1, 2, 3], state, cfg, rng)])
-    for _ in range(16):
-        chain.next(ahead=True)
-    chain.close()  # the warm-up steps are done; what follows is timed
+    warm_chain(model).close()  # the warm-up steps are done; what follows is timed
     runner.stamp, runner.encode, runner.submit = stamp, encode_stamped, submit_stamped
     try:
-        chain = model.decode_chain(state, cfg, rng)
-        chain.feed([1])
+        chain = warm_chain(model, warm=0)
         for _ in range(tokens):
             chain.next(ahead=True)
         chain.close()
