@@ -13,6 +13,7 @@ from .tensor import (
     upload_matrix,
     upload_qmatrices,
     upload_qmatrix,
+    vec4_start,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "upload_matrix",
     "upload_qmatrices",
     "upload_qmatrix",
+    "vec4_start",
 ]

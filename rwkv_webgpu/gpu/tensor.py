@@ -45,6 +45,14 @@ class BufferRange:
     size: int
 
 
+def vec4_start(buffer: Any) -> tuple[Any, int]:
+    """A buffer or BufferRange as (the whole buffer, the vec4 its data starts at): for kernels
+    that bind the whole buffer and index from there."""
+    if isinstance(buffer, BufferRange):
+        return buffer.buffer, buffer.offset // 16
+    return buffer, 0
+
+
 @dataclass(frozen=True)
 class MatrixPart:
     buffer: Any  # a buffer, or a BufferRange of a buffer shared with other matrices

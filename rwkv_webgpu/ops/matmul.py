@@ -397,8 +397,7 @@ def _matmul_decode_split(graph: Graph, counter: Counter, params: np.ndarray, par
     parts = decode_split_parts(int(params["k"][0]))
     tokens = (x.max_rows or 4096) if forced else 1
     scratch = graph.device.scratch(parts * tokens * part.rows * 4)
-    graph.dispatch("matmul_subgroup", counter, params, [part.buffer, x.buffer, scratch], grid,
-                   entry="decode_split",
+    graph.dispatch("matmul_subgroup", counter, params, [part.buffer, x.buffer, scratch], grid, entry="decode_split",
                    label=f"{label}.decode_split", SPLIT=parts, **decode_constants(graph))  # fmt: skip
     _record_reduce(graph, counter, params, part.rows, scratch, y, grid, label, parts)
 

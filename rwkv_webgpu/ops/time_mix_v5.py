@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShapeError
-from ..gpu import Act, BufferRange, Counter, Graph, Matrix, ceil_div, pack_params
+from ..gpu import Act, Counter, Graph, Matrix, ceil_div, pack_params, vec4_start
 
 _FIELDS = ("c", "h", "n", "plane", "slots", "dynamic_decay", "gated", "decay_off", "u_off", "lnw_off", "lnb_off")
 PARAMS = np.dtype([(f, "<u4") for f in _FIELDS] + [("eps", "<f4")]
@@ -40,7 +40,7 @@ def decay_lora(w2: Matrix | Any, inputs: Act, c: int) -> DecayLora | None:
     part = w2.parts[0] if isinstance(w2, Matrix) and len(w2.parts) == 1 else None
     if part is None or w2.rows != c or w2.k > MAX_DW or w2.kp != (w2.k + 7) // 8 * 8:
         return None
-    buffer, at = (part.buffer.buffer, part.buffer.offset // 16) if isinstance(part.buffer, BufferRange) else (part.buffer, 0)
+    buffer, at = vec4_start(part.buffer)
     return DecayLora(buffer, at, w2.k, inputs.buffer, inputs.offset, inputs.stride)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShapeError
-from ..gpu import Act, BufferRange, Counter, Graph, Matrix, ceil_div, pack_params
+from ..gpu import Act, BufferRange, Counter, Graph, Matrix, ceil_div, pack_params, vec4_start
 from .norm import norm_workgroup
 
 PARAMS = np.dtype(
@@ -193,8 +193,7 @@ def norm_lora(
         raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={c}) and xn starts at 0")
     if not norm_lora_fits(w1, c) or hid.cols < w1.rows:
         raise ShapeError(f"{label}: the matrix must be one f16 part of [R, C={c}] (C <= {MAX_NL_C}) and hid at least R wide")
-    part = w1.parts[0]
-    buffer, at = (part.buffer.buffer, part.buffer.offset // 16) if isinstance(part.buffer, BufferRange) else (part.buffer, 0)
+    buffer, at = vec4_start(w1.parts[0].buffer)
     params = _params(x, slots, 1, mu_off, 0, False, None, ln_w_off, ln_b_off, eps, lora_kv=w1.kp // 8, lora_w=at,
                      lora_h=hid.offset, lora_hs=hid.stride, lora_rows=w1.rows)  # fmt: skip
     wg = norm_workgroup(c)  # as layer_norm, so the sums match
