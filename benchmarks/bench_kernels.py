@@ -98,17 +98,23 @@ def time_variant(dev, variant: Variant, r: int, k: int, t: int, rep: int) -> flo
     return pass_seconds(dev, g, t, ya.buffer) / rep
 
 
-# one-token kernels as a decode step runs them: (name, weights, LANES, WGS, UNROLL); rows per
-# workgroup = WGS / LANES
+# one-token kernels as a decode step runs them: (name, weights, LANES, WGS, UNROLL, RPL, BOOK2); rows
+# per workgroup = RPL WGS / LANES
 DECODE_VARIANTS = [
-    (f"{wk}.l{lanes}w{wgs}u{un}", wk, lanes, wgs, un)
+    (f"{wk}.l{lanes}w{wgs}u{un}", wk, lanes, wgs, un, 0, True)
     for wk, settings in (
         ("f16", [(16, 128, 1), (16, 128, 2), (16, 128, 4), (32, 128, 1), (32, 128, 2), (32, 256, 4), (8, 64, 1)]),
         ("int8", [(16, 128, 1), (16, 128, 2), (32, 128, 1), (8, 64, 1), (8, 64, 2)]),
         ("nf4", [(16, 128, 1), (16, 128, 2), (32, 128, 1), (8, 64, 1), (8, 64, 2)]),
     )
     for lanes, wgs, un in settings
-] + [(f"{wk}.gemv{wg}x{rows}", wk, 0, wg, rows) for wk in ("f16", "int8", "nf4") for wg, rows in ((64, 4), (128, 2), (256, 1))]  # fmt: skip
+] + [(f"{wk}.gemv{wg}x{rows}", wk, 0, wg, rows, 0, True) for wk in ("f16", "int8", "nf4") for wg, rows in ((64, 4), (128, 2), (256, 1))] + [
+    # `decode_rows` of the 4-bit kernels: RPL rows a lane (the byte table, or "b1" the 16-entry one)
+    (f"nf4.rows{rpl}l{lanes}w{wgs}u{un}{'' if book2 else 'b1'}", "nf4", lanes, wgs, un, rpl, book2)
+    for lanes, wgs, un, rpl, book2 in ((16, 128, 1, 1, True), (16, 128, 2, 1, True), (16, 128, 1, 2, True), (16, 128, 2, 2, True),
+                                       (16, 128, 1, 4, True), (8, 128, 2, 2, True), (32, 128, 1, 1, True), (32, 128, 1, 2, True),
+                                       (32, 128, 2, 2, True), (32, 128, 1, 4, True), (16, 128, 1, 2, False), (32, 128, 1, 2, False))
+]  # fmt: skip
 # (lanes 0: the GEMV-style kernel, matmul.wgsl / matmul_quant.wgsl: WG lanes per row, ROWS rows per
 # workgroup, given in the WGS and UNROLL places)
 COLD_BYTES = 256 << 20  # distinct copies of the weights per pass: several times the H100's 50 MB L2
@@ -131,13 +137,15 @@ def cold_weights(dev, wk: str, r: int, k: int) -> tuple[list, int]:
 
 def time_decode_cold(dev, variant: tuple, mats: list, k: int) -> float:
     """Seconds per one-token product through ``variant`` with weights read cold (``mats``)."""
-    _, wk, lanes, wgs, un = variant
+    _, wk, lanes, wgs, un, rpl, book2 = variant
     xa, ya = act_buffer(dev, 1, k, "x"), act_buffer(dev, 1, mats[0].rows, "y")
     dev.write(xa.buffer, np.random.default_rng(1).standard_normal((1, k), np.float32))
     cnt = Counter(dev, "n")
     cnt.set(1)
     consts = {"LANES": lanes, "WGS": wgs, "UNROLL": un} if lanes else {"WG": wgs, "ROWS": un}
-    per = wgs // lanes if lanes else un
+    if rpl:
+        consts.update(RPL=rpl, BOOK2=float(book2))
+    per = (wgs // lanes if lanes else un) * max(1, rpl)
     shader = ("matmul_subgroup" if wk == "f16" else "matmul_quant_subgroup") if lanes else \
         ("matmul" if wk == "f16" else "matmul_quant")  # fmt: skip
     g = Graph(dev)
@@ -150,8 +158,11 @@ def time_decode_cold(dev, variant: tuple, mats: list, k: int) -> float:
                 g.dispatch(shader, cnt, params, [part.buffer, xa.buffer, ya.buffer], grid,
                            entry="decode" if lanes else "main", label=variant[0], **consts)  # fmt: skip
             else:
-                g.dispatch(shader, cnt, params, [part.codes, xa.buffer, ya.buffer, part.scales],
-                           grid, label=variant[0], QUANT={"int8": 0, "nf4": 1}[wk], **consts)  # fmt: skip
+                buffers = {2: part.codes, 3: xa.buffer, 4: ya.buffer, 5: part.scales}
+                if lanes:
+                    buffers[6] = xa.buffer  # the vec4 view of x (matmul_io.wgsl xv)
+                g.dispatch(shader, cnt, params, buffers, grid, entry="decode_rows" if rpl else "main", label=variant[0],
+                           QUANT={"int8": 0, "nf4": 1}[wk], **consts)  # fmt: skip
     return pass_seconds(dev, g, 1, ya.buffer) / len(mats)
 
 

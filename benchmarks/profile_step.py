@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--checked", nargs="*", default=[], help="experiment: kernels compiled with all of wgpu's runtime checks")
     ap.add_argument("--no-widen", action="store_true", help="experiment: prompt rows widened to f32 on the host")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
+    ap.add_argument("--quant-rows", type=int, default=None, help="experiment: rows per lane of the 4-bit one-token kernels, on every matrix (0: one, the int8 entry)")
+    ap.add_argument("--no-book2", action="store_true", help="experiment: their codes looked up one at a time")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
     ap.add_argument("--quant-decode-max-k", type=int, default=None, help="experiment: the same for quantized weights")
     args = ap.parse_args()
@@ -64,6 +66,10 @@ def main() -> None:
         mm.QUANT_BIG = False
     if args.no_vec_x:
         mm.VEC_X = False
+    if args.quant_rows is not None:
+        mm.QUANT4_RPL = mm.QUANT4_WIDE_RPL = args.quant_rows
+    if args.no_book2:
+        mm.QUANT4_BOOK2 = False
     if args.no_decode_parts:
         mm.DECODE_PARTS = False
     if args.no_narrow_lanes:
@@ -86,7 +92,8 @@ def main() -> None:
         model.runner.widen_from = None
     result: dict = {"adapter": model.device.info.describe(), "quant": args.quant, "steps": {},
                     "decode_kernels": {"unroll": getattr(mm, "DECODE_UNROLL", 1), "max_k": mm.DECODE_MAX_K,
-                                       "quant_max_k": getattr(mm, "QUANT_DECODE_MAX_K", mm.DECODE_MAX_K)}}  # fmt: skip
+                                       "quant_max_k": getattr(mm, "QUANT_DECODE_MAX_K", mm.DECODE_MAX_K),
+                                       "quant4_rows": getattr(mm, "QUANT4_RPL", 0), "quant4_wide_rows": getattr(mm, "QUANT4_WIDE_RPL", 0), "book2": getattr(mm, "QUANT4_BOOK2", False)}}  # fmt: skip
     for batch in args.batch:
         result["steps"][f"b{batch}"] = one_batch(model, batch, Plan, _group)
         print(json.dumps(result["steps"][f"b{batch}"], indent=1), flush=True)
@@ -273,13 +280,17 @@ def chain_gpu_gaps(model, tokens: int) -> dict:
         chain.close()
     finally:
         runner.stamp, runner.encode, runner.submit = None, encode, submit
-    n = min(count[0], cap)
-    resolve = dev.create_buffer(16 * cap, wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+    # Resolve only the pairs of steps that were sent: resolving a query never written waits for
+    # it on Vulkan (wgpu asks for the results with the wait flag), which hangs the queue.
+    written = [i for i in sent if i < cap]  # in the order they were sent
+    if not written:
+        return {}
+    resolve = dev.create_buffer(256 * len(written), wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
     enc = dev.device.create_command_encoder()
-    enc.resolve_query_set(query, 0, 2 * n, resolve, 0)
+    for j, i in enumerate(written):
+        enc.resolve_query_set(query, 2 * i, 2, resolve, 256 * j)  # destination offsets: multiples of 256
     dev.queue.submit([enc.finish()])
-    ticks = dev.read(resolve, np.uint64, 0, 16 * n).reshape(-1, 2).astype(np.int64)
-    ticks = ticks[[i for i in sent if i < n]]  # in the order they were sent
+    ticks = dev.read(resolve, np.uint64, 0, 256 * len(written)).reshape(-1, 32)[:, :2].astype(np.int64)
     busy = (ticks[:, 1] - ticks[:, 0]) / 1000.0
     gaps = (ticks[1:, 0] - ticks[:-1, 1]) / 1000.0
     pct = (10, 50, 90, 99)

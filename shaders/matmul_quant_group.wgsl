@@ -33,3 +33,30 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
         store_group(g, t, r, acc);
     }
 }
+
+// `decode_rows` (4-bit codes): the same with each lane summing RPL rows of one segment (segments start on
+// multiples of 4 rows), as matmul_quant_subgroup.wgsl `decode_rows`.
+// Grid: (ceil(rows / (RPL WGS / LANES)), T).
+@compute @workgroup_size(WGS)
+fn decode_rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    load_books(li, WGS);
+    let lane = li % LANES;
+    let row0 = (wid.x * (WGS / LANES) + li / LANES) * RPL;
+    let t = wid.y;
+    let g = segment_of(min(row0, p.rows - 1u));
+    let r0 = row0 - g.row0;
+    let kp = g.kv * 8u;
+    let words = words_per_row(kp);
+    let spr = scales_per_row(kp);
+    var acc = vec4<f32>(0.0);
+    if row0 < p.rows && r0 < g.rows && t < count.n {
+        acc = rows_sum_quant(g.w_off + r0 * words, g.s_off + r0 * spr, words, spr, lane, g.x_off + t * g.x_stride, g.k);
+    }
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        acc += subgroupShuffleXor(acc, s);
+    }
+    let r = r0 + lane;
+    if lane < RPL && row0 + lane < p.rows && r < g.rows {
+        store_group(g, t, r, acc[lane]);
+    }
+}

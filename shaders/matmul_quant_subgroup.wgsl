@@ -31,3 +31,27 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     }
     if lane == 0u { store_prior(t, r, acc, prior); }
 }
+
+// `decode_rows` (4-bit codes): the same product with each lane summing RPL rows (quant_word.wgsl
+// rows_sum_quant): lane group g of a workgroup takes rows RPL g .. RPL g + RPL; lane j < RPL
+// stores row j of its group. Grid: (ceil(R / (RPL WGS / LANES)), T).
+@compute @workgroup_size(WGS)
+fn decode_rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    load_books(li, WGS);
+    let lane = li % LANES;
+    let r0 = (wid.x * (WGS / LANES) + li / LANES) * RPL;
+    let t = wid.y;
+    let kp = p.kv * 8u;
+    let words = words_per_row(kp);
+    let spr = scales_per_row(kp);
+    var prior = vec2<f32>(0.0);
+    if lane < RPL { prior = prior_out(t, r0 + lane); }
+    var acc = vec4<f32>(0.0);
+    if r0 < p.rows && t < count.n {
+        acc = rows_sum_quant(r0 * words, r0 * spr, words, spr, lane, p.x_off + t * p.x_stride, p.k);
+    }
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        acc += subgroupShuffleXor(acc, s);
+    }
+    if lane < RPL { store_prior(t, r0 + lane, acc[lane], prior); }
+}

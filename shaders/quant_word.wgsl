@@ -68,3 +68,99 @@ fn lane_sum_quant(base: u32, words: u32, lane: u32, sb: u32, xb: u32, k: u32, kp
     }
     return acc;
 }
+
+// ---- `decode_rows` (4-bit codes only): RPL rows per lane sharing each word's 32 x values, the
+// codes looked up a byte (two weights) at a time ----
+override RPL: u32 = 2u;      // rows per lane: 1, 2 or 4 (dividing the 4 rows a group segment is padded to)
+override BOOK2: bool = true; // one lookup per byte in `book2` (else two in `book`)
+
+var<workgroup> book2: array<vec2<f32>, 256>;
+
+// Fill `book` and `book2` (every invocation of a workgroup of `wgs` calls this first).
+fn load_books(li: u32, wgs: u32) {
+    if li < 16u { book[li] = code4(li); }
+    if BOOK2 {
+        for (var b = li; b < 256u; b += wgs) { book2[b] = vec2<f32>(code4(b & 15u), code4(b >> 4u)); }
+    }
+    workgroupBarrier();
+}
+
+// 16 x values: positions kb .. kb + 16 of a row of k values starting at b (zero past k).
+struct X16 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
+
+fn x4(b: u32, kb: u32, k: u32) -> vec4<f32> {
+    if VEC_X && (b & 3u) == 0u && kb + 4u <= k { return xv[b >> 2u]; }
+    if kb >= k { return vec4<f32>(0.0); }
+    let v = vec4<f32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
+    return select(vec4<f32>(0.0), v, vec4<u32>(kb) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(k));
+}
+
+fn x16(b: u32, kb: u32, k: u32) -> X16 {
+    return X16(x4(b, kb, k), x4(b + 4u, kb + 4u, k), x4(b + 8u, kb + 8u, k), x4(b + 12u, kb + 12u, k));
+}
+
+// sum over the 8 codes of `q` (low nibble first) times the x values a, b (codebook units).
+fn q4_dot(q: u32, a: vec4<f32>, b: vec4<f32>) -> f32 {
+    if BOOK2 {
+        let p0 = book2[q & 255u];
+        let p1 = book2[(q >> 8u) & 255u];
+        let p2 = book2[(q >> 16u) & 255u];
+        let p3 = book2[q >> 24u];
+        return dot(vec4<f32>(p0, p1), a) + dot(vec4<f32>(p2, p3), b);
+    }
+    let w0 = vec4<f32>(book[q & 15u], book[(q >> 4u) & 15u], book[(q >> 8u) & 15u], book[(q >> 12u) & 15u]);
+    let w1 = vec4<f32>(book[(q >> 16u) & 15u], book[(q >> 20u) & 15u], book[(q >> 24u) & 15u], book[q >> 28u]);
+    return dot(w0, a) + dot(w1, b);
+}
+
+// One row's sum over a word (32 weights of one absmax block) with the word's x values lo, hi.
+fn q4_word(c: vec4<u32>, lo: X16, hi: X16, amax: f32) -> f32 {
+    return amax * (q4_dot(c.x, lo.a, lo.b) + q4_dot(c.y, lo.c, lo.d) + q4_dot(c.z, hi.a, hi.b) + q4_dot(c.w, hi.c, hi.d));
+}
+
+// Word i of RPL rows (codes c0 .. c3; row j's scales from sb + j spr) times the token's x values
+// from xb: the rows' sums as a vec4 (rows past RPL: 0).
+fn rows_word(c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c3: vec4<u32>, i: u32, sb: u32, spr: u32, xb: u32, k: u32) -> vec4<f32> {
+    let kb = i * 32u;
+    let lo = x16(xb + kb, kb, k);
+    let hi = x16(xb + kb + 16u, kb + 16u, k);
+    let blk = sb + kb / Q4_BLOCK;
+    var s = vec4<f32>(0.0);
+    s.x = q4_word(c0, lo, hi, scales[blk]);
+    if RPL > 1u { s.y = q4_word(c1, lo, hi, scales[blk + spr]); }
+    if RPL > 2u {
+        s.z = q4_word(c2, lo, hi, scales[blk + 2u * spr]);
+        s.w = q4_word(c3, lo, hi, scales[blk + 3u * spr]);
+    }
+    return s;
+}
+
+// One lane's partial sums of RPL rows (row j's codes from base + j words, scales from sb + j spr)
+// over the words every LANES-th from `lane`, UNROLL (1 or 2) words of each row loaded before use.
+fn rows_sum_quant(base: u32, sb: u32, words: u32, spr: u32, lane: u32, xb: u32, k: u32) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
+    // rows past RPL read row 0's words again (the compiler drops those loads with their uses)
+    let b1 = base + select(0u, words, RPL > 1u);
+    let b2 = base + select(0u, 2u * words, RPL > 2u);
+    let b3 = base + select(0u, 3u * words, RPL > 2u);
+    var i = lane;
+    if UNROLL >= 2u {
+        for (; i + LANES < words; i += 2u * LANES) {
+            let j = i + LANES;
+            let c0 = w[base + i];
+            let c1 = w[b1 + i];
+            let c2 = w[b2 + i];
+            let c3 = w[b3 + i];
+            let d0 = w[base + j];
+            let d1 = w[b1 + j];
+            let d2 = w[b2 + j];
+            let d3 = w[b3 + j];
+            acc += rows_word(c0, c1, c2, c3, i, sb, spr, xb, k);
+            acc += rows_word(d0, d1, d2, d3, j, sb, spr, xb, k);
+        }
+    }
+    for (; i < words; i += LANES) {
+        acc += rows_word(w[base + i], w[b1 + i], w[b2 + i], w[b3 + i], i, sb, spr, xb, k);
+    }
+    return acc;
+}

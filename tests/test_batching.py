@@ -70,7 +70,7 @@ def test_batched_decoding_matches_single(vulkan_device, name, slots, monkeypatch
     from rwkv_webgpu.models.v5 import LORA_INSIDE_UNTIL, V5Model
 
     assert 3 < LORA_INSIDE_UNTIL < 17
-    monkeypatch.setattr(V5Model, "lora_inside_on_cpu", True)  # as on GPUs
+    monkeypatch.setattr(V5Model, "lora_inside_forced", True)  # as on GPUs
     model = rw.load_model(MODELS / f"{name}.pth", device=vulkan_device, token_chunk_size=32)  # 17 tokens in one step
     v = model.info.num_vocab
     seqs = [prompt(4, 10 + b, v) for b in range(slots)]

@@ -124,11 +124,13 @@ class V5Model(Model):
             products.append(Product(bb.mix.at(3 * plane), lw.gate, bb.tm.at(G * plane), "silu", label=f"{i}.att.g"))
         matmul_group(g, n, products, label=f"{i}.att.mix_products")
 
-    lora_inside_on_cpu = False  # CPU adapters keep the products (lavapipe: 14.5 -> 10.1 tok/s inside)
+    # None: GPUs only (CPU adapters keep the products: lavapipe 14.5 -> 10.1 tok/s inside);
+    # True / False: on / off on every adapter (tests check both paths wherever they run)
+    lora_inside_forced: bool | None = None
 
     def lora_inside(self, buf: Buffers) -> bool:
         """Whether this step computes RWKV-6's LoRA halves inside the fused decoding kernels."""
-        if self.device.info.cpu and not self.lora_inside_on_cpu:
+        if self.lora_inside_forced is False or (self.device.info.cpu and not self.lora_inside_forced):
             return False
         return buf.one_per_slot and buf.tokens.value < LORA_INSIDE_UNTIL
 

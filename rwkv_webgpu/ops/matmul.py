@@ -42,6 +42,9 @@ DECODE_SPLIT_K = 2048  # ... of at most this many weights each, then `reduce` (e
 VEC_X = True  # quantized one-token kernels read x as vec4s where aligned (x_reads.wgsl x8_fast), bound again at:
 XV, XV_GROUP = 6, 8  # binding of that view in matmul_io.wgsl / matmul_group_io.wgsl
 DECODE_PARTS = True  # ... or the parts added up in the workgroup ("decode_parts"; no `reduce` dispatch)
+QUANT4_RPL = 2  # 4-bit one-token kernels: rows per lane sharing x (`decode_rows`, LANES 32; 0: `main`) ...
+QUANT4_WIDE_ROWS, QUANT4_WIDE_RPL = 4096, 4  # ... and this many on matrices (or groups) of at least so many rows
+QUANT4_BOOK2 = True  # ... codes looked up a byte (two weights) at a time there
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
@@ -271,6 +274,19 @@ def decode_grid(graph: Graph, rows: int, narrow: bool = False) -> Grid:
     return lambda n: (ceil_div(rows, per), n, 1)
 
 
+def quant_decode(graph: Graph, quant: int, rows: int) -> tuple[str, dict[str, float], Grid]:
+    """Entry, override constants and grid of the quantized one-token kernels for ``rows`` rows of
+    QUANT code ``quant``: 4-bit codes on `decode_rows` (QUANT4_RPL rows a lane group of 32 where
+    subgroups have 32 invocations, else 16 or 8; QUANT4_WIDE_RPL from QUANT4_WIDE_ROWS rows), int8
+    on `main` (a row per lane group)."""
+    consts = decode_constants(graph)
+    rpl = 0 if quant == QUANT_CODE["int8"] else QUANT4_WIDE_RPL if QUANT4_RPL and rows >= QUANT4_WIDE_ROWS else QUANT4_RPL
+    if rpl:
+        consts.update(LANES=decode_lanes(graph, narrow=True), UNROLL=1, RPL=rpl, BOOK2=float(QUANT4_BOOK2))
+    per = DECODE_WGS // int(consts["LANES"]) * max(1, rpl)
+    return "decode_rows" if rpl else "main", consts, lambda n: (ceil_div(rows, per), n, 1)
+
+
 def _check(x: Act, w: Matrix | QMatrix, y: Act, act: str, label: str) -> None:
     if x.cols != w.k:
         raise ShapeError(f"{label}: input [T, {x.cols}] and weight [R={w.rows}, K={w.k}] do not fit (K differs)")
@@ -422,14 +438,15 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
     for part in w.parts:
         params = _params(w.k, w.kp, part.rows, part.row0, x, y, act, accumulate, gate)
         buffers = [part.codes, x.buffer, y.buffer, part.scales]  # bindings 2 to 5
-        for name, grid in _choose_quant(graph, part.rows, kernel, w.k):
+        for name, grid in _choose_quant(graph, part.rows, kernel, w.k, quant):
             if name == "gemv":
                 graph.dispatch("matmul_quant", counter, params, buffers, grid, label=f"{label}.{w.quant.value}",
                                WG=64, ROWS=ROWS, QUANT=quant)  # fmt: skip
             elif name == "decode":
-                graph.dispatch("matmul_quant_subgroup", counter, params, {**dict(enumerate(buffers, start=2)), XV: x.buffer}, grid,
-                               label=f"{label}.{w.quant.value}.decode", QUANT=quant, VEC_X=float(VEC_X),
-                               **decode_constants(graph))  # fmt: skip
+                entry, consts, _ = quant_decode(graph, quant, part.rows)
+                graph.dispatch("matmul_quant_subgroup", counter, params, {**dict(enumerate(buffers, start=2)), XV: x.buffer},
+                               grid, entry=entry, label=f"{label}.{w.quant.value}.decode", QUANT=quant, VEC_X=float(VEC_X),
+                               **consts)  # fmt: skip
             elif name == "big_split":
                 _matmul_big_split(graph, counter, params, part.rows, x, y, grid, f"{label}.{w.quant.value}",
                                   kernel is not None, "matmul_quant_tiled", {2: part.codes, 5: part.scales},
@@ -439,7 +456,7 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
                                label=f"{label}.{w.quant.value}.{name}", QUANT=quant)  # fmt: skip
 
 
-def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> list[tuple[str, Grid]]:
+def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0, quant: int = 0) -> list[tuple[str, Grid]]:
     """As :func:`_choose`, for quantized weights, following the f16 rule: the one-token subgroup
     kernel where f16 weights take it, on GPUs the 128 x 128 tiles (whole or with K in parts)
     where f16 weights take them (QUANT_BIG), 64 x 64 tiles where f16 weights take other tiles
@@ -449,7 +466,8 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
         if kernel not in QUANT_KERNELS:
             raise ValueError(f"unknown matmul kernel {kernel!r} for quantized weights; "
                              f"choose from {QUANT_KERNELS}")  # fmt: skip
-        return _choose(graph, rows, kernel, k)
+        return [(name, quant_decode(graph, quant, rows)[2] if name == "decode" else grid)
+                for name, grid in _choose(graph, rows, kernel, k)]  # fmt: skip
     names, f16 = _rule(graph, rows, k)
 
     @functools.cache
@@ -464,7 +482,9 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0) -> li
 
     kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]
     kernels += [name for name in ("big", "big_split") if name in names and not graph.device.info.cpu]
-    return [(name, _when(pick, name, _choose(graph, rows, name, k)[0][1])) for name in kernels]
+    grids = {name: quant_decode(graph, quant, rows)[2] if name == "decode" else _choose(graph, rows, name, k)[0][1]
+             for name in kernels}  # fmt: skip
+    return [(name, _when(pick, name, grids[name])) for name in kernels]
 
 
 SEGMENT = np.dtype(
@@ -583,9 +603,9 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
                    XV_GROUP: grouped[0].x.buffer}  # fmt: skip
         if first:
             with graph.only_when(lambda: counter.value < first):
-                graph.dispatch("matmul_quant_group", counter, params, buffers, decode_grid(graph, rows),
-                               label=f"{label}.{qw.quant.value}", QUANT=QUANT_CODE[qw.quant.value], VEC_X=float(VEC_X),
-                               **decode_constants(graph))  # fmt: skip
+                entry, consts, grid = quant_decode(graph, QUANT_CODE[qw.quant.value], rows)
+                graph.dispatch("matmul_quant_group", counter, params, buffers, grid, entry=entry, label=f"{label}.{qw.quant.value}",
+                               QUANT=QUANT_CODE[qw.quant.value], VEC_X=float(VEC_X), **consts)  # fmt: skip
         return
     weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]

@@ -206,11 +206,11 @@ def decode_both_ways(device, name, monkeypatch, cls, switch):
 @pytest.mark.parametrize("name", [n for n in ALL if n.startswith("v6")])
 def test_lora_halves_inside_decoding_kernels(device, name, monkeypatch):
     """RWKV-6 decoding with its LoRA halves inside the fused kernels (`norm_lora`; the decay
-    second half in the time-mix `decode`; what GPUs run, forced here on the CPU adapters) gives
+    second half in the time-mix `decode`; what GPUs run, forced on and off here on every adapter) gives
     the official logits and those of the separate products."""
     from rwkv_webgpu.models.v5 import V5Model
 
-    runs = decode_both_ways(device, name, monkeypatch, V5Model, "lora_inside_on_cpu")
+    runs = decode_both_ways(device, name, monkeypatch, V5Model, "lora_inside_forced")
     for inside, (_, _, ran) in runs.items():
         assert any(label.endswith("att.ln1_lora") for label in ran) == inside
         assert any(label.endswith("att.decay_w2") for label in ran) != inside

@@ -85,7 +85,7 @@ def test_quantized_v6_decoding_with_lora_halves_inside(vulkan_device, quant, mon
     tokens = np.load(FIX / "golden" / f"{name}.npz")["tokens"].tolist()
     runs = {}
     for inside in (True, False):
-        monkeypatch.setattr(V5Model, "lora_inside_on_cpu", inside)
+        monkeypatch.setattr(V5Model, "lora_inside_forced", inside)
         model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, quant=quant)
         state = model.new_state()
         runs[inside] = np.stack([model.forward([t], state) for t in tokens])

@@ -1,5 +1,7 @@
 """Quantized matmul kernels against numpy with the same dequantized weights."""
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -145,6 +147,55 @@ def test_quant_kernel_choice(device, monkeypatch):
     wq, outs = run_quant(device, Quant.NF4, w, x, None, "none", steps=[TILED_FROM + 3, 3])
     for got in outs:
         np.testing.assert_allclose(got, oracle(wq, x[: len(got)], "none"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("quant", [Quant.NF4, Quant.SF4])
+@pytest.mark.parametrize("rpl,book2", [(1, True), (2, True), (4, True), (2, False), (4, False), (0, True)])
+def test_4bit_one_token_kernel_settings(device, monkeypatch, quant, rpl, book2):
+    """The 4-bit one-token kernel with 1, 2 or 4 rows a lane (`decode_rows`) and either codebook
+    lookup (a byte or a code at a time), and `main` (rpl 0): numpy's sums at row counts off every
+    lane group and K off the word and block sizes, whatever the rows a lane (the same bits)."""
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
+
+    if not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
+    monkeypatch.setattr(mm, "QUANT4_RPL", rpl)
+    monkeypatch.setattr(mm, "QUANT4_WIDE_RPL", rpl)
+    monkeypatch.setattr(mm, "QUANT4_BOOK2", book2)
+    for r, k in ((7, 72), (65, 200), (130, 1000), (3, 30)):
+        rng = np.random.default_rng(r * k)
+        w = rng.standard_normal((r, k)).astype(np.float32) / np.sqrt(k)
+        x = rng.standard_normal((1, k)).astype(np.float32)
+        y0 = rng.standard_normal((1, r)).astype(np.float32)
+        wq, (got,) = run_quant(device, quant, w, x, y0, "silu", kernel="decode")
+        np.testing.assert_allclose(got, y0 + oracle(wq, x, "silu"), rtol=1e-5, atol=1e-5)
+        if rpl != 1:
+            monkeypatch.setattr(mm, "QUANT4_RPL", 1)
+            monkeypatch.setattr(mm, "QUANT4_WIDE_RPL", 1)
+            _, (one,) = run_quant(device, quant, w, x, y0, "silu", kernel="decode")
+            if rpl:  # rows a lane change nothing in a row's sum
+                np.testing.assert_array_equal(got, one)
+            monkeypatch.setattr(mm, "QUANT4_RPL", rpl)
+            monkeypatch.setattr(mm, "QUANT4_WIDE_RPL", rpl)
+
+
+def test_one_token_kernel_entries_and_grids(device, monkeypatch):
+    """int8 takes `main` (a row a lane group), 4-bit codes `decode_rows` with QUANT4_RPL rows a
+    lane, QUANT4_WIDE_RPL from QUANT4_WIDE_ROWS rows; the grid covers every row once."""
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
+
+    g = Graph(device)
+    int8, nf4 = mm.QUANT_CODE["int8"], mm.QUANT_CODE["nf4"]
+    entry, consts, grid = mm.quant_decode(g, int8, 1000)
+    assert entry == "main" and "RPL" not in consts
+    assert grid(3) == (-(-1000 // (mm.DECODE_WGS // consts["LANES"])), 3, 1)
+    for rows, rpl in ((1000, mm.QUANT4_RPL), (mm.QUANT4_WIDE_ROWS, mm.QUANT4_WIDE_RPL)):
+        entry, consts, grid = mm.quant_decode(g, nf4, rows)
+        assert entry == "decode_rows" and consts["RPL"] == rpl and consts["UNROLL"] == 1
+        per = mm.DECODE_WGS // consts["LANES"] * rpl
+        assert grid(1) == (-(-rows // per), 1, 1)
+    monkeypatch.setattr(mm, "QUANT4_RPL", 0)
+    assert mm.quant_decode(g, nf4, 1 << 14)[0] == "main"
 
 
 def test_quant_matmul_rejects_f16_only_kernels(device):

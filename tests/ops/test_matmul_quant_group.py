@@ -2,6 +2,7 @@
 quantization, bit-identical to the products one by one."""
 
 import dataclasses
+import importlib
 
 import numpy as np
 import pytest
@@ -37,9 +38,18 @@ def test_quantized_matrices_share_aligned_buffers(device):
 
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
 @pytest.mark.parametrize("t", [1, 3])
-def test_quant_group_matches_numpy_and_products_one_by_one(device, monkeypatch, quant, t):
+@pytest.mark.parametrize("rpl", [2, 1, 4])
+def test_quant_group_matches_numpy_and_products_one_by_one(device, monkeypatch, quant, t, rpl):
+    """(4-bit codes: with 1, 2 or 4 rows a lane in `decode_rows`, the group's segments of 7, 33,
+    5, 65 and 4 rows splitting lane groups at every offset.)"""
     if not device.info.subgroup:
         pytest.skip("adapter without subgroups")
+    if rpl != 2 and quant == Quant.INT8:
+        pytest.skip("int8 has one row a lane")
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
+
+    monkeypatch.setattr(mm, "QUANT4_RPL", rpl)
+    monkeypatch.setattr(mm, "QUANT4_WIDE_RPL", rpl)
     rng = np.random.default_rng(50 + t)
     outs, y0, products, want = build(device, quant, t, rng)
     got, g = run(device, products, outs, y0, t, "decode")
