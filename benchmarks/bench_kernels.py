@@ -104,16 +104,16 @@ DECODE_VARIANTS = [
     (f"{wk}.l{lanes}w{wgs}u{un}", wk, lanes, wgs, un, 0, True)
     for wk, settings in (
         ("f16", [(16, 128, 1), (16, 128, 2), (16, 128, 4), (32, 128, 1), (32, 128, 2), (32, 256, 4), (8, 64, 1)]),
-        ("int8", [(16, 128, 1), (16, 128, 2), (32, 128, 1), (8, 64, 1), (8, 64, 2)]),
+        ("int8", [(16, 128, 1), (16, 128, 2), (32, 128, 1), (32, 128, 2), (8, 64, 1), (8, 64, 2)]),
         ("nf4", [(16, 128, 1), (16, 128, 2), (32, 128, 1), (8, 64, 1), (8, 64, 2)]),
     )
     for lanes, wgs, un in settings
 ] + [(f"{wk}.gemv{wg}x{rows}", wk, 0, wg, rows, 0, True) for wk in ("f16", "int8", "nf4") for wg, rows in ((64, 4), (128, 2), (256, 1))] + [
     # `decode_rows` of the 4-bit kernels: RPL rows a lane (the byte table, or "b1" the 16-entry one)
     (f"nf4.rows{rpl}l{lanes}w{wgs}u{un}{'' if book2 else 'b1'}", "nf4", lanes, wgs, un, rpl, book2)
-    for lanes, wgs, un, rpl, book2 in ((16, 128, 1, 1, True), (16, 128, 2, 1, True), (16, 128, 1, 2, True), (16, 128, 2, 2, True),
-                                       (16, 128, 1, 4, True), (8, 128, 2, 2, True), (32, 128, 1, 1, True), (32, 128, 1, 2, True),
-                                       (32, 128, 2, 2, True), (32, 128, 1, 4, True), (16, 128, 1, 2, False), (32, 128, 1, 2, False))
+    for lanes, wgs, un, rpl, book2 in ((16, 128, 1, 1, True), (16, 128, 1, 2, True), (16, 128, 1, 4, True), (8, 128, 1, 2, True),
+                                       (32, 128, 1, 1, True), (32, 128, 1, 2, True), (32, 128, 1, 4, True), (16, 128, 1, 2, False),
+                                       (32, 128, 1, 2, False), (32, 256, 1, 2, True))
 ]  # fmt: skip
 # (lanes 0: the GEMV-style kernel, matmul.wgsl / matmul_quant.wgsl: WG lanes per row, ROWS rows per
 # workgroup, given in the WGS and UNROLL places)

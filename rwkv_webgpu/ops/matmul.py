@@ -45,6 +45,7 @@ DECODE_PARTS = True  # ... or the parts added up in the workgroup ("decode_parts
 QUANT4_RPL = 2  # 4-bit one-token kernels: rows per lane sharing x (`decode_rows`, LANES 32; 0: `main`) ...
 QUANT4_WIDE_ROWS, QUANT4_WIDE_RPL = 4096, 4  # ... and this many on matrices (or groups) of at least so many rows
 QUANT4_BOOK2 = True  # ... codes looked up a byte (two weights) at a time there
+QUANT8_NARROW = True  # int8 one-token products of at most NARROW_ROWS rows on 32 lanes a row (H100 V6 step -8%)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
@@ -278,8 +279,8 @@ def quant_decode(graph: Graph, quant: int, rows: int) -> tuple[str, dict[str, fl
     """Entry, override constants and grid of the quantized one-token kernels for ``rows`` rows of
     QUANT code ``quant``: 4-bit codes on `decode_rows` (QUANT4_RPL rows a lane group of 32 where
     subgroups have 32 invocations, else 16 or 8; QUANT4_WIDE_RPL from QUANT4_WIDE_ROWS rows), int8
-    on `main` (a row per lane group)."""
-    consts = decode_constants(graph)
+    on `main` (a row per lane group of 16, or of 32 on at most NARROW_ROWS rows with QUANT8_NARROW)."""
+    consts = decode_constants(graph, QUANT8_NARROW and rows <= NARROW_ROWS)
     rpl = 0 if quant == QUANT_CODE["int8"] else QUANT4_WIDE_RPL if QUANT4_RPL and rows >= QUANT4_WIDE_ROWS else QUANT4_RPL
     if rpl:
         consts.update(LANES=decode_lanes(graph, narrow=True), UNROLL=1, RPL=rpl, BOOK2=float(QUANT4_BOOK2))

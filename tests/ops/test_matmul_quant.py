@@ -180,15 +180,18 @@ def test_4bit_one_token_kernel_settings(device, monkeypatch, quant, rpl, book2):
 
 
 def test_one_token_kernel_entries_and_grids(device, monkeypatch):
-    """int8 takes `main` (a row a lane group), 4-bit codes `decode_rows` with QUANT4_RPL rows a
-    lane, QUANT4_WIDE_RPL from QUANT4_WIDE_ROWS rows; the grid covers every row once."""
+    """int8 takes `main` (a row a lane group, the whole subgroup on matrices of at most
+    NARROW_ROWS rows), 4-bit codes `decode_rows` with QUANT4_RPL rows a lane, QUANT4_WIDE_RPL
+    from QUANT4_WIDE_ROWS rows; the grid covers every row once."""
     mm = importlib.import_module("rwkv_webgpu.ops.matmul")
 
     g = Graph(device)
     int8, nf4 = mm.QUANT_CODE["int8"], mm.QUANT_CODE["nf4"]
-    entry, consts, grid = mm.quant_decode(g, int8, 1000)
-    assert entry == "main" and "RPL" not in consts
-    assert grid(3) == (-(-1000 // (mm.DECODE_WGS // consts["LANES"])), 3, 1)
+    for rows, narrow in ((1000, True), (mm.NARROW_ROWS + 1, False)):
+        entry, consts, grid = mm.quant_decode(g, int8, rows)
+        assert entry == "main" and "RPL" not in consts
+        assert consts["LANES"] == mm.decode_lanes(g, narrow)
+        assert grid(3) == (-(-rows // (mm.DECODE_WGS // consts["LANES"])), 3, 1)
     for rows, rpl in ((1000, mm.QUANT4_RPL), (mm.QUANT4_WIDE_ROWS, mm.QUANT4_WIDE_RPL)):
         entry, consts, grid = mm.quant_decode(g, nf4, rows)
         assert entry == "decode_rows" and consts["RPL"] == rpl and consts["UNROLL"] == 1
