@@ -214,6 +214,22 @@ def test_quantization_error_is_bounded(quant):
     assert err < {Quant.INT8: 0.01, Quant.NF4: 0.15, Quant.SF4: 0.15}[quant]
 
 
+@pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
+def test_quantization_in_parallel_row_chunks_equals_row_by_row(quant, monkeypatch):
+    """quantize() runs chunks of rows on several threads: the same codes and scales as each row
+    quantized alone (rows are independent), across chunk edges, with K off the block size."""
+    from rwkv_webgpu.weights import quant as qmod
+
+    monkeypatch.setattr(qmod, "QUANT_CHUNK_ROWS", 7)
+    w = np.random.default_rng(1).standard_normal((45, 200)).astype(np.float32)
+    w[3] = 0  # a row of zeros: scale 1
+    got = quantize(w, quant)
+    for r in range(len(w)):
+        one = quantize(w[r : r + 1], quant)
+        np.testing.assert_array_equal(got.codes[r], one.codes[0])
+        np.testing.assert_array_equal(got.scales[r], one.scales[0])
+
+
 def test_quant_tiles_where_f16_takes_tall_tiles(device, monkeypatch):
     """Batched steps on a GPU: quantized weights keep the 64 x 64 tiles wherever those fill the
     GPU, including the step sizes at which f16 weights run 128 x 64 tiles."""
