@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--no-widen", action="store_true", help="experiment: prompt rows widened to f32 on the host")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--quant-rows", type=int, default=None, help="experiment: rows per lane of the 4-bit one-token kernels, on every matrix (0: one, the int8 entry)")
+    ap.add_argument("--no-quant-decode-cpu", action="store_true", help="experiment: CPU adapters keep the GEMV for one-token quantized products")
     ap.add_argument("--no-quant8-narrow", action="store_true", help="experiment: int8 one-token products on 16 lanes a row however narrow")
     ap.add_argument("--no-book2", action="store_true", help="experiment: their codes looked up one at a time")
     ap.add_argument("--decode-max-k", type=int, default=None, help="experiment: longest rows for those kernels")
@@ -69,6 +70,8 @@ def main() -> None:
         mm.VEC_X = False
     if args.quant_rows is not None:
         mm.QUANT4_RPL = mm.QUANT4_WIDE_RPL = args.quant_rows
+    if args.no_quant_decode_cpu:
+        mm.QUANT_DECODE_CPU = False
     if args.no_quant8_narrow:
         mm.QUANT8_NARROW = False
     if args.no_book2:

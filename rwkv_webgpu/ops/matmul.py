@@ -45,6 +45,7 @@ DECODE_PARTS = True  # ... or the parts added up in the workgroup ("decode_parts
 QUANT4_RPL = 2  # 4-bit one-token kernels: rows per lane sharing x (`decode_rows`, LANES 32; 0: `main`) ...
 QUANT4_WIDE_ROWS, QUANT4_WIDE_RPL = 4096, 4  # ... and this many on matrices (or groups) of at least so many rows
 QUANT4_BOOK2 = True  # ... codes looked up a byte (two weights) at a time there
+QUANT_DECODE_CPU = True  # CPU adapters with subgroups: one-token quantized products on those kernels too
 QUANT8_NARROW = True  # int8 one-token products of at most NARROW_ROWS rows on 32 lanes a row (H100 V6 step -8%)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
@@ -470,9 +471,15 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0, quant
         return [(name, quant_decode(graph, quant, rows)[2] if name == "decode" else grid)
                 for name, grid in _choose(graph, rows, kernel, k)]  # fmt: skip
     names, f16 = _rule(graph, rows, k)
+    info = graph.device.info
+    cpu_decode = info.cpu and info.subgroup and QUANT_DECODE_CPU  # (the CPU rule has no subgroup kernel for f16)
+    if cpu_decode:
+        names = ["decode", *names]
 
     @functools.cache
     def pick(n: int) -> str:
+        if cpu_decode and n == 1:
+            return "decode"
         f = f16(n)
         if f in ("big", "big_split") and QUANT_BIG:
             return f

@@ -108,8 +108,9 @@ def test_quant_tiled_activations(device, quant, act):
 
 
 def test_quant_kernel_choice(device, monkeypatch):
-    """GPUs: the GEMV-style kernel for decoding and small steps, the tiled one for steps with
-    enough 64 x 64 tiles (CPUs: from TILED_FROM tokens), switched per step in one recorded graph."""
+    """GPUs: the one-token subgroup kernel for decoding, the GEMV-style kernel for small steps,
+    the tiled one for steps with enough 64 x 64 tiles (CPUs: from TILED_FROM tokens; one token on
+    the subgroup kernel where they have subgroups), switched per step in one recorded graph."""
     import dataclasses
     import importlib
 
@@ -117,9 +118,17 @@ def test_quant_kernel_choice(device, monkeypatch):
 
     mm = importlib.import_module("rwkv_webgpu.ops.matmul")
     g = Graph(device)
-    decode = device.info.subgroup and device.info.adapter_type.lower() != "cpu"
+    decode = device.info.subgroup  # (CPU adapters with subgroups too: QUANT_DECODE_CPU)
     big = ["big"] * (not device.info.cpu)  # GPUs: the 128 x 128 tiles too
     assert [name for name, _ in _choose_quant(g, 4096, None)] == ["decode"] * decode + ["gemv", "tiled"] + big
+    if device.info.cpu:  # one token on the subgroup kernel there, more on the GEMV, then tiles
+        cpu = dict(_choose_quant(g, 4096, None))
+        assert (cpu["gemv"](1) == (0, 0, 0)) == decode and (cpu["gemv"](2) != (0, 0, 0))
+        if decode:
+            assert cpu["decode"](1) != (0, 0, 0) and cpu["decode"](2) == (0, 0, 0)
+            monkeypatch.setattr(mm, "QUANT_DECODE_CPU", False)
+            assert [name for name, _ in _choose_quant(g, 4096, None)] == ["gemv", "tiled"]
+            monkeypatch.setattr(mm, "QUANT_DECODE_CPU", True)
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
     monkeypatch.setattr(device, "info", gpu)
     rows = 64 * TILED_MIN_TILES  # one token tile is enough
