@@ -64,24 +64,14 @@ def main() -> None:
         mm.QUANT_DECODE_MAX_K = args.quant_decode_max_k
     if args.no_big_split:
         mm.BIG_SPLIT_FROM = 1 << 30
-    if args.no_quant_big:
-        mm.QUANT_BIG = False
-    if args.no_vec_x:
-        mm.VEC_X = False
     if args.quant_rows is not None:
         mm.QUANT4_RPL = mm.QUANT4_WIDE_RPL = args.quant_rows
-    if args.no_quant_decode_cpu:
-        mm.QUANT_DECODE_CPU = False
-    if args.no_quant8_narrow:
-        mm.QUANT8_NARROW = False
-    if args.no_book2:
-        mm.QUANT4_BOOK2 = False
-    if args.no_decode_parts:
-        mm.DECODE_PARTS = False
-    if args.no_narrow_lanes:
-        mm.NARROW_LANES = False
-    if args.no_decode_split:
-        mm.DECODE_SPLIT = False
+    # --no-X switches: each turns one of ops/matmul.py's choices off
+    for flag, name in (("no_quant_big", "QUANT_BIG"), ("no_vec_x", "VEC_X"), ("no_quant_decode_cpu", "QUANT_DECODE_CPU"),
+                       ("no_quant8_narrow", "QUANT8_NARROW"), ("no_book2", "QUANT4_BOOK2"), ("no_decode_parts", "DECODE_PARTS"),
+                       ("no_narrow_lanes", "NARROW_LANES"), ("no_decode_split", "DECODE_SPLIT")):  # fmt: skip
+        if getattr(args, flag):
+            setattr(mm, name, False)
     if args.row_major_blocks:
         sh = importlib.import_module("rwkv_webgpu.gpu.shaders")
         before = sh.read_shader
