@@ -50,7 +50,8 @@ fn decode_rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) 
     let spr = scales_per_row(kp);
     var acc = vec4<f32>(0.0);
     if row0 < p.rows && r0 < g.rows && t < count.n {
-        acc = rows_sum_quant(g.w_off + r0 * words, g.s_off + r0 * spr, words, spr, lane, g.x_off + t * g.x_stride, g.k);
+        acc = rows_sum_quant(g.w_off + r0 * words, g.s_off + r0 * spr, words, spr, min(g.rows - r0, p.rows - row0), lane,
+                             g.x_off + t * g.x_stride, g.k);
     }
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         acc += subgroupShuffleXor(acc, s);

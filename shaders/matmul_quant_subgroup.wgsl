@@ -48,7 +48,7 @@ fn decode_rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) 
     if lane < RPL { prior = prior_out(t, r0 + lane); }
     var acc = vec4<f32>(0.0);
     if r0 < p.rows && t < count.n {
-        acc = rows_sum_quant(r0 * words, r0 * spr, words, spr, lane, p.x_off + t * p.x_stride, p.k);
+        acc = rows_sum_quant(r0 * words, r0 * spr, words, spr, p.rows - r0, lane, p.x_off + t * p.x_stride, p.k);
     }
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         acc += subgroupShuffleXor(acc, s);

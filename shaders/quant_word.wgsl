@@ -118,34 +118,36 @@ fn q4_word(c: vec4<u32>, lo: X16, hi: X16, amax: f32) -> f32 {
     return amax * (q4_dot(c.x, lo.a, lo.b) + q4_dot(c.y, lo.c, lo.d) + q4_dot(c.z, hi.a, hi.b) + q4_dot(c.w, hi.c, hi.d));
 }
 
-// Word i of RPL rows (codes c0 .. c3; row j's scales from sb + j spr) times the token's x values
-// from xb: the rows' sums as a vec4 (rows past RPL: 0).
-fn rows_word(c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c3: vec4<u32>, i: u32, sb: u32, spr: u32, xb: u32, k: u32) -> vec4<f32> {
+// Word i of RPL rows (codes c0 .. c3; row j's scales from sb[j]) times the token's x values from
+// xb: the rows' sums as a vec4 (rows past RPL: 0).
+fn rows_word(c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c3: vec4<u32>, i: u32, sb: vec4<u32>, xb: u32, k: u32) -> vec4<f32> {
     let kb = i * 32u;
     let lo = x16(xb + kb, kb, k);
     let hi = x16(xb + kb + 16u, kb + 16u, k);
-    let blk = sb + kb / Q4_BLOCK;
+    let blk = sb + vec4<u32>(kb / Q4_BLOCK);
     var s = vec4<f32>(0.0);
-    s.x = q4_word(c0, lo, hi, scales[blk]);
-    if RPL > 1u { s.y = q4_word(c1, lo, hi, scales[blk + spr]); }
+    s.x = q4_word(c0, lo, hi, scales[blk.x]);
+    if RPL > 1u { s.y = q4_word(c1, lo, hi, scales[blk.y]); }
     if RPL > 2u {
-        s.z = q4_word(c2, lo, hi, scales[blk + 2u * spr]);
-        s.w = q4_word(c3, lo, hi, scales[blk + 3u * spr]);
+        s.z = q4_word(c2, lo, hi, scales[blk.z]);
+        s.w = q4_word(c3, lo, hi, scales[blk.w]);
     }
     return s;
 }
 
-// One lane's partial sums of RPL rows (row j's codes from base + j words, scales from sb + j spr)
-// over the words every LANES-th from `lane`, each row's word loaded before the sums (RPL words in
-// flight; two per row measured no faster on the H100).
-fn rows_sum_quant(base: u32, sb: u32, words: u32, spr: u32, lane: u32, xb: u32, k: u32) -> vec4<f32> {
+// One lane's partial sums of RPL rows (row j's codes from base + j words, scales from sb + j spr;
+// `live` of them exist, at least 1) over the words every LANES-th from `lane`, each row's word
+// loaded before the sums (RPL words in flight; two per row measured no faster on the H100).
+fn rows_sum_quant(base: u32, sb: u32, words: u32, spr: u32, live: u32, lane: u32, xb: u32, k: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
-    // rows past RPL read row 0's words again (the compiler drops those loads with their uses)
-    let b1 = base + select(0u, words, RPL > 1u);
-    let b2 = base + select(0u, 2u * words, RPL > 2u);
-    let b3 = base + select(0u, 3u * words, RPL > 2u);
+    // rows past RPL or past the matrix read the last of the lane's rows again, never past the
+    // bindings (the compiler drops the loads of rows past RPL with their uses; the caller drops
+    // the sums of rows past the matrix)
+    let j = min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(min(RPL, live) - 1u));
+    let at = vec4<u32>(base) + j * words;
+    let sbs = vec4<u32>(sb) + j * spr;
     for (var i = lane; i < words; i += LANES) {
-        acc += rows_word(w[base + i], w[b1 + i], w[b2 + i], w[b3 + i], i, sb, spr, xb, k);
+        acc += rows_word(w[at.x + i], w[at.y + i], w[at.z + i], w[at.w + i], i, sbs, xb, k);
     }
     return acc;
 }
