@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--no-widen", action="store_true", help="experiment: prompt rows widened to f32 on the host")
     ap.add_argument("--unroll", type=int, default=None, help="experiment: words in flight per lane in the one-token matmul kernels")
     ap.add_argument("--quant-rows", type=int, default=None, help="experiment: rows per lane of the 4-bit one-token kernels, on every matrix (0: one, the int8 entry)")
+    ap.add_argument("--no-quant-tile16-cpu", action="store_true", help="experiment: CPU adapters' quantized prompts on the 64 x 64 tiles / GEMV")
     ap.add_argument("--no-quant-decode-cpu", action="store_true", help="experiment: CPU adapters keep the GEMV for one-token quantized products")
     ap.add_argument("--no-quant8-narrow", action="store_true", help="experiment: int8 one-token products on 16 lanes a row however narrow")
     ap.add_argument("--no-book2", action="store_true", help="experiment: their codes looked up one at a time")
@@ -68,6 +69,7 @@ def main() -> None:
         mm.QUANT4_RPL = mm.QUANT4_WIDE_RPL = args.quant_rows
     # --no-X switches: each turns one of ops/matmul.py's choices off
     for flag, name in (("no_quant_big", "QUANT_BIG"), ("no_vec_x", "VEC_X"), ("no_quant_decode_cpu", "QUANT_DECODE_CPU"),
+                       ("no_quant_tile16_cpu", "QUANT_TILE16_CPU"),
                        ("no_quant8_narrow", "QUANT8_NARROW"), ("no_book2", "QUANT4_BOOK2"), ("no_decode_parts", "DECODE_PARTS"),
                        ("no_narrow_lanes", "NARROW_LANES"), ("no_decode_split", "DECODE_SPLIT")):  # fmt: skip
         if getattr(args, flag):

@@ -27,3 +27,23 @@ fn weights8(r: u32, i: u32) -> array<f32, 8> {
     }
     return w;
 }
+
+// The same 8 weights as two vec4 columns, row r clamped to the last (tile16.wgsl; CPU adapters
+// keep arrays in memory).
+fn tile_w(row: u32, i: u32) -> mat2x4<f32> {
+    let r = min(row, p.rows - 1u);
+    let kp = p.kv * 8u;
+    if QUANT == 0u {
+        let nb = kp / INT8_BLOCK;
+        let blk = (i * 8u) / INT8_BLOCK;
+        let lo = scales[r * 2u * nb + blk];
+        let step = scales[r * 2u * nb + nb + blk] * 255.0;
+        return mat2x4<f32>(unpack4x8unorm(codes[r * (kp / 4u) + 2u * i]) * step + lo,
+                           unpack4x8unorm(codes[r * (kp / 4u) + 2u * i + 1u]) * step + lo);
+    }
+    let amax = scales[r * (kp / Q4_BLOCK) + (i * 8u) / Q4_BLOCK];
+    let q = codes[r * p.kv + i];
+    let a = vec4<f32>(code4(q & 15u), code4((q >> 4u) & 15u), code4((q >> 8u) & 15u), code4((q >> 12u) & 15u));
+    let b = vec4<f32>(code4((q >> 16u) & 15u), code4((q >> 20u) & 15u), code4((q >> 24u) & 15u), code4(q >> 28u));
+    return mat2x4<f32>(a * amax, b * amax);
+}

@@ -57,8 +57,8 @@ class PipelineKey:
 
 # Helper files a kernel needs besides common.wgsl (kept here, not in a preprocessor).
 HELPERS: dict[str, tuple[str, ...]] = {
-    "matmul": ("matmul_io", "x_reads"),
-    "matmul_quant": ("matmul_io", "x_reads", "quant_codebook", "weights_quant"),
+    "matmul": ("matmul_io", "x_reads", "tile16"),
+    "matmul_quant": ("matmul_io", "x_reads", "quant_codebook", "weights_quant", "tile16"),
     "matmul_quant_tiled": ("matmul_io", "x_reads", "quant_codebook", "weights_quant", "tile_big"),
     "matmul_quant_subgroup": ("matmul_io", "x_reads", "quant_codebook", "quant_word"),
     "matmul_subgroup": ("matmul_io", "x_reads", "decode_row"),

@@ -46,6 +46,7 @@ QUANT4_RPL = 2  # 4-bit one-token kernels: rows per lane sharing x (`decode_rows
 QUANT4_WIDE_ROWS, QUANT4_WIDE_RPL = 4096, 4  # ... and this many on matrices (or groups) of at least so many rows
 QUANT4_BOOK2 = True  # ... codes looked up a byte (two weights) at a time there
 QUANT_DECODE_CPU = True  # CPU adapters with subgroups: one-token quantized products on those kernels too
+QUANT_TILE16_CPU = True  # CPU adapters: quantized steps of TILE16_FROM tokens or more on 16 x 16 register tiles
 QUANT8_NARROW = True  # int8 one-token products of at most NARROW_ROWS rows on 32 lanes a row (H100 V6 step -8%)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
@@ -426,7 +427,7 @@ def _when(pick: Callable[[int], str], name: str, grid: Grid) -> Grid:
 
 
 QUANT_CODE = {"int8": 0, "nf4": 1, "sf4": 2}
-QUANT_KERNELS = ("gemv", "decode", "tiled", "big", "big_split")
+QUANT_KERNELS = ("gemv", "decode", "tiled", "big", "big_split", "tile16")
 QUANT_BIG = True  # GPUs: quantized prompt steps take the 128 x 128 tiles (and K parts) as f16 ones do
 
 
@@ -449,6 +450,9 @@ def _matmul_quant(graph: Graph, counter: Counter, x: Act, w: QMatrix, y: Act, ac
                 graph.dispatch("matmul_quant_subgroup", counter, params, {**dict(enumerate(buffers, start=2)), XV: x.buffer},
                                grid, entry=entry, label=f"{label}.{w.quant.value}.decode", QUANT=quant, VEC_X=float(VEC_X),
                                **consts)  # fmt: skip
+            elif name == "tile16":
+                graph.dispatch("matmul_quant", counter, params, buffers, grid, entry="tile16", label=f"{label}.{w.quant.value}.tile16",
+                               WG=64, ROWS=ROWS, QUANT=quant)  # fmt: skip
             elif name == "big_split":
                 _matmul_big_split(graph, counter, params, part.rows, x, y, grid, f"{label}.{w.quant.value}",
                                   kernel is not None, "matmul_quant_tiled", {2: part.codes, 5: part.scales},
@@ -476,11 +480,15 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0, quant
     if cpu_decode:
         names = ["decode", *names]
 
+    cpu_tiles = info.cpu and QUANT_TILE16_CPU
+
     @functools.cache
     def pick(n: int) -> str:
         if cpu_decode and n == 1:
             return "decode"
         f = f16(n)
+        if cpu_tiles and f == "tile16":
+            return "tile16"
         if f in ("big", "big_split") and QUANT_BIG:
             return f
         if f in ("tiled", "big", "big_split") or (f == "tall" and _enough(rows, n, TILE)) or (f in ("tile8", "tile16") and n >= TILED_FROM):
@@ -490,6 +498,7 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0, quant
 
     kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]
     kernels += [name for name in ("big", "big_split") if name in names and not graph.device.info.cpu]
+    kernels += ["tile16"] if cpu_tiles else []
     grids = {name: quant_decode(graph, quant, rows)[2] if name == "decode" else _choose(graph, rows, name, k)[0][1]
              for name in kernels}  # fmt: skip
     return [(name, _when(pick, name, grids[name])) for name in kernels]

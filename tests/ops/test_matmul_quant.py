@@ -58,7 +58,7 @@ def test_quant_matmul_matches_dequantized_numpy(device, quant, t, k, r):
 
 
 @pytest.mark.parametrize("quant", [Quant.INT8, Quant.NF4, Quant.SF4])
-@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled", "big", "big_split"])
+@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled", "big", "big_split", "tile16"])
 @pytest.mark.parametrize("t", [1, 5, 70])
 @pytest.mark.parametrize("k", [72, 130, 200])
 @pytest.mark.parametrize("r", [7, 65, 130])
@@ -74,7 +74,7 @@ def test_every_quant_matmul_kernel(device, kernel, quant, t, k, r):
     np.testing.assert_allclose(got, y0 + oracle(wq, x, "tanh"), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled", "big", "big_split"])
+@pytest.mark.parametrize("kernel", ["gemv", "decode", "tiled", "big", "big_split", "tile16"])
 @pytest.mark.parametrize("t", [1, 70])
 def test_quant_kernels_add_times_a_gate(device, kernel, t):
     """The gated output (y += gate * W x, gate in y's buffer) of the quantized kernels."""
@@ -120,15 +120,20 @@ def test_quant_kernel_choice(device, monkeypatch):
     g = Graph(device)
     decode = device.info.subgroup  # (CPU adapters with subgroups too: QUANT_DECODE_CPU)
     big = ["big"] * (not device.info.cpu)  # GPUs: the 128 x 128 tiles too
-    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["decode"] * decode + ["gemv", "tiled"] + big
-    if device.info.cpu:  # one token on the subgroup kernel there, more on the GEMV, then tiles
+    tile16 = ["tile16"] * device.info.cpu  # CPU adapters: the 16 x 16 register tiles
+    assert [name for name, _ in _choose_quant(g, 4096, None)] == ["decode"] * decode + ["gemv", "tiled"] + big + tile16
+    if device.info.cpu:  # one token on the subgroup kernel there, a few on the GEMV, then register tiles
         cpu = dict(_choose_quant(g, 4096, None))
         assert (cpu["gemv"](1) == (0, 0, 0)) == decode and (cpu["gemv"](2) != (0, 0, 0))
+        assert cpu["tile16"](mm.TILE16_FROM - 1) == (0, 0, 0) and cpu["gemv"](mm.TILE16_FROM) == (0, 0, 0)
+        assert cpu["tile16"](mm.TILE16_FROM) == (4, 1, 1) and cpu["tiled"](TILED_FROM) == (0, 0, 0)
         if decode:
             assert cpu["decode"](1) != (0, 0, 0) and cpu["decode"](2) == (0, 0, 0)
-            monkeypatch.setattr(mm, "QUANT_DECODE_CPU", False)
-            assert [name for name, _ in _choose_quant(g, 4096, None)] == ["gemv", "tiled"]
-            monkeypatch.setattr(mm, "QUANT_DECODE_CPU", True)
+        monkeypatch.setattr(mm, "QUANT_DECODE_CPU", False)
+        monkeypatch.setattr(mm, "QUANT_TILE16_CPU", False)
+        assert [name for name, _ in _choose_quant(g, 4096, None)] == ["gemv", "tiled"]
+        monkeypatch.setattr(mm, "QUANT_DECODE_CPU", True)
+        monkeypatch.setattr(mm, "QUANT_TILE16_CPU", True)
     gpu = dataclasses.replace(device.info, adapter_type="DiscreteGPU")
     monkeypatch.setattr(device, "info", gpu)
     rows = 64 * TILED_MIN_TILES  # one token tile is enough
