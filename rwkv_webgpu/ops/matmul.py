@@ -46,14 +46,15 @@ QUANT4_RPL = 2  # 4-bit one-token kernels: rows per lane sharing x (`decode_rows
 QUANT4_WIDE_ROWS, QUANT4_WIDE_RPL = 4096, 4  # ... and this many on matrices (or groups) of at least so many rows
 QUANT4_BOOK2 = True  # ... codes looked up a byte (two weights) at a time there
 QUANT_DECODE_CPU = True  # CPU adapters with subgroups: one-token quantized products on those kernels too
-QUANT_TILE16_CPU = True  # CPU adapters: quantized steps of TILE16_FROM tokens or more on 16 x 16 register tiles
+QUANT_TILE16_CPU = True  # CPU adapters: quantized steps of 2+ tokens on the 16 x 16 register tiles (lavapipe:
+# 2.5x the workgroup-reduction GEMV at 2 and 8 tokens, 2.5x the 64 x 64 tiles at 128)
 QUANT8_NARROW = True  # int8 one-token products of at most NARROW_ROWS rows on 32 lanes a row (H100 V6 step -8%)
 SUBGROUP_FROM = 16  # steps with at least this many tokens use the subgroup kernel (if any)
 WIDE_FROM, WIDE_ROWS = 8, 4096  # ... and from 8 tokens for matrices of at least 4096 rows
 SPLIT_FROM = 32  # steps from this many tokens use the split tiles where those apply
 TALL_MAX = 128  # GPUs: 128 x 64 tiles (K in parts) for steps of SPLIT_FROM up to this many tokens ...
 TALL_MIN_ROWS = 512  # ... on matrices of this many rows (narrower ones: the split 64 x 64 tiles)
-TILED_FROM = 48  # CPU adapters: quantized steps with at least this many tokens use the tiled kernel
+TILED_FROM = 48  # CPU adapters: quantized steps with at least this many tokens use the tiled kernel (QUANT_TILE16_CPU off)
 TILE16_FROM = 16  # CPU adapters: f16 steps with at least this many tokens use 16 x 16 register tiles
 GPU_TILED_FROM = 32  # GPUs: steps with at least this many tokens use tiles ...
 TILED_MIN_TILES = 128  # ... when that makes at least this many workgroups (H100: 132 SMs)
@@ -487,7 +488,7 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0, quant
         if cpu_decode and n == 1:
             return "decode"
         f = f16(n)
-        if cpu_tiles and f == "tile16":
+        if cpu_tiles and n >= 2:
             return "tile16"
         if f in ("big", "big_split") and QUANT_BIG:
             return f

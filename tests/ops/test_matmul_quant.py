@@ -109,8 +109,9 @@ def test_quant_tiled_activations(device, quant, act):
 
 def test_quant_kernel_choice(device, monkeypatch):
     """GPUs: the one-token subgroup kernel for decoding, the GEMV-style kernel for small steps,
-    the tiled one for steps with enough 64 x 64 tiles (CPUs: from TILED_FROM tokens; one token on
-    the subgroup kernel where they have subgroups), switched per step in one recorded graph."""
+    the tiled one for steps with enough 64 x 64 tiles; CPUs: one token on the subgroup kernel where
+    they have subgroups (else the GEMV), more on the 16 x 16 register tiles (with those off: the
+    64 x 64 tiles from TILED_FROM tokens); switched per step in one recorded graph."""
     import dataclasses
     import importlib
 
@@ -122,11 +123,11 @@ def test_quant_kernel_choice(device, monkeypatch):
     big = ["big"] * (not device.info.cpu)  # GPUs: the 128 x 128 tiles too
     tile16 = ["tile16"] * device.info.cpu  # CPU adapters: the 16 x 16 register tiles
     assert [name for name, _ in _choose_quant(g, 4096, None)] == ["decode"] * decode + ["gemv", "tiled"] + big + tile16
-    if device.info.cpu:  # one token on the subgroup kernel there, a few on the GEMV, then register tiles
+    if device.info.cpu:  # one token on the subgroup kernel there (else the GEMV), more on register tiles
         cpu = dict(_choose_quant(g, 4096, None))
-        assert (cpu["gemv"](1) == (0, 0, 0)) == decode and (cpu["gemv"](2) != (0, 0, 0))
-        assert cpu["tile16"](mm.TILE16_FROM - 1) == (0, 0, 0) and cpu["gemv"](mm.TILE16_FROM) == (0, 0, 0)
-        assert cpu["tile16"](mm.TILE16_FROM) == (4, 1, 1) and cpu["tiled"](TILED_FROM) == (0, 0, 0)
+        assert (cpu["gemv"](1) == (0, 0, 0)) == decode and cpu["tile16"](1) == (0, 0, 0)
+        assert cpu["tile16"](2) == (4, 1, 1) and cpu["gemv"](2) == (0, 0, 0) and cpu["tiled"](TILED_FROM) == (0, 0, 0)
+        assert cpu["tile16"](40) == (4, 3, 1)
         if decode:
             assert cpu["decode"](1) != (0, 0, 0) and cpu["decode"](2) == (0, 0, 0)
         monkeypatch.setattr(mm, "QUANT_DECODE_CPU", False)
