@@ -497,9 +497,11 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0, quant
         long_rows = f in ("gemv", "decode_split", "decode_parts") and n == 1 and "decode" in names and k <= QUANT_DECODE_MAX_K
         return "decode" if f == "decode" or long_rows else "gemv"
 
-    kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]
-    kernels += [name for name in ("big", "big_split") if name in names and not graph.device.info.cpu]
-    kernels += ["tile16"] if cpu_tiles else []
+    if cpu_tiles:  # one token on the subgroup kernel (or the GEMV), more on the register tiles
+        kernels = ["decode" if cpu_decode else "gemv", "tile16"]
+    else:
+        kernels = ["decode", "gemv", "tiled"] if "decode" in names else ["gemv", "tiled"]
+        kernels += [name for name in ("big", "big_split") if name in names and not info.cpu]
     grids = {name: quant_decode(graph, quant, rows)[2] if name == "decode" else _choose(graph, rows, name, k)[0][1]
              for name in kernels}  # fmt: skip
     return [(name, _when(pick, name, grids[name])) for name in kernels]
