@@ -310,7 +310,12 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         keep = search_cut(lid, base, keep, top, top, temp, total, top_k, true);
     }
     if top_p < 1.0 {
-        let goal = top_p * kept_sums(lid, base, keep, top, temp, total).x;
+        // of the mass top_k kept; without top_k, of every id that may be chosen: 1 (the numpy
+        // rule's sum; summing the row again would give 1 up to rounding, for another pass)
+        var goal = top_p;
+        if top_k > 0.0 && top_k < f32(p.v) {
+            goal = top_p * kept_sums(lid, base, keep, top, temp, total).x;
+        }
         var hi_c = top;
         // Without top_k, every token the nucleus keeps has p >= (1 - top_p) / V (the others hold
         // less than 1 - top_p together): when those candidates are few (a peaked distribution),
