@@ -180,7 +180,7 @@ class GenerationStream:
                     sampler.accept(token, vocab)
                 if token == 0 and self.stop_at_eos:
                     if chain is not None and chain.inflight:
-                        chain.cancel()  # the step ahead fed the end of text: undo it
+                        chain.cancel()  # the steps ahead fed the end of text (and after): undo them
                     reason = "eos"
                     break
                 self.tokens.append(token)
@@ -192,8 +192,10 @@ class GenerationStream:
                     else:
                         if not chain.inflight:  # else the step feeding it was submitted ahead
                             chain.feed([token])
-                        # submit the step after it too, unless the token about to be read is the last
-                        (chosen,) = chain.next(ahead=len(self.tokens) + 1 < self.max_tokens)
+                        # submit the steps after it too (up to the chain's depth), as many as
+                        # tokens are still to be fed: the token about to be read is the last when
+                        # max_tokens is reached
+                        (chosen,) = chain.next(ahead=self.max_tokens - len(self.tokens) - 1)
                 else:
                     logits = self.model.forward([token], self.state)
                     chosen = None
@@ -201,6 +203,8 @@ class GenerationStream:
                 if piece:
                     yield piece
                 if self._text.stopped:
+                    if chain is not None and chain.inflight:
+                        chain.cancel()  # the steps ahead fed tokens after the stop: undo them
                     reason = "stop"
                     break
         finally:
@@ -219,7 +223,7 @@ class GenerationStream:
             yield tail
 
     def _chain(self) -> DecodeChain | None:
-        """The one-step-ahead GPU decoding loop (models/chain.py), where GPU sampling is on and
+        """The GPU decoding loop kept steps ahead (models/chain.py), where GPU sampling is on and
         no hook reads tensors back after each step."""
         if not self.gpu_sampling or self.model.hooks.hooks:
             return None

@@ -314,6 +314,29 @@ def test_gpu_sampling_gives_the_host_samplers_tokens_and_state(model, cfg):
     _state_equal(gs, hs)
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_gpu_sampling_stop_string_leaves_the_host_paths_state(model, monkeypatch, depth):
+    """A stop string met while the GPU decodes steps ahead: the steps fed past it are undone, so
+    the tokens and the state are those of host sampling (which feeds each token it keeps)."""
+    from rwkv_webgpu.models import chain as chain_mod
+
+    monkeypatch.setattr(chain_mod, "DEPTH", depth)
+    cfg = SamplingConfig(temperature=1.1, top_p=0.8, seed=5)
+    full = generate(model, "the cat", sampling=cfg, max_tokens=12, stop_at_eos=False, return_result=True)
+    stop = full.text[len(full.text) // 2 :][:1]  # a character from the middle of the text
+    assert stop
+    runs = {}
+    for gpu in (True, False):
+        state = model.new_state()
+        r = generate(model, "the cat", sampling=cfg, max_tokens=12, stop_at_eos=False, state=state, stop=[stop],
+                     gpu_sampling=gpu, return_result=True)  # fmt: skip
+        runs[gpu] = (r, state)
+    (g, gs), (h, hs) = runs[True], runs[False]
+    assert g.finish_reason == h.finish_reason == "stop"
+    assert g.tokens == h.tokens and len(g.tokens) < 12
+    _state_equal(gs, hs)
+
+
 def test_gpu_sampling_stops_at_eos_without_feeding_it(model):
     class FirstThenMask(Sampler):
         """The host picks 5 from the prompt; afterwards only id 0 (end of text) may be chosen."""

@@ -305,11 +305,12 @@ class Model:
         return chosen
 
     def decode_chain(self, state: State, sampling: Any, rng: Any, *, slots: Sequence[int] = (0,),
-                     allowed: np.ndarray | None = None) -> DecodeChain:  # fmt: skip
-        """Decoding with GPU sampling kept one step ahead of the host (see :class:`DecodeChain`):
-        what :func:`rwkv_webgpu.generate` runs on GPUs. Same tokens, state and random draws as a
-        loop of :meth:`forward_sample_batch` over ``slots``."""
-        return DecodeChain(self, state, sampling, rng, slots=slots, allowed=allowed)
+                     allowed: np.ndarray | None = None, depth: int | None = None) -> DecodeChain:  # fmt: skip
+        """Decoding with GPU sampling kept ``depth`` steps ahead of the host (default
+        ``chain.DEPTH``; see :class:`DecodeChain`): what :func:`rwkv_webgpu.generate` runs on
+        GPUs. Same tokens, state and random draws as a loop of :meth:`forward_sample_batch` over
+        ``slots``."""
+        return DecodeChain(self, state, sampling, rng, slots=slots, allowed=allowed, depth=depth)
 
     def embedding_table(self) -> EmbeddingTable:
         """The embedding on the GPU (uploaded on first use, for steps whose token the GPU chose:

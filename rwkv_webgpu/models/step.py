@@ -82,7 +82,7 @@ class Plan:
     sample: np.ndarray | None = None  # f32 [rows, 4] (temperature, top_p, top_k, u): read back token ids
     allowed: np.ndarray | None = None  # bool [V]: the ids sampling may choose (None: all)
     chained: bool = False  # the tokens are the ids the previous step sampled (gathered on the GPU)
-    ring: int | None = None  # read the ids through this one of two staging buffers (chained decoding)
+    ring: int | None = None  # read the ids through this one of the staging rings (chained decoding)
     backup: State | None = None  # copy the state here before the step (a checkpoint of models/chain.py)
     submitted: int | None = None  # the submission's index (Device.submit), once submitted
 
@@ -327,11 +327,14 @@ class StepRunner:
         return found
 
     def id_rings(self, buf: Buffers) -> list[Any]:
-        """Two staging buffers for sampled ids, so that one step's ids can be read while the next
-        step (which copies its own ids to the other) is already submitted."""
+        """Staging buffers for sampled ids, one per step a decode chain keeps in flight (its
+        ``depth`` + 1, at most MAX_DEPTH + 1), so that one step's ids can be read while the steps
+        after it (which copy their own ids to the others) are already submitted."""
         if buf.id_rings is None:
+            from .chain import MAX_DEPTH
+
             dev = self.model.device
-            buf.id_rings = [dev.staging(buf.head_rows * 4, f"sample.ids.ring{i}") for i in range(2)]
+            buf.id_rings = [dev.staging(buf.head_rows * 4, f"sample.ids.ring{i}") for i in range(MAX_DEPTH + 1)]
         return buf.id_rings
 
     def profile(self, state: State, plan: Plan) -> list[tuple[str, float]]:

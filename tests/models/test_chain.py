@@ -1,4 +1,4 @@
-"""Decoding one step ahead (models/chain.py): the same tokens, state and random draws as a plain
+"""Decoding steps ahead (models/chain.py): the same tokens, state and random draws as a plain
 loop of forward_sample, and cancel() leaves the state as if the speculative token was never fed."""
 
 from __future__ import annotations
@@ -29,15 +29,23 @@ def plain_loop(model, first, steps, seed):
     return seq, state, rng
 
 
+@pytest.fixture(autouse=True, params=[1, 2, 3])
+def depth(request, monkeypatch):
+    """Each test with the chain kept 1 (the default), 2 and 3 steps ahead."""
+    monkeypatch.setattr(chain_mod, "DEPTH", request.param)
+    return request.param
+
+
 def chained_loop(model, first, steps, seed, *, cancel=False):
-    """The same with a DecodeChain (each next() submits the following step first, except the
-    last unless ``cancel``, which then undoes that speculative step)."""
+    """The same with a DecodeChain (each next() keeps as many steps in flight as tokens are still
+    to be fed, at most its depth; with ``cancel`` always its depth, and cancel() then undoes the
+    steps that fed tokens the plain loop does not)."""
     state, rng = model.new_state(), np.random.default_rng(seed)
     ch = model.decode_chain(state, CFG, rng)
     seq = [first]
     ch.feed([first])
     for i in range(steps):
-        seq.extend(ch.next(ahead=i + 1 < steps or cancel))
+        seq.extend(ch.next(ahead=True if cancel else steps - 1 - i))
     if cancel:
         ch.cancel()
     ch.close()
@@ -60,9 +68,10 @@ def test_chain_matches_plain_loop(model, monkeypatch, steps):
     assert gr.random() == wr.random()  # one draw per step, in order
 
 
-@pytest.mark.parametrize("steps", [1, 4, 5, 6, 13])
+@pytest.mark.parametrize("steps", [1, 2, 4, 5, 6, 13])
 def test_cancel_unfeeds_the_speculative_token(model, monkeypatch, steps):
-    """cancel() after the checkpoint step itself and after 1-4 steps past it (CHECKPOINT 4)."""
+    """cancel() after the checkpoint step itself and after 1-4 steps past it (CHECKPOINT 4),
+    undoing every step in flight (as many as the depth)."""
     monkeypatch.setattr(chain_mod, "CHECKPOINT", 4)
     got, gs, gr = chained_loop(model, 5, steps, seed=3, cancel=True)
     want, ws, wr = plain_loop(model, 5, steps, seed=3)  # feeds all but the last token it reads
@@ -113,7 +122,7 @@ def test_several_slots_follow_forward_sample_batch(model, monkeypatch):
         state, grng = model.new_state(4), np.random.default_rng(2)
         ch = model.decode_chain(state, cfgs, grng, slots=slots)
         ch.feed(first)
-        got = [ch.next(ahead=i + 1 < steps or cancel) for i in range(steps)]
+        got = [ch.next(ahead=True if cancel else steps - 1 - i) for i in range(steps)]
         if cancel:
             ch.cancel()
         assert got == want
