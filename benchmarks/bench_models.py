@@ -5,8 +5,10 @@
 For each shape it writes a random-weight checkpoint of real size (benchmarks/random_model.py),
 then measures, each engine in its own process (so peak memory is its own):
 load time, prefill tok/s of a 1024-token prompt (chunks 128 and 512), batch-1 decode tok/s in a
-sampling loop (top-p 0.9 on the host, as a user's loop would), batched decode throughput, peak
-host RSS and GPU memory. web-rwkv-py runs V4-V6 only (on a converted .st copy).
+sampling loop (top-p 0.9 on the host, as a user's loop would; for both engines the median of
+--repeats loops, every loop's figure kept in ``..._runs``, as are ours with the GPU sampling
+`generate` uses), batched decode throughput, peak host RSS and GPU memory. web-rwkv-py runs
+V4-V6 only (on a converted .st copy).
 With --profile, one decode step and one prompt chunk are timed per kernel (timestamp queries).
 """
 
@@ -72,6 +74,32 @@ def gpu_sampling_loop(model, prompt: list[int], tokens: int, rng: np.random.Gene
     return rate
 
 
+def host_loops(out: dict, key: str, step, args: argparse.Namespace) -> None:
+    """``args.repeats`` loops of ``args.decode`` calls of ``step`` (one token each): ``key`` is
+    the median tok/s, ``key_runs`` every loop's."""
+    runs = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for _ in range(args.decode):
+            step()
+        runs.append(args.decode / (time.perf_counter() - t0))
+    out[key] = float(np.median(runs))
+    out[f"{key}_runs"] = [round(v, 1) for v in runs]
+
+
+def record_loops(out: dict, key: str, model, prompt: list[int], args: argparse.Namespace, rng: np.random.Generator) -> None:
+    """The batch-1 GPU-sampling loops (one step ahead, and without), ``args.repeats`` times in
+    turn: ``key_gpu_sampling`` is the median, ``..._runs`` every run (a host that stalls during
+    one run moves that run alone)."""
+    runs: dict[str, list[float]] = {"gpu_sampling": [], "gpu_sampling_no_ahead": []}
+    for _ in range(args.repeats):
+        runs["gpu_sampling"].append(gpu_sampling_loop(model, prompt, args.decode, rng))
+        runs["gpu_sampling_no_ahead"].append(gpu_sampling_loop(model, prompt, args.decode, rng, ahead=False))
+    for name, values in runs.items():
+        out[f"{key}_{name}"] = float(np.median(values))
+        out[f"{key}_{name}_runs"] = [round(v, 1) for v in values]
+
+
 def bench_ours(path: str, args: argparse.Namespace) -> dict:
     import rwkv_webgpu as rw
     from rwkv_webgpu.ops import matmul as matmul_op
@@ -104,13 +132,14 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
     logits = model.forward(prompt[:16], st)
     for _ in range(8):  # warm up
         logits = model.forward([sample_top_p(logits, rng)], st)
-    t0 = time.perf_counter()
-    for _ in range(args.decode):
-        logits = model.forward([sample_top_p(logits, rng)], st)
-    out["decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
+    last = [logits]
+
+    def ours_step() -> None:
+        last[0] = model.forward([sample_top_p(last[0], rng)], st)
+
+    host_loops(out, "decode_tok_s_b1", ours_step, args)
     # the same loop sampling on the GPU (only token ids read back)
-    out["decode_tok_s_b1_gpu_sampling"] = gpu_sampling_loop(model, prompt, args.decode, rng)
-    out["decode_tok_s_b1_gpu_sampling_no_ahead"] = gpu_sampling_loop(model, prompt, args.decode, rng, ahead=False)
+    record_loops(out, "decode_tok_s_b1", model, prompt, args, rng)
     # batched decode throughput
     for b in args.batches:
         st = model.new_state(b)
@@ -162,12 +191,13 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
         out[f"{quant}_prefill_tok_s_chunk{max(args.chunks)}"] = len(prompt) / (time.perf_counter() - t0)
         for _ in range(4):
             logits = qm.forward([sample_top_p(logits, rng)], st)
-        t0 = time.perf_counter()
-        for _ in range(args.decode):
-            logits = qm.forward([sample_top_p(logits, rng)], st)
-        out[f"{quant}_decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
-        out[f"{quant}_decode_tok_s_b1_gpu_sampling"] = gpu_sampling_loop(qm, prompt, args.decode, rng)
-        out[f"{quant}_decode_tok_s_b1_gpu_sampling_no_ahead"] = gpu_sampling_loop(qm, prompt, args.decode, rng, ahead=False)
+        qlast = [logits]
+
+        def quant_step(qm=qm, st=st, qlast=qlast) -> None:
+            qlast[0] = qm.forward([sample_top_p(qlast[0], rng)], st)
+
+        host_loops(out, f"{quant}_decode_tok_s_b1", quant_step, args)
+        record_loops(out, f"{quant}_decode_tok_s_b1", qm, prompt, args, rng)
         del qm
     out["peak_host_mb"] = peak_rss_mb()
     return out
@@ -210,10 +240,12 @@ def bench_peer(path: str, args: argparse.Namespace) -> dict:
     logits = np.asarray(model.run(prompt[:16]), np.float32)
     for _ in range(8):
         logits = np.asarray(model.run([sample_top_p(logits, rng)]), np.float32)
-    t0 = time.perf_counter()
-    for _ in range(args.decode):
-        logits = np.asarray(model.run([sample_top_p(logits, rng)]), np.float32)
-    out["decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
+    last = [logits]
+
+    def peer_step() -> None:
+        last[0] = np.asarray(model.run([sample_top_p(last[0], rng)]), np.float32)
+
+    host_loops(out, "decode_tok_s_b1", peer_step, args)  # as many loops as ours
     layers = 24
     for quant in args.quant:
         kw = {"quant": layers} if quant == "int8" else {"quant_nf4": layers} if quant == "nf4" else None
@@ -225,10 +257,13 @@ def bench_peer(path: str, args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         logits = np.asarray(qm.run(prompt, token_chunk_size=max(args.chunks)), np.float32)
         out[f"{quant}_prefill_tok_s_chunk{max(args.chunks)}"] = len(prompt) / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for _ in range(args.decode):
-            logits = np.asarray(qm.run([sample_top_p(logits, rng)]), np.float32)
-        out[f"{quant}_decode_tok_s_b1"] = args.decode / (time.perf_counter() - t0)
+        qlast = [logits]
+
+        def peer_quant_step(qm=qm, qlast=qlast) -> None:
+            qlast[0] = np.asarray(qm.run([sample_top_p(qlast[0], rng)]), np.float32)
+
+        host_loops(out, f"{quant}_decode_tok_s_b1", peer_quant_step, args)
+        logits = qlast[0]
         del qm
     out["peak_host_mb"] = peak_rss_mb()
     return out
@@ -257,7 +292,8 @@ def driver(args: argparse.Namespace) -> None:
         for engine in engines:
             cmd = [sys.executable, __file__, "--worker", "--engine", engine, "--model", path,
                    "--prompt", str(args.prompt), "--decode", str(args.decode),
-                   "--chunks", *map(str, args.chunks), "--batches", *map(str, args.batches)]  # fmt: skip
+                   "--chunks", *map(str, args.chunks), "--batches", *map(str, args.batches),
+                   "--repeats", str(args.repeats)]  # fmt: skip
             if args.quant:
                 cmd += ["--quant", *args.quant]
             if args.tiled_from:
@@ -285,6 +321,7 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=128)
     ap.add_argument("--chunks", type=int, nargs="+", default=[128, 512, 1024])
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 32, 64])
+    ap.add_argument("--repeats", type=int, default=3, help="batch-1 GPU-sampling loops per figure (the median is reported)")
     ap.add_argument("--peer", action="store_true", help="also run web-rwkv-py 0.2.3 (V4-V6)")
     ap.add_argument("--quant", nargs="*", default=[], help="also measure these quantizations (int8 nf4 sf4)")
     ap.add_argument("--tiled-from", type=int, default=0, help="experiment: the tiled matmul needs at least this many 64x64 tiles")
