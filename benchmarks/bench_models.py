@@ -5,10 +5,10 @@
 For each shape it writes a random-weight checkpoint of real size (benchmarks/random_model.py),
 then measures, each engine in its own process (so peak memory is its own):
 load time, prefill tok/s of a 1024-token prompt (chunks 128 and 512), batch-1 decode tok/s in a
-sampling loop (top-p 0.9 on the host, as a user's loop would; for both engines the median of
---repeats loops, every loop's figure kept in ``..._runs``, as are ours with the GPU sampling
-`generate` uses), batched decode throughput, peak host RSS and GPU memory. web-rwkv-py runs
-V4-V6 only (on a converted .st copy).
+sampling loop (top-p 0.9 on the host, as a user's loop would; ours also with the GPU sampling
+`generate` uses), batched decode throughput, peak host RSS and GPU memory. Prompt and batch-1
+figures are, for both engines, the median of --repeats runs (each run's figure kept under
+``..._runs``). web-rwkv-py runs V4-V6 only (on a converted .st copy).
 With --profile, one decode step and one prompt chunk are timed per kernel (timestamp queries).
 """
 
@@ -74,6 +74,19 @@ def gpu_sampling_loop(model, prompt: list[int], tokens: int, rng: np.random.Gene
     return rate
 
 
+def prompt_runs(out: dict, key: str, run, tokens: int, args: argparse.Namespace):
+    """``args.repeats`` timed calls of ``run`` (one whole prompt of ``tokens`` each, from a fresh
+    state): ``key`` is the median tok/s, ``key_runs`` every call's; returns the last result."""
+    runs, result = [], None
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        result = run()
+        runs.append(tokens / (time.perf_counter() - t0))
+    out[key] = float(np.median(runs))
+    out[f"{key}_runs"] = [round(v, 1) for v in runs]
+    return result
+
+
 def host_loops(out: dict, key: str, step, args: argparse.Namespace) -> None:
     """``args.repeats`` loops of ``args.decode`` calls of ``step`` (one token each): ``key`` is
     the median tok/s, ``key_runs`` every loop's."""
@@ -122,10 +135,12 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
         model.forward(prompt[:chunk], st)  # records the graph, compiles pipelines
         st = model.new_state()
         model.forward(prompt[:chunk], st)
-        st.reset()
-        t0 = time.perf_counter()
-        logits = model.forward(prompt, st)
-        out[f"prefill_tok_s_chunk{chunk}"] = len(prompt) / (time.perf_counter() - t0)
+
+        def ours_prompt(st=st):
+            st.reset()
+            return model.forward(prompt, st)
+
+        logits = prompt_runs(out, f"prefill_tok_s_chunk{chunk}", ours_prompt, len(prompt), args)
     model.token_chunk_size = max(args.chunks)
     # batch-1 decode: a real sampling loop
     st = model.new_state()
@@ -185,10 +200,12 @@ def bench_ours(path: str, args: argparse.Namespace) -> dict:
         out[f"{quant}_load_s"] = time.perf_counter() - t0
         st = qm.new_state()
         qm.forward(prompt[: max(args.chunks)], st)  # warm-up, as for f16: kernels compiled, this state's graph recorded
-        st.reset()
-        t0 = time.perf_counter()
-        logits = qm.forward(prompt, st)
-        out[f"{quant}_prefill_tok_s_chunk{max(args.chunks)}"] = len(prompt) / (time.perf_counter() - t0)
+
+        def quant_prompt(qm=qm, st=st):
+            st.reset()
+            return qm.forward(prompt, st)
+
+        logits = prompt_runs(out, f"{quant}_prefill_tok_s_chunk{max(args.chunks)}", quant_prompt, len(prompt), args)
         for _ in range(4):
             logits = qm.forward([sample_top_p(logits, rng)], st)
         qlast = [logits]
@@ -232,10 +249,12 @@ def bench_peer(path: str, args: argparse.Namespace) -> dict:
     for chunk in args.chunks:
         model.clear_state()
         model.run(prompt[:chunk], token_chunk_size=chunk)
-        model.clear_state()
-        t0 = time.perf_counter()
-        logits = model.run(prompt, token_chunk_size=chunk)
-        out[f"prefill_tok_s_chunk{chunk}"] = len(prompt) / (time.perf_counter() - t0)
+
+        def peer_prompt(chunk=chunk):
+            model.clear_state()
+            return model.run(prompt, token_chunk_size=chunk)
+
+        logits = prompt_runs(out, f"prefill_tok_s_chunk{chunk}", peer_prompt, len(prompt), args)
     model.clear_state()
     logits = np.asarray(model.run(prompt[:16]), np.float32)
     for _ in range(8):
@@ -253,10 +272,12 @@ def bench_peer(path: str, args: argparse.Namespace) -> dict:
             continue
         qm = wr.Model(st_path, **kw)
         qm.run(prompt[: max(args.chunks)], token_chunk_size=max(args.chunks))  # warm-up, as for f16
-        qm.clear_state()
-        t0 = time.perf_counter()
-        logits = np.asarray(qm.run(prompt, token_chunk_size=max(args.chunks)), np.float32)
-        out[f"{quant}_prefill_tok_s_chunk{max(args.chunks)}"] = len(prompt) / (time.perf_counter() - t0)
+
+        def peer_quant_prompt(qm=qm):
+            qm.clear_state()
+            return np.asarray(qm.run(prompt, token_chunk_size=max(args.chunks)), np.float32)
+
+        logits = prompt_runs(out, f"{quant}_prefill_tok_s_chunk{max(args.chunks)}", peer_quant_prompt, len(prompt), args)
         qlast = [logits]
 
         def peer_quant_step(qm=qm, qlast=qlast) -> None:
@@ -321,7 +342,7 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=128)
     ap.add_argument("--chunks", type=int, nargs="+", default=[128, 512, 1024])
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 32, 64])
-    ap.add_argument("--repeats", type=int, default=3, help="batch-1 GPU-sampling loops per figure (the median is reported)")
+    ap.add_argument("--repeats", type=int, default=3, help="prompt runs and batch-1 loops per figure (the median is reported)")
     ap.add_argument("--peer", action="store_true", help="also run web-rwkv-py 0.2.3 (V4-V6)")
     ap.add_argument("--quant", nargs="*", default=[], help="also measure these quantizations (int8 nf4 sf4)")
     ap.add_argument("--tiled-from", type=int, default=0, help="experiment: the tiled matmul needs at least this many 64x64 tiles")
