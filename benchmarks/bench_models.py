@@ -74,6 +74,12 @@ def gpu_sampling_loop(model, prompt: list[int], tokens: int, rng: np.random.Gene
     return rate
 
 
+def put_runs(out: dict, key: str, runs: list[float]) -> None:
+    """``out[key]``: the median of ``runs`` (tok/s); ``out[key_runs]``: each of them."""
+    out[key] = float(np.median(runs))
+    out[f"{key}_runs"] = [round(v, 1) for v in runs]
+
+
 def prompt_runs(out: dict, key: str, run, tokens: int, args: argparse.Namespace):
     """``args.repeats`` timed calls of ``run`` (one whole prompt of ``tokens`` each, from a fresh
     state): ``key`` is the median tok/s, ``key_runs`` every call's; returns the last result."""
@@ -82,8 +88,7 @@ def prompt_runs(out: dict, key: str, run, tokens: int, args: argparse.Namespace)
         t0 = time.perf_counter()
         result = run()
         runs.append(tokens / (time.perf_counter() - t0))
-    out[key] = float(np.median(runs))
-    out[f"{key}_runs"] = [round(v, 1) for v in runs]
+    put_runs(out, key, runs)
     return result
 
 
@@ -96,8 +101,7 @@ def host_loops(out: dict, key: str, step, args: argparse.Namespace) -> None:
         for _ in range(args.decode):
             step()
         runs.append(args.decode / (time.perf_counter() - t0))
-    out[key] = float(np.median(runs))
-    out[f"{key}_runs"] = [round(v, 1) for v in runs]
+    put_runs(out, key, runs)
 
 
 def record_loops(out: dict, key: str, model, prompt: list[int], args: argparse.Namespace, rng: np.random.Generator) -> None:
@@ -109,8 +113,7 @@ def record_loops(out: dict, key: str, model, prompt: list[int], args: argparse.N
         runs["gpu_sampling"].append(gpu_sampling_loop(model, prompt, args.decode, rng))
         runs["gpu_sampling_no_ahead"].append(gpu_sampling_loop(model, prompt, args.decode, rng, ahead=False))
     for name, values in runs.items():
-        out[f"{key}_{name}"] = float(np.median(values))
-        out[f"{key}_{name}_runs"] = [round(v, 1) for v in values]
+        put_runs(out, f"{key}_{name}", values)
 
 
 def bench_ours(path: str, args: argparse.Namespace) -> dict:
@@ -284,7 +287,6 @@ def bench_peer(path: str, args: argparse.Namespace) -> dict:
             qlast[0] = np.asarray(qm.run([sample_top_p(qlast[0], rng)]), np.float32)
 
         host_loops(out, f"{quant}_decode_tok_s_b1", peer_quant_step, args)
-        logits = qlast[0]
         del qm
     out["peak_host_mb"] = peak_rss_mb()
     return out

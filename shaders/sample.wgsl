@@ -302,18 +302,19 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
     // highest cut keeping >= k), then top_p the fewest of those holding top_p of their mass (the
     // highest cut above that one which still does). Both by bisection on the logit cut between
     // the lowest and the highest logit; CUTS halvings leave it within ~1e-7 of that range.
+    let by_k = top_k > 0.0 && top_k < f32(p.v);  // top_k leaves some ids out
     var keep = NONE * 1.1;  // everything (the ids that may not be chosen get no mass)
-    if (top_k > 0.0 && top_k < f32(p.v)) || top_p < 1.0 {
+    if by_k || top_p < 1.0 {
         keep = bottom;
     }
-    if top_k > 0.0 && top_k < f32(p.v) {
+    if by_k {
         keep = search_cut(lid, base, keep, top, top, temp, total, top_k, true);
     }
     if top_p < 1.0 {
         // of the mass top_k kept; without top_k, of every id that may be chosen: 1 (the numpy
         // rule's sum; summing the row again would give 1 up to rounding, for another pass)
         var goal = top_p;
-        if top_k > 0.0 && top_k < f32(p.v) {
+        if by_k {
             goal = top_p * kept_sums(lid, base, keep, top, temp, total).x;
         }
         var hi_c = top;
@@ -321,7 +322,7 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         // less than 1 - top_p together): when those candidates are few (a peaked distribution),
         // the bisection runs on them in workgroup memory instead of re-reading the row.
         var searched = false;
-        if !(top_k > 0.0 && top_k < f32(p.v)) {
+        if !by_k {
             let floor_c = max(keep, top + temp * log((1.0 - top_p) / f32(p.v) * total));
             let n = gather_candidates(lid, base, floor_c);
             if n <= CAND {

@@ -10,20 +10,19 @@ no faster on the H100's host (docs/performance.md, twelfth round), and a second 
 costs a copy of the state's memory.
 
 Feeding a token before the host has seen it is a guess that the caller keeps it. Where it does
-not (an end-of-text token), :meth:`DecodeChain.cancel` undoes the steps fed that way: the
-state goes back to a checkpoint copied every ``CHECKPOINT`` steps (on the GPU, inside a step's
-command buffer; beyond one step ahead the two newest are kept, so that one is never newer than
-the oldest step to undo),
-the tokens fed since are fed again one by one through the same one-token kernels (so the state
-is bit-identical to never having fed them), and the random generators get back the draws the
-undone steps took. Tokens, state and draws therefore match a plain forward_sample loop.
+not (an end of text, a stop string), :meth:`DecodeChain.cancel` undoes the steps fed that
+way: the state goes back to a checkpoint copied every ``CHECKPOINT`` steps (on the GPU, inside
+a step's command buffer; beyond one step ahead the two newest are kept, so that one is never
+newer than the oldest step to undo), the tokens fed since are fed again one by one through the
+same one-token kernels (so the state is bit-identical to never having fed them), and the
+random generators get back the draws the undone steps took. Tokens, state and draws therefore match a plain forward_sample loop.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,11 +41,9 @@ MAX_DEPTH = 3
 
 @dataclass
 class _Step:
-    """A submitted step: its plan, the tokens it feeds (None: sampled by the step before and not
-    read yet) and the generators' states before its draws."""
+    """A submitted step: its plan and the generators' states before its draws."""
 
     plan: Plan
-    tokens: list[int] | None
     rng_before: list[tuple[Any, Any]] = field(default_factory=list)
 
 
@@ -111,7 +108,7 @@ class DecodeChain:
         GPU does not wait for this read. Steps already in flight stay (ahead counts them)."""
         if not self.inflight:
             raise StateError("no step in flight: feed() tokens first")
-        want = self.depth if ahead is True else min(int(ahead), self.depth)
+        want = self.depth if ahead is True else max(0, min(int(ahead), self.depth))
         submitted = False
         while len(self.inflight) < 1 + want:
             self._submit(None)
@@ -140,7 +137,7 @@ class DecodeChain:
         for r, before in undone[0].rng_before:
             r.bit_generator.state = before
         self.submitted = first
-        self.ring = undone[0].plan.ring or 0
+        self.ring = undone[0].plan.ring or 0  # (set on every chained plan)
         usable = [c for c in self.checkpoints if c[0] <= first]
         assert usable, "a checkpoint is never newer than the oldest step in flight"
         start, backup = usable[-1]
@@ -246,7 +243,7 @@ class DecodeChain:
         self.submitted += 1
         if tokens is not None:
             self.fed[index] = list(tokens)
-        self.inflight.append(_Step(plan, None if tokens is None else list(tokens), rng_before))
+        self.inflight.append(_Step(plan, rng_before))
 
     def _read(self, plan: Plan) -> list[int]:
         res = self.model.runner.collect(self.state, plan)

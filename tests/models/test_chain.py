@@ -97,6 +97,8 @@ def test_chain_misuse_is_refused(model):
         ch.feed([model.info.num_vocab])
     with pytest.raises(rw.ConfigError, match="presence_penalty"):
         model.decode_chain(state, rw.SamplingConfig(presence_penalty=0.5), np.random.default_rng(0))
+    with pytest.raises(rw.ConfigError, match="depth must be 1 to 3"):
+        model.decode_chain(state, CFG, np.random.default_rng(0), depth=4)
     with pytest.raises(rw.StateError, match="batch of 1"):
         model.decode_chain(state, CFG, np.random.default_rng(0), slots=[1])
     with pytest.raises(rw.StateError, match="distinct"):
