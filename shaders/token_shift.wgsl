@@ -6,9 +6,10 @@
 // `mix_lora`: `mix` with RWKV-6's delta computed in place, delta[m, t, c] = sum_j W2[m][c, j] h[t, m * D + j]
 //             (the second halves of the five mix LoRAs; W2[m] [C, D] f16 packed as matmul weights, at
 //             lora_w + m * lora_step vec4s of binding 9; h [T, 5 D] at lora_h with row stride lora_hs,
-//             binding 10). For steps where every slot has at most one token: each invocation reads
-//             the D weights of one mix of one channel, so longer steps keep the matmul and `mix`.
-//             D and the mix count are the constants LORA_D and LORA_MIXES (mixes * D <= MAX_LORA_H).
+//             binding 10). Any step: a workgroup per token (its inputs staged once), each
+//             invocation summing the D weights of one mix of one channel; prev and the saved row
+//             as in `mix`. D and the mix count are the constants LORA_D and LORA_MIXES
+//             (mixes * D <= MAX_LORA_H).
 // `norm_mix`: the layer norm before it fused in (xn = ln(x) is written too), for steps where every
 //             slot has at most one token (decoding), so prev is always the saved row.
 // `norm_lora`: norm_mix of one mix (mu at mu_off; the saved row is not replaced) followed by the
@@ -132,8 +133,15 @@ fn mix_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let q2 = lora_w8(m, cc, min(2u, kv - 1u));
     let q3 = lora_w8(m, cc, min(3u, kv - 1u));
     let s = cursors[2u * p.slots + t];
+    let start = cursors[2u * s];
     let cur = x[p.x_off + t * p.c + cc];
-    let prev = shift[s * p.c + cc];  // one token per slot: prev is the saved row
+    // a slot's first token reads its saved row (replaced below, by this workgroup only)
+    var prev: f32;
+    if t == start {
+        prev = shift[s * p.c + cc];
+    } else {
+        prev = x[p.x_off + (t - 1u) * p.c + cc];
+    }
     let mu0 = vec[p.mu_off + m * p.c + cc];
     for (var j = lid.y * MIX_CH + lid.x; j < LORA_MIXES * LORA_D; j += MIX_CH * LORA_MIXES) {
         lora_in[j] = lora_h[p.lora_h + t * p.lora_hs + j];
@@ -163,8 +171,8 @@ fn mix_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
         out[m * p.out_plane + t * p.c + c] = cur + (prev - cur) * (mu0 + acc);
     }
     workgroupBarrier();
-    if p.store != 0u && m == 0u && c < p.c {
-        shift[s * p.c + c] = cur;
+    if p.store != 0u && m == 0u && c < p.c && t == start {
+        shift[s * p.c + c] = x[p.x_off + (start + cursors[2u * s + 1u] - 1u) * p.c + c];
     }
 }
 

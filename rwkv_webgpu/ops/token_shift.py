@@ -97,9 +97,8 @@ def token_mix_lora(
 ) -> None:  # fmt: skip
     """:func:`token_mix` with ``delta[m, t] = w2[m] @ hid[t, m D : (m + 1) D]`` computed in the
     same dispatch (RWKV-6's data-dependent mix: the five LoRA second halves and the mix in one
-    kernel), for steps where every slot has at most one token (record it under
-    ``Graph.only_when``). ``w2``: one [C, D] matrix per mix, all in one buffer evenly spaced
-    (``upload_matrices``); ``hid`` [T, >= len(w2) D]."""
+    kernel), for steps of any length. ``w2``: one [C, D] matrix per mix, all in one buffer
+    evenly spaced (``upload_matrices``); ``hid`` [T, >= len(w2) D]."""
     c = x.cols
     if x.stride != c or out.offset or out.stride != c:
         raise ShapeError(f"{label}: rows must be packed ([T, C] with stride C={c}) and the output starts at 0")

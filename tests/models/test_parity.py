@@ -232,3 +232,29 @@ def test_fused_decode_kernels(device, name, monkeypatch):
         assert any(label.endswith(("v7.wkv", "att.wkv")) for label in recorded)  # the prompt path
     assert rel_err(runs[True][0], golden(name)[1]) <= BOUND
     assert rel_err(runs[True][0], runs[False][0]) <= 1e-4
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n.startswith("v6")])
+def test_mix_lora_in_prompts(device, name, monkeypatch):
+    """RWKV-6 prompt steps with the five mix-LoRA second halves inside the mix kernel (`mix_lora`,
+    what GPUs run; CPU adapters keep the products) give the official logits and those of the
+    separate products, over chunks that split the prompt and a multi-slot batch."""
+    from rwkv_webgpu.models.v6 import V6Model
+
+    tokens, ref = golden(name)
+    out = {}
+    for inside in (True, False):
+        monkeypatch.setattr(V6Model, "mix_lora_prompts_forced", inside)
+        model = rw.load_model(FIX / "models" / f"{name}.pth", device=device, token_chunk_size=16)
+        # two slots of different lengths in one step: each slot's token shift stays its own
+        both = model.run([list(tokens[:5]), list(tokens[:3])], model.new_state(2), output="full")
+        assert rel_err(np.asarray(both[0]), ref[:5]) <= BOUND
+        assert rel_err(np.asarray(both[1]), ref[:3]) <= BOUND
+        model.token_chunk_size = 7  # prompt chunks that split the prompt
+        state = model.new_state()
+        g = model.runner.graph(state)[0]
+        out[inside] = model.forward(tokens, state, full=True)
+        ran = {it.label for it in g.items if hasattr(it, "grid") and 0 not in it.grid(it.counter.value)}
+        assert any(label.endswith("att.mix_lora") for label in ran) == inside
+    assert rel_err(out[True], ref) <= BOUND
+    assert rel_err(out[True], out[False]) <= 1e-4

@@ -96,10 +96,11 @@ def test_zero_tokens_is_a_no_op(device):
 
 
 @pytest.mark.parametrize("c,d", [(37, 12), (130, 32), (64, 9), (70, 44)])  # 44: a run of 4 words, then 2
-@pytest.mark.parametrize("lens", [[1], [1, 0, 1, 1]], ids=lambda l: "-".join(map(str, l)))
+@pytest.mark.parametrize("lens", [[1], [1, 0, 1, 1], [3, 0, 2], [4]], ids=lambda l: "-".join(map(str, l)))
 def test_mix_lora_matches_numpy(device, c, d, lens):
     """token_mix_lora: the delta of each mix computed from its LoRA matrix in the mix kernel
-    (one token per slot), against numpy; the saved rows are replaced."""
+    (one token per slot, and prompts: the previous token's row, or the saved row for a slot's
+    first token), against numpy; each slot's saved row becomes its last token's."""
     from rwkv_webgpu.gpu import act_buffer, upload_matrices
     from rwkv_webgpu.ops import token_mix_lora
 
@@ -127,9 +128,10 @@ def test_mix_lora_matches_numpy(device, c, d, lens):
     slot_of = [s for s, n in enumerate(lens) for _ in range(n)]
     want_shift = shift0.copy()
     for tok, s in enumerate(slot_of):
+        prev = shift0[s] if tok == 0 or slot_of[tok - 1] != s else x[tok - 1]
         for m in range(mixes):
             delta = ws[m].astype(np.float64) @ hid[tok, m * d : (m + 1) * d]
-            want = x[tok] + (shift0[s] - x[tok]) * (mu[m] + delta)
+            want = x[tok] + (prev - x[tok]) * (mu[m] + delta)
             np.testing.assert_allclose(got[m, tok * c : (tok + 1) * c], want, rtol=1e-5, atol=1e-5)
         want_shift[s] = x[tok]
     assert (got[:, t * c :] == SENTINEL).all()  # nothing past the step's tokens
