@@ -87,10 +87,13 @@ class Probe:
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC
         return self.dev.create_buffer_with_data(data=np.ascontiguousarray(arr).tobytes(), usage=usage)
 
-    def run(self, source: str, buffers: list[wgpu.GPUBuffer], grid: tuple[int, int, int], reps: int = 1) -> float:
-        """Seconds for ``reps`` dispatches of ``source`` in one submission, waited for."""
+    def pipeline(self, source: str) -> wgpu.GPUComputePipeline:
         module = self.dev.create_shader_module(code=source)
-        pipe = self.dev.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
+        return self.dev.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
+
+    def run(self, pipe: wgpu.GPUComputePipeline, buffers: list[wgpu.GPUBuffer], grid: tuple[int, int, int],
+            reps: int = 1) -> float:  # fmt: skip
+        """Seconds for ``reps`` dispatches of ``pipe`` in one submission, waited for."""
         entries = [{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)]
         group = self.dev.create_bind_group(layout=pipe.get_bind_group_layout(0), entries=entries)
         enc = self.dev.create_command_encoder()
@@ -117,7 +120,7 @@ def check_tiles(probe: Probe, rng: np.random.Generator) -> None:
         c = rng.standard_normal((n, n)).astype(np_cr)
         try:
             bc, bd = probe.buffer(c), probe.buffer(c)
-            probe.run(tile_source(n, ab, cr), [probe.buffer(a), probe.buffer(b), bc, bd], (1, 1, 1))
+            probe.run(probe.pipeline(tile_source(n, ab, cr)), [probe.buffer(a), probe.buffer(b), bc, bd], (1, 1, 1))
         except Exception as e:  # noqa: BLE001 - report whatever the adapter says
             print(f"{n}x{n} {ab} -> {cr}: refused: {str(e).strip()[:300]}")
             continue
@@ -138,11 +141,11 @@ def time_gemm(probe: Probe, rng: np.random.Generator) -> None:
     for mt, nt, sg in GEMM_BLOCKS:
         grid = (r // (nt * 16 * sg), t // (mt * 16), 1)
         try:
-            by = probe.buffer(np.zeros(t * r, np.float32))
-            probe.run(gemm_source(mt, nt, sg), [by, bx, bw, dims], grid)
+            pipe, by = probe.pipeline(gemm_source(mt, nt, sg)), probe.buffer(np.zeros(t * r, np.float32))
+            probe.run(pipe, [by, bx, bw, dims], grid)
             err = np.abs(probe.read(by, np.float32).reshape(t, r) - ref).max() / np.abs(ref).max()
-            probe.run(gemm_source(mt, nt, sg), [by, bx, bw, dims], grid, reps=5)
-            dt = probe.run(gemm_source(mt, nt, sg), [by, bx, bw, dims], grid, reps=50) / 50
+            probe.run(pipe, [by, bx, bw, dims], grid, reps=5)  # warm up
+            dt = probe.run(pipe, [by, bx, bw, dims], grid, reps=50) / 50
         except Exception as e:  # noqa: BLE001
             print(f"product, {mt} x {nt} tiles a subgroup, {sg} subgroups: failed: {str(e).strip()[:300]}")
             continue

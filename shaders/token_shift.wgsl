@@ -58,6 +58,18 @@ struct Params {
 @group(0) @binding(9) var<storage, read> lora_w: array<vec4<u32>>;
 @group(0) @binding(10) var<storage, read> lora_h: array<f32>;
 
+// Channel c of the row before token t of slot s (whose first token is `start`): the slot's
+// saved row for its first token.
+fn prev_value(s: u32, start: u32, t: u32, c: u32) -> f32 {
+    if t == start { return shift[s * p.c + c]; }
+    return x[p.x_off + (t - 1u) * p.c + c];
+}
+
+// Channel c of slot s's last row of this step: what replaces its saved row.
+fn last_value(s: u32, start: u32, c: u32) -> f32 {
+    return x[p.x_off + (start + cursors[2u * s + 1u] - 1u) * p.c + c];
+}
+
 @compute @workgroup_size(WG)
 fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
@@ -66,15 +78,10 @@ fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
     let s = cursors[2u * p.slots + t];
     let start = cursors[2u * s];
     let cur = x[p.x_off + t * p.c + c];
-    var prev: f32;
-    if t == start {
-        prev = shift[s * p.c + c];
-        // the slot's first token owns its saved row: read above, replaced here by the last row
-        if p.store != 0u {
-            shift[s * p.c + c] = x[p.x_off + (start + cursors[2u * s + 1u] - 1u) * p.c + c];
-        }
-    } else {
-        prev = x[p.x_off + (t - 1u) * p.c + c];
+    let prev = prev_value(s, start, t, c);
+    // the slot's first token owns its saved row: read above, replaced here by the last row
+    if t == start && p.store != 0u {
+        shift[s * p.c + c] = last_value(s, start, c);
     }
     let d = prev - cur;
     for (var m = 0u; m < p.mixes; m++) {
@@ -136,12 +143,7 @@ fn mix_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let start = cursors[2u * s];
     let cur = x[p.x_off + t * p.c + cc];
     // a slot's first token reads its saved row (replaced below, by this workgroup only)
-    var prev: f32;
-    if t == start {
-        prev = shift[s * p.c + cc];
-    } else {
-        prev = x[p.x_off + (t - 1u) * p.c + cc];
-    }
+    let prev = prev_value(s, start, t, cc);
     let mu0 = vec[p.mu_off + m * p.c + cc];
     for (var j = lid.y * MIX_CH + lid.x; j < LORA_MIXES * LORA_D; j += MIX_CH * LORA_MIXES) {
         lora_in[j] = lora_h[p.lora_h + t * p.lora_hs + j];
@@ -172,7 +174,7 @@ fn mix_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     }
     workgroupBarrier();
     if p.store != 0u && m == 0u && c < p.c && t == start {
-        shift[s * p.c + c] = x[p.x_off + (start + cursors[2u * s + 1u] - 1u) * p.c + c];
+        shift[s * p.c + c] = last_value(s, start, c);
     }
 }
 
