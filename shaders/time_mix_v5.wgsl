@@ -220,12 +220,20 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     var tk = 0.0;
     var tu = 0.0;
     var tv = 0.0;
+    // and what the group norm's output takes (its weight, bias and the gate), so that nothing
+    // waits on memory after the norm
+    var lw = 0.0;
+    var lb = 0.0;
+    var gate = 1.0;
     if live_c {
         tr = tm[R * p.plane + te];
         tk = tm[K * p.plane + te];
         tv = tm[V * p.plane + te];
         tu = vec[p.u_off + tc];
         tw = vec[p.decay_off + tc];
+        lw = vec[p.lnw_off + tc];
+        lb = vec[p.lnb_off + tc];
+        if p.gated != 0u { gate = tm[G * p.plane + te]; }
     }
     decay_lora_parts(tid, t, hc, pre);
     if tid < MAX_N {
@@ -255,13 +263,7 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let hn = head_norm(tid, row_total(min(tid, MAX_N - 1u)), n, p.eps);
     let dv = hn.x;
     let inv = hn.y;
-    if tid < n {
-        let c = hc + tid;
-        let e = t * p.c + c;
-        var out = dv * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];
-        if p.gated != 0u {
-            out *= tm[G * p.plane + e];
-        }
-        y[e] = out;
+    if live_c {
+        y[te] = (dv * inv * lw + lb) * gate;
     }
 }

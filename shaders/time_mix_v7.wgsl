@@ -304,10 +304,14 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let live = i < n;  // a padding row works on a copy of row N - 1 and is not stored
     let sbase = ((s * p.h + h) * n + min(i, n - 1u)) * n;
     var st = load_quarter(sbase, q);
+    let hc = h * n;
+    // the group norm's weight and bias for this invocation's channel, loaded now so that nothing
+    // waits on memory after the norm
+    let lw = vec[p.lnw_off + hc + min(tid, n - 1u)];
+    let lb = vec[p.lnb_off + hc + min(tid, n - 1u)];
     let sp = slot_span(tid, s);
     if sp.y == 0u { return; }
     let t = sp.x;
-    let hc = h * n;
 
     // the four LoRA second halves, one channel each, reading the inputs from workgroup memory
     let pw = (D_W + 7u) / 8u * 8u;  // where each LoRA's inputs start in d_hid
@@ -404,8 +408,7 @@ fn decode(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid:
     let dv = hn.x;
     let inv = hn.y;
     if tid < n {
-        let c = hc + tid;
-        let gn = dv * inv * vec[p.lnw_off + c] + vec[p.lnb_off + c];
-        y[t * p.c + c] = (gn + bonus * d_v[tid]) * d_lora[3u * MAX_N + tid];
+        let gn = dv * inv * lw + lb;
+        y[t * p.c + hc + tid] = (gn + bonus * d_v[tid]) * d_lora[3u * MAX_N + tid];
     }
 }

@@ -18,8 +18,9 @@
 //             weights from vec4 lora_w of binding 9, rows lora_kv vec4s long; h at lora_h of out,
 //             rows lora_hs apart). Each workgroup repeats the norm's sums, stages the mixed row in
 //             workgroup memory (C <= MAX_NL_C) and computes WG / NL_LANES rows, NL_LANES
-//             invocations a row, whose first weight words are loaded before the sums; workgroup
-//             0 writes xn. Grid (ceil(rows / (WG / NL_LANES)), T).
+//             invocations a row, whose first weight words (and the inputs of each invocation's
+//             first eight staged values) are loaded before the sums; workgroup 0 writes xn.
+//             Grid (ceil(rows / (WG / NL_LANES)), T).
 // Bindings: cursors u32 [2B slot (start, len) | T slot ids], x [T, C] f32, shift [B, C] f32,
 // vec f32 (mu at mu_off, [mixes, C]; ln weight/bias at ln_w_off/ln_b_off), out [mixes, out_plane, C]
 // f32, delta like out, xn [T, C] f32. Grid: `mix` (ceil(C / WG), T): an invocation per channel and
@@ -258,6 +259,27 @@ fn nl_stage(c: u32, x: f32, lw: f32, lb: f32, prev: f32, mu: f32, mean: f32, inv
     mixed[c] = v;
 }
 
+// What channels c0, c0 + WG, c0 + 2 WG and c0 + 3 WG of the mixed row are made of: x, the norm's
+// weight and bias, the saved row and the mix (clamped into the row; past it they are not staged).
+struct NlIn { x: vec4<f32>, lw: vec4<f32>, lb: vec4<f32>, pv: vec4<f32>, mu: vec4<f32> }
+
+fn nl_load(c0: u32, xb: u32, sb: u32) -> NlIn {
+    let k = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u) * WG, vec4<u32>(p.c - 1u));
+    return NlIn(vec4<f32>(x[xb + k.x], x[xb + k.y], x[xb + k.z], x[xb + k.w]),
+                vec4<f32>(vec[p.ln_w_off + k.x], vec[p.ln_w_off + k.y], vec[p.ln_w_off + k.z], vec[p.ln_w_off + k.w]),
+                vec4<f32>(vec[p.ln_b_off + k.x], vec[p.ln_b_off + k.y], vec[p.ln_b_off + k.z], vec[p.ln_b_off + k.w]),
+                vec4<f32>(shift[sb + k.x], shift[sb + k.y], shift[sb + k.z], shift[sb + k.w]),
+                vec4<f32>(vec[p.mu_off + k.x], vec[p.mu_off + k.y], vec[p.mu_off + k.z], vec[p.mu_off + k.w]));
+}
+
+// Stage those four channels (the ones below n8, the padded row length).
+fn nl_stage4(c0: u32, v: NlIn, n8: u32, mean: f32, inv: f32, xo: u32, first: bool) {
+    if c0 < n8 { nl_stage(c0, v.x.x, v.lw.x, v.lb.x, v.pv.x, v.mu.x, mean, inv, xo, first); }
+    if c0 + WG < n8 { nl_stage(c0 + WG, v.x.y, v.lw.y, v.lb.y, v.pv.y, v.mu.y, mean, inv, xo, first); }
+    if c0 + 2u * WG < n8 { nl_stage(c0 + 2u * WG, v.x.z, v.lw.z, v.lb.z, v.pv.z, v.mu.z, mean, inv, xo, first); }
+    if c0 + 3u * WG < n8 { nl_stage(c0 + 3u * WG, v.x.w, v.lw.w, v.lb.w, v.pv.w, v.mu.w, mean, inv, xo, first); }
+}
+
 @compute @workgroup_size(WG)
 fn norm_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let t = wid.y;
@@ -276,24 +298,20 @@ fn norm_lora(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let q7 = nl_word(base, lane + 7u * NL_LANES);
     let s = cursors[2u * p.slots + t];
     let xb = p.x_off + t * p.c;
+    let sb = s * p.c;
+    // the inputs of this invocation's first eight channels of the mixed row, also loaded before
+    // the sums (rows of up to 8 WG values: no load waits on them)
+    let in0 = nl_load(lid.x, xb, sb);
+    let in1 = nl_load(lid.x + 4u * WG, xb, sb);
     let mean = reduce_sum(lid.x, row_part(lid.x, xb, p.c, 0.0, false)) / f32(p.c);
     let inv = inverseSqrt(reduce_sum(lid.x, row_part(lid.x, xb, p.c, mean, true)) / f32(p.c) + p.eps);
-    // the mixed row, four values an invocation at a time (their loads in flight together)
     let n8 = p.lora_kv * 8u;
-    let sb = s * p.c;
     let xo = t * p.c;
     let first = wid.x == 0u;
-    for (var c0 = lid.x; c0 < n8; c0 += 4u * WG) {
-        let k = vec4<u32>(min(c0, p.c - 1u), min(c0 + WG, p.c - 1u), min(c0 + 2u * WG, p.c - 1u), min(c0 + 3u * WG, p.c - 1u));
-        let xv = vec4<f32>(x[xb + k.x], x[xb + k.y], x[xb + k.z], x[xb + k.w]);
-        let lw = vec4<f32>(vec[p.ln_w_off + k.x], vec[p.ln_w_off + k.y], vec[p.ln_w_off + k.z], vec[p.ln_w_off + k.w]);
-        let lb = vec4<f32>(vec[p.ln_b_off + k.x], vec[p.ln_b_off + k.y], vec[p.ln_b_off + k.z], vec[p.ln_b_off + k.w]);
-        let pv = vec4<f32>(shift[sb + k.x], shift[sb + k.y], shift[sb + k.z], shift[sb + k.w]);
-        let mu = vec4<f32>(vec[p.mu_off + k.x], vec[p.mu_off + k.y], vec[p.mu_off + k.z], vec[p.mu_off + k.w]);
-        nl_stage(c0, xv.x, lw.x, lb.x, pv.x, mu.x, mean, inv, xo, first);
-        if c0 + WG < n8 { nl_stage(c0 + WG, xv.y, lw.y, lb.y, pv.y, mu.y, mean, inv, xo, first); }
-        if c0 + 2u * WG < n8 { nl_stage(c0 + 2u * WG, xv.z, lw.z, lb.z, pv.z, mu.z, mean, inv, xo, first); }
-        if c0 + 3u * WG < n8 { nl_stage(c0 + 3u * WG, xv.w, lw.w, lb.w, pv.w, mu.w, mean, inv, xo, first); }
+    nl_stage4(lid.x, in0, n8, mean, inv, xo, first);
+    nl_stage4(lid.x + 4u * WG, in1, n8, mean, inv, xo, first);
+    for (var c0 = lid.x + 8u * WG; c0 < n8; c0 += 4u * WG) {
+        nl_stage4(c0, nl_load(c0, xb, sb), n8, mean, inv, xo, first);
     }
     workgroupBarrier();
     var acc = (nl_dot(q0, lane) + nl_dot(q1, lane + NL_LANES)) + (nl_dot(q2, lane + 2u * NL_LANES) + nl_dot(q3, lane + 3u * NL_LANES))
