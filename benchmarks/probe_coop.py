@@ -96,17 +96,23 @@ class Probe:
         """Seconds for ``reps`` dispatches of ``pipe`` in one submission, waited for."""
         entries = [{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)]
         group = self.dev.create_bind_group(layout=pipe.get_bind_group_layout(0), entries=entries)
-        enc = self.dev.create_command_encoder()
-        cp = enc.begin_compute_pass()
-        cp.set_pipeline(pipe)
-        cp.set_bind_group(0, group)
-        for _ in range(reps):
-            cp.dispatch_workgroups(*grid)
-        cp.end()
-        t0 = time.perf_counter()
-        self.dev.queue.submit([enc.finish()])
-        self.dev.queue.read_buffer(buffers[0], 0, 4)
-        return time.perf_counter() - t0
+        return dispatch_seconds(self.dev, pipe, group, grid, reps, buffers[0])
+
+
+def dispatch_seconds(dev, pipe, group, grid: tuple[int, int, int], reps: int, out) -> float:
+    """Seconds for ``reps`` dispatches of ``pipe`` in one pass and one submission, waited for
+    by reading 4 bytes of ``out`` (any device with wgpu-py's API: wgpu-native or Dawn)."""
+    enc = dev.create_command_encoder()
+    cp = enc.begin_compute_pass()
+    cp.set_pipeline(pipe)
+    cp.set_bind_group(0, group)
+    for _ in range(reps):
+        cp.dispatch_workgroups(*grid)
+    cp.end()
+    t0 = time.perf_counter()
+    dev.queue.submit([enc.finish()])
+    dev.queue.read_buffer(out, 0, 4)
+    return time.perf_counter() - t0
 
     def read(self, buf: wgpu.GPUBuffer, dtype: type) -> np.ndarray:
         return np.frombuffer(self.dev.queue.read_buffer(buf), dtype)

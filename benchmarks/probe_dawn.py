@@ -116,21 +116,10 @@ def products(wgpu, device, config: dict, repeats: int) -> list[dict]:
 
 def _timed(device, pipe, bg, grid, out, repeats: int) -> float:
     """Seconds per dispatch: `repeats` dispatches in one pass, best of three submissions."""
-    def run(n: int) -> float:
-        enc = device.create_command_encoder()
-        p = enc.begin_compute_pass()
-        p.set_pipeline(pipe)
-        p.set_bind_group(0, bg)
-        for _ in range(n):
-            p.dispatch_workgroups(*grid)
-        p.end()
-        t0 = time.perf_counter()
-        device.queue.submit([enc.finish()])
-        device.queue.read_buffer(out, 0, 4)
-        return time.perf_counter() - t0
+    from probe_coop import dispatch_seconds
 
-    run(2)
-    return min(run(repeats) for _ in range(3)) / repeats
+    dispatch_seconds(device, pipe, bg, grid, 2, out)
+    return min(dispatch_seconds(device, pipe, bg, grid, repeats, out) for _ in range(3)) / repeats
 
 
 def main() -> int:
