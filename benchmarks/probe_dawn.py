@@ -7,7 +7,8 @@ wgpu-native 29 lists its cooperative-matrix feature on NVIDIA but cannot enable 
 the product Y[T, R] = X[T, K] W[R, K]^T (the layout of the engine's prompt products) on each
 f16 -> f32 and i8 -> i32 shape, checked against numpy, and the cost of a dependent dispatch in
 Dawn and in wgpu-native (a chain of one-workgroup kernels that each read what the last wrote).
-Nothing here is used by the engine. Needs `pip install wgpudawn` beside wgpu-py.
+Nothing here is used by the engine. Needs `pip install wgpudawn` beside wgpu-py (for the lent
+GPU machine: add `wgpudawn` to the specs given to ../shared/device/prepare.sh).
 
     python benchmarks/probe_dawn.py [--out FILE.json] [--no-chain]
 """
