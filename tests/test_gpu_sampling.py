@@ -76,6 +76,27 @@ def test_ties_at_the_cut_and_large_top_k(device, masked, wg):
     assert got == [reference(logits[i], *params[i], allowed=allowed) for i in range(len(rows))]
 
 
+@pytest.mark.parametrize("wg", [256, 1024])
+def test_candidate_counts_around_powers_of_two(device, wg):
+    """A row whose nucleus candidates are exactly k high logits (the rest far below): the cut is
+    found among them in workgroup memory, sorted in blocks of powers of two, so k on either side
+    of a power of two and at the 2048 the memory holds (2049 takes the histogram search)."""
+    v = 5000
+    rng = np.random.default_rng(9)
+    rows = []
+    logits = []
+    for k in (1, 2, 3, 255, 256, 257, 1023, 1024, 1025, 2047, 2048, 2049):
+        row = np.full(v, -60.0, np.float32) + rng.standard_normal(v).astype(np.float32)
+        hot = rng.choice(v, k, replace=False)
+        row[hot] = (rng.standard_normal(k) * 1.5 + 10.0).astype(np.float32)
+        logits.append(row)
+        rows.append((1.0, 0.8, 0, float(rng.random())))
+    params = np.array(rows, np.float32)
+    logits = np.stack(logits)
+    got = sample_on_gpu(device, logits, params, wg=wg)
+    assert got == [reference(logits[i], *params[i]) for i in range(len(rows))]
+
+
 class FixedDraw:
     """An rng whose one draw is ``u`` (what the host sampler consumes per token)."""
 
