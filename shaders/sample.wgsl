@@ -260,6 +260,25 @@ fn bin_scale(lo: f32, hi: f32) -> f32 {
     return f32(NB) / max(hi - lo, 1e-30);
 }
 
+// Whether logit v goes to `cand`: it reaches lo and, unless `bin` is NB (any bin), lies in that bin.
+fn hit(v: f32, lo: f32, scale: f32, bin: u32) -> bool {
+    return v >= lo && (bin == NB || bin_of(v, lo, scale) == bin);
+}
+
+// Append the `hits` logits of l that hit() to `cand` with one atomic for them all (an atomic per
+// logit would queue every invocation on n_cand); only the first CAND are kept.
+fn append(l: array<vec4<f32>, QN>, hits: u32, lo: f32, scale: f32, bin: u32) {
+    var slot = atomicAdd(&n_cand, hits);
+    for (var k = 0u; k < QN; k++) {
+        for (var c = 0u; c < 4u; c++) {
+            if hit(l[k][c], lo, scale, bin) {
+                if slot < CAND { cand[slot] = l[k][c]; }
+                slot++;
+            }
+        }
+    }
+}
+
 // The histogram of the logits >= lo (see above); with `gather`, those logits also go to `cand`
 // (in any order; the first CAND of them). Returns how many reach lo when gathering (0
 // otherwise). Every invocation calls it.
@@ -282,18 +301,7 @@ fn row_hist(lid: u32, base: u32, lo: f32, hi: f32, gather: bool, by_count: bool)
                 }
             }
         }
-        if gather && hits > 0u {  // one atomic per invocation and turn, not one per logit
-            var slot = atomicAdd(&n_cand, hits);
-            for (var k = 0u; k < QN; k++) {
-                for (var c = 0u; c < 4u; c++) {
-                    let v = l[k][c];
-                    if v >= lo {
-                        if slot < CAND { cand[slot] = v; }
-                        slot++;
-                    }
-                }
-            }
-        }
+        if gather && hits > 0u { append(l, hits, lo, scale, NB); }
     }
     workgroupBarrier();
     if lid == 0u { n_seen = atomicLoad(&n_cand); }
@@ -345,18 +353,7 @@ fn cut_by_hist(lid: u32, base: u32, lo: f32, hi: f32, goal: f32, by_count: bool)
                 }
             }
         }
-        if hits > 0u {
-            var slot = atomicAdd(&n_cand, hits);
-            for (var k = 0u; k < QN; k++) {
-                for (var c = 0u; c < 4u; c++) {
-                    let v = l[k][c];
-                    if v >= lo && bin_of(v, lo, scale) == jb {
-                        if slot < CAND { cand[slot] = v; }
-                        slot++;
-                    }
-                }
-            }
-        }
+        if hits > 0u { append(l, hits, lo, scale, jb); }
     }
     workgroupBarrier();
     if lid == 0u { n_seen = atomicLoad(&n_cand); }
