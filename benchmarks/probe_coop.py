@@ -98,6 +98,9 @@ class Probe:
         group = self.dev.create_bind_group(layout=pipe.get_bind_group_layout(0), entries=entries)
         return dispatch_seconds(self.dev, pipe, group, grid, reps, buffers[0])
 
+    def read(self, buf: wgpu.GPUBuffer, dtype: type) -> np.ndarray:
+        return np.frombuffer(self.dev.queue.read_buffer(buf), dtype)
+
 
 def dispatch_seconds(dev, pipe, group, grid: tuple[int, int, int], reps: int, out) -> float:
     """Seconds for ``reps`` dispatches of ``pipe`` in one pass and one submission, waited for
@@ -113,9 +116,6 @@ def dispatch_seconds(dev, pipe, group, grid: tuple[int, int, int], reps: int, ou
     dev.queue.submit([enc.finish()])
     dev.queue.read_buffer(out, 0, 4)
     return time.perf_counter() - t0
-
-    def read(self, buf: wgpu.GPUBuffer, dtype: type) -> np.ndarray:
-        return np.frombuffer(self.dev.queue.read_buffer(buf), dtype)
 
 
 def check_tiles(probe: Probe, rng: np.random.Generator) -> None:
