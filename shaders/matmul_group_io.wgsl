@@ -20,6 +20,7 @@ struct Segment {
     act: u32,
     accumulate: u32,
     s_off: u32,     // quantized groups: first scale of this segment (f32 elements); else unused
+    half: u32,      // quantized groups: 1 where this segment's weights are f16 (matmul_quant_group.wgsl)
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;

@@ -3,8 +3,14 @@
 // matmul_quant_subgroup.wgsl computes it (same words, same order), so a group gives the results of
 // its products one by one. Bindings as matmul_group.wgsl, with w = the codes of every segment as
 // 16-byte words (segment s from word w_off) and binding 7 = their scales (segment s from s_off).
+// Segments marked `half` have f16 weights instead (binding 9, rows of kv words from w_off, as
+// matmul_group.wgsl), summed as the f16 one-token kernel sums them: an f16 product that is ready
+// with the quantized ones (RWKV-6's decay LoRA first half) needs no dispatch of its own.
 // Grid: (ceil(rows / (WGS / LANES)), T).
 @group(0) @binding(7) var<storage, read> scales: array<f32>;
+@group(0) @binding(9) var<storage, read> wh: array<vec4<u32>>;
+
+override HALF: bool = false;  // whether any segment is `half` (else the kernel is the quantized one alone)
 
 override LANES: u32 = 16u;  // invocations per row
 override WGS: u32 = 128u;   // invocations per workgroup
@@ -23,8 +29,12 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     let words = words_per_row(kp);
     var acc = 0.0;
     if live && t < count.n {
-        acc = lane_sum_quant(g.w_off + r * words, words, lane, g.s_off + r * scales_per_row(kp),
-                             g.x_off + t * g.x_stride, g.k, kp);
+        if HALF && g.half != 0u {
+            acc = lane_sum_half(g.w_off + r * g.kv, g.kv, lane, g.x_off + t * g.x_stride, g.k);
+        } else {
+            acc = lane_sum_quant(g.w_off + r * words, words, lane, g.s_off + r * scales_per_row(kp),
+                                 g.x_off + t * g.x_stride, g.k, kp);
+        }
     }
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         acc += subgroupShuffleXor(acc, s);
@@ -50,8 +60,13 @@ fn decode_rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) 
     let spr = scales_per_row(kp);
     var acc = vec4<f32>(0.0);
     if row0 < p.rows && r0 < g.rows && t < count.n {
-        acc = rows_sum_quant(g.w_off + r0 * words, g.s_off + r0 * spr, words, spr, min(g.rows - r0, p.rows - row0), lane,
-                             g.x_off + t * g.x_stride, g.k);
+        let live = min(g.rows - r0, p.rows - row0);
+        if HALF && g.half != 0u {
+            acc = rows_sum_half(g.w_off + r0 * g.kv, g.kv, live, lane, g.x_off + t * g.x_stride, g.k);
+        } else {
+            acc = rows_sum_quant(g.w_off + r0 * words, g.s_off + r0 * spr, words, spr, live, lane,
+                                 g.x_off + t * g.x_stride, g.k);
+        }
     }
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         acc += subgroupShuffleXor(acc, s);
@@ -60,4 +75,32 @@ fn decode_rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) 
     if lane < RPL && row0 + lane < p.rows && r < g.rows {
         store_group(g, t, r, acc[lane]);
     }
+}
+
+// One lane's partial sum over an f16 row's words base .. base + kv (every LANES-th from `lane`),
+// in decode_row.wgsl lane_sum's order (the same sum whatever its UNROLL).
+fn lane_sum_half(base: u32, kv: u32, lane: u32, xb: u32, k: u32) -> f32 {
+    var acc = 0.0;
+    for (var i = lane; i < kv; i += LANES) {
+        acc += dot8(wh[base + i], x8_fast(xb + i * 8u, i * 8u, k));
+    }
+    return acc;
+}
+
+// `decode_rows` on a `half` segment: RPL rows from word `base` (`live` of them exist, at least 1;
+// the others read the last again and are not stored), each summed as lane_sum_half sums it,
+// a word of every row loaded with the x values they share.
+fn rows_sum_half(base: u32, kv: u32, live: u32, lane: u32, xb: u32, k: u32) -> vec4<f32> {
+    let at = vec4<u32>(base) + min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(min(RPL, live) - 1u)) * kv;
+    var acc = vec4<f32>(0.0);
+    for (var i = lane; i < kv; i += LANES) {
+        let v = x8_fast(xb + i * 8u, i * 8u, k);
+        acc.x += dot8(wh[at.x + i], v);
+        if RPL > 1u { acc.y += dot8(wh[at.y + i], v); }
+        if RPL > 2u {
+            acc.z += dot8(wh[at.z + i], v);
+            acc.w += dot8(wh[at.w + i], v);
+        }
+    }
+    return acc;
 }

@@ -41,6 +41,7 @@ DECODE_SPLIT = True  # one token over rows longer than DECODE_MAX_K: that kernel
 DECODE_SPLIT_K = 2048  # ... of at most this many weights each, then `reduce` (else the 64-lane GEMV) ...
 VEC_X = True  # quantized one-token kernels read x as vec4s where aligned (x_reads.wgsl x8_fast), bound again at:
 XV, XV_GROUP = 6, 8  # binding of that view in matmul_io.wgsl / matmul_group_io.wgsl
+HALF_GROUP = 9  # matmul_quant_group.wgsl: binding of its f16 segments' weights (its eighth storage buffer)
 DECODE_PARTS = True  # ... or the parts added up in the workgroup ("decode_parts"; no `reduce` dispatch)
 QUANT4_RPL = 2  # 4-bit one-token kernels: rows per lane sharing x (`decode_rows`, LANES 32; 0: `main`) ...
 QUANT4_WIDE_ROWS, QUANT4_WIDE_RPL = 4096, 4  # ... and this many on matrices (or groups) of at least so many rows
@@ -509,7 +510,7 @@ def _choose_quant(graph: Graph, rows: int, kernel: str | None, k: int = 0, quant
 
 SEGMENT = np.dtype(
     [(n, "<u4") for n in ("row0", "rows", "k", "kv", "w_off", "x_off", "x_stride", "y_sel", "y_off", "y_stride",
-                          "act", "accumulate", "s_off")]
+                          "act", "accumulate", "s_off", "half")]
 )
 GROUP_PARAMS = np.dtype([(n, "<u4") for n in ("segments", "rows", "_pad0", "_pad1")])
 
@@ -536,7 +537,8 @@ def matmul_group(
     for steps below the subgroup sizes (CPU adapters: below the tiled sizes); larger steps and
     the other products run through :func:`matmul` as usual. Quantized products of one kind
     whose codes and scales share buffers (``upload_qmatrices``) are grouped the same way for
-    one-token steps on GPUs with subgroups (matmul_quant_group.wgsl). On GPUs, prompt steps
+    one-token steps on GPUs with subgroups (matmul_quant_group.wgsl), with the f16 products
+    that would otherwise run alone (:func:`_join_half`). On GPUs, prompt steps
     where every large f16 product of the group (TALL_MIN_ROWS rows or more) would take tiles run
     them as one dispatch of 128 x 128 tiles (matmul_group_tiled.wgsl) where that costs fewer
     waves (:func:`_tile_group_pays`). The result is the same as calling :func:`matmul` for each
@@ -553,6 +555,8 @@ def matmul_group(
     # quantized products group only for the one-token kernel (GPUs with subgroups, or forced)
     one_token = kernel == "decode" or (kernel is None and info.subgroup and not info.cpu)
     qgrouped, rest = _groupable(rest, quantized=True) if one_token else ([], rest)
+    if qgrouped and kernel != "big":
+        qgrouped, rest = _join_half(qgrouped, rest)
     for pr in rest:
         matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
     if kernel == "big":
@@ -571,7 +575,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
     """One group dispatch per step-size range (see :func:`matmul_group`); ``grouped`` are all f16
     or all quantized of one kind (then only the one-token entry exists)."""
     info = graph.device.info
-    qw = grouped[0].w if isinstance(grouped[0].w, QMatrix) else None
+    qw = next((pr.w for pr in grouped if isinstance(pr.w, QMatrix)), None)
     # Steps under `first` tokens run the one-token subgroup entry, steps in [first, limit) the
     # 4-token (or CPU: row-wise) entry, larger steps the products one by one, so that each step
     # uses the kernel matmul would pick for every product (see _rule).
@@ -619,13 +623,14 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         part0 = qw.parts[0]
         assert isinstance(part0, QMatrixPart) and isinstance(part0.codes, BufferRange)
         assert isinstance(part0.scales, BufferRange)
+        halves = [_half_buffer(pr.w) for pr in grouped if isinstance(pr.w, Matrix)]
         buffers = {2: part0.codes.buffer, 3: grouped[0].x.buffer, 4: outputs[0], 5: y1, 6: table, 7: part0.scales.buffer,
-                   XV_GROUP: grouped[0].x.buffer}  # fmt: skip
+                   XV_GROUP: grouped[0].x.buffer, HALF_GROUP: halves[0] if halves else part0.codes.buffer}  # fmt: skip
         if first:
             with graph.only_when(lambda: counter.value < first):
                 entry, consts, grid = quant_decode(graph, QUANT_CODE[qw.quant.value], rows)
                 graph.dispatch("matmul_quant_group", counter, params, buffers, grid, entry=entry, label=f"{label}.{qw.quant.value}",
-                               QUANT=QUANT_CODE[qw.quant.value], VEC_X=float(VEC_X), **consts)  # fmt: skip
+                               QUANT=QUANT_CODE[qw.quant.value], VEC_X=float(VEC_X), HALF=float(bool(halves)), **consts)  # fmt: skip
         return
     weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
@@ -642,6 +647,39 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         else:
             graph.dispatch("matmul_group", counter, params, buffers, lambda n: (ceil_div(rows, ROWS), ceil_div(n, TOK), 1),
                            label=label, WG=64, ROWS=ROWS)  # fmt: skip
+
+
+def _join_half(qgrouped: list[Product], rest: list[Product]) -> tuple[list[Product], list[Product]]:
+    """Let f16 products that would run alone join a quantized group's one-token dispatch (as
+    `half` segments of matmul_quant_group.wgsl): RWKV-6's decay LoRA first half is ready with the
+    quantized r/k/v/g products. They need one f16 weight buffer, the group's input buffer and no
+    third output buffer."""
+    outputs = {pr.y.buffer for pr in qgrouped}
+    weights = None
+    joined: list[Product] = []
+    left: list[Product] = []
+    for pr in rest:
+        buffer = _half_buffer(pr.w)
+        fits = (
+            buffer is not None and (weights is None or buffer is weights)
+            and pr.x.buffer is qgrouped[0].x.buffer and pr.y.buffer is not pr.x.buffer
+            and (pr.y.buffer in outputs or len(outputs) < 2)
+        )  # fmt: skip
+        if fits:
+            weights = buffer
+            outputs.add(pr.y.buffer)
+            joined.append(pr)
+        else:
+            left.append(pr)
+    return joined + qgrouped, left  # f16 rows first: their workgroups start first (a slower lane sum)
+
+
+def _half_buffer(w: Matrix | QMatrix) -> Any:
+    """The buffer holding an f16 matrix stored in one part (alone or among others), else None."""
+    if not isinstance(w, Matrix) or len(w.parts) != 1 or not isinstance(w.parts[0], MatrixPart):
+        return None
+    buffer = w.parts[0].buffer
+    return buffer.buffer if isinstance(buffer, BufferRange) else buffer
 
 
 def _tile_group_pays(shapes: list[tuple[int, int]], picks: list[str], n: int) -> bool:
@@ -677,10 +715,12 @@ def _segment_table(grouped: list[Product], align: int) -> tuple[np.ndarray, list
         part = pr.w.parts[0]
         w_range = part.codes if isinstance(part, QMatrixPart) else part.buffer
         s_off = part.scales.offset // 4 if isinstance(part, QMatrixPart) else 0
-        assert isinstance(w_range, BufferRange)  # _groupable checked
-        segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, w_range.offset // 16, pr.x.offset, pr.x.stride,
+        half = isinstance(part, MatrixPart) and any(isinstance(g.w, QMatrix) for g in grouped)  # see _join_half
+        assert isinstance(w_range, BufferRange) or half  # _groupable checked (a joined f16 matrix may fill its buffer)
+        w_off = w_range.offset // 16 if isinstance(w_range, BufferRange) else 0
+        segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, w_off, pr.x.offset, pr.x.stride,
                    outputs.index(pr.y.buffer), pr.y.offset, pr.y.stride, ACTIVATIONS[pr.act], int(pr.accumulate),
-                   s_off)  # fmt: skip
+                   s_off, int(half))  # fmt: skip
         row += ceil_div(pr.w.rows, align) * align
     return segs, outputs
 

@@ -9,7 +9,7 @@ import pytest
 from test_matmul_group import assert_one_by_one_equals, expected, run
 from test_matmul_group import build as group_build
 
-from rwkv_webgpu.gpu import upload_qmatrices
+from rwkv_webgpu.gpu import upload_matrices, upload_qmatrices
 from rwkv_webgpu.gpu.tensor import BufferRange
 from rwkv_webgpu.weights.quant import Quant, quantize
 
@@ -80,3 +80,31 @@ def test_quant_group_on_gpus_only_for_one_token_steps(device, monkeypatch, t):
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("quant,rpl", [(Quant.INT8, 0), (Quant.NF4, 1), (Quant.NF4, 2), (Quant.NF4, 4)])
+@pytest.mark.parametrize("t", [1, 3])
+def test_f16_product_joins_the_quant_group(device, monkeypatch, quant, rpl, t):
+    """An f16 product that would run alone (RWKV-6's decay LoRA first half next to quantized
+    r/k/v/g) is summed inside the quantized group's dispatch, as the f16 one-token kernel sums it
+    (4-bit codes: its 9 rows 1, 2 or 4 a lane, the last lane group partly past them)."""
+    if not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
+    mm = importlib.import_module("rwkv_webgpu.ops.matmul")
+    if rpl:
+        monkeypatch.setattr(mm, "QUANT4_RPL", rpl)
+        monkeypatch.setattr(mm, "QUANT4_WIDE_RPL", rpl)
+    specs = [*SPECS, (9, 1000, 2, 1, "tanh", False)]
+    rng = np.random.default_rng(70 + t)
+    x, ws, outs, y0, products = group_build(device, t, rng, specs, quant)
+    w16 = (rng.standard_normal((9, 1000)) / np.sqrt(1000)).astype(np.float16).astype(np.float32)
+    products[-1] = dataclasses.replace(products[-1], w=upload_matrices(device, [w16], ["half"])[0])
+    ws[-1] = w16
+    got, g = run(device, products, outs, y0, t, "decode")
+    assert [item.label for item in g.items if item.grid(t) != (0, 0, 0)] == [f"group.{quant.value}"]
+    for a, b in zip(got, expected(x, ws, y0, t, specs, f16=False)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(device, "info", dataclasses.replace(device.info, adapter_type="DiscreteGPU"))
+    if quant == Quant.INT8:  # lanes per row as the single f16 product's kernel takes them
+        monkeypatch.setattr(mm, "NARROW_LANES", False)
+    assert_one_by_one_equals(device, products, outs, y0, t, got)
