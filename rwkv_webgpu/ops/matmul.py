@@ -42,6 +42,7 @@ DECODE_SPLIT_K = 2048  # ... of at most this many weights each, then `reduce` (e
 VEC_X = True  # quantized one-token kernels read x as vec4s where aligned (x_reads.wgsl x8_fast), bound again at:
 XV, XV_GROUP = 6, 8  # binding of that view in matmul_io.wgsl / matmul_group_io.wgsl
 HALF_GROUP = 9  # matmul_quant_group.wgsl: binding of its f16 segments' weights (its eighth storage buffer)
+JOIN_F16 = True  # f16 products ready with quantized ones join their one-token group (_join_half)
 DECODE_PARTS = True  # ... or the parts added up in the workgroup ("decode_parts"; no `reduce` dispatch)
 QUANT4_RPL = 2  # 4-bit one-token kernels: rows per lane sharing x (`decode_rows`, LANES 32; 0: `main`) ...
 QUANT4_WIDE_ROWS, QUANT4_WIDE_RPL = 4096, 4  # ... and this many on matrices (or groups) of at least so many rows
@@ -555,8 +556,17 @@ def matmul_group(
     # quantized products group only for the one-token kernel (GPUs with subgroups, or forced)
     one_token = kernel == "decode" or (kernel is None and info.subgroup and not info.cpu)
     qgrouped, rest = _groupable(rest, quantized=True) if one_token else ([], rest)
-    if qgrouped and kernel != "big":
+    solo = qgrouped  # the products the quantized group's larger steps run one by one
+    merged = False
+    if qgrouped and kernel != "big" and JOIN_F16:
         qgrouped, rest = _join_half(qgrouped, rest)
+        solo = qgrouped
+        # an f16 group covering the same steps joins too (RWKV-7's LoRA first halves next to its
+        # quantized r/k/v): its one-token entry is then left out, its other steps stay its own
+        if grouped and _group_ranges(graph, grouped, kernel) == _group_ranges(graph, qgrouped, kernel):
+            both, left = _join_half(qgrouped, grouped)
+            if not left and _group_ranges(graph, both, kernel) == _group_ranges(graph, qgrouped, kernel):
+                qgrouped, merged = both, True
     for pr in rest:
         matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
     if kernel == "big":
@@ -566,19 +576,18 @@ def matmul_group(
             matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
         return
     if grouped:
-        _record_group(graph, counter, grouped, kernel, label)
+        _record_group(graph, counter, grouped, kernel, label, one_token=not merged)
     if qgrouped:
-        _record_group(graph, counter, qgrouped, kernel, label)
+        _record_group(graph, counter, qgrouped, kernel, label, solo=solo)
 
 
-def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel: str | None, label: str) -> None:
-    """One group dispatch per step-size range (see :func:`matmul_group`); ``grouped`` are all f16
-    or all quantized of one kind (then only the one-token entry exists)."""
+def _group_ranges(graph: Graph, grouped: list[Product], kernel: str | None) -> tuple[int, int]:
+    """(first, limit) of a group: steps under `first` tokens run the one-token subgroup entry,
+    steps in [first, limit) the 4-token (or CPU: row-wise) entry, larger steps the products one
+    by one, so that each step uses the kernel matmul would pick for every product (see _rule).
+    Quantized groups have only the one-token entry."""
     info = graph.device.info
     qw = next((pr.w for pr in grouped if isinstance(pr.w, QMatrix)), None)
-    # Steps under `first` tokens run the one-token subgroup entry, steps in [first, limit) the
-    # 4-token (or CPU: row-wise) entry, larger steps the products one by one, so that each step
-    # uses the kernel matmul would pick for every product (see _rule).
     if kernel is not None:
         first = limit = 1 << 30
         if kernel != "decode":
@@ -595,6 +604,20 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         first, limit = 0, SUBGROUP_FROM
     if qw is not None:
         limit = first  # quantized weights: the one-token entry, then the products one by one
+    return first, limit
+
+
+def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel: str | None, label: str, *,
+                  one_token: bool = True, solo: list[Product] | None = None) -> None:  # fmt: skip
+    """One group dispatch per step-size range (see :func:`matmul_group`, :func:`_group_ranges`);
+    ``grouped`` are all f16, or quantized of one kind with f16 `half` segments (then only the
+    one-token entry exists). ``one_token=False`` leaves that entry out (the products joined a
+    quantized group); ``solo``: the products whose larger steps this call records one by one
+    (default all; an f16 group that joined records its own)."""
+    info = graph.device.info
+    qw = next((pr.w for pr in grouped if isinstance(pr.w, QMatrix)), None)
+    first, limit = _group_ranges(graph, grouped, kernel)
+    own = {id(pr) for pr in (grouped if solo is None else solo)}
     # GPU prompt steps: the large f16 products as one dispatch of 128 x 128 tiles, on the steps
     # where matmul would give each of them tiles and the wave count says the group pays
     large = qw is None and kernel is None and not info.cpu
@@ -610,7 +633,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         _record_tiled_group(graph, counter, tiled, lambda: tiled_step(counter.value), label)
     for pr in grouped:
         _check(pr.x, pr.w, pr.y, pr.act, pr.label)
-        if kernel is None:
+        if kernel is None and id(pr) in own:
             in_tiles = any(pr is t for t in tiled)
             with graph.only_when(lambda in_tiles=in_tiles: counter.value >= limit and not (in_tiles and tiled_step(counter.value))):
                 matmul(graph, counter, pr.x, pr.w, pr.y, act=pr.act, accumulate=pr.accumulate, label=pr.label)
@@ -634,7 +657,7 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
         return
     weights = grouped[0].w.parts[0].buffer.buffer  # type: ignore[union-attr]
     buffers = [weights, grouped[0].x.buffer, outputs[0], y1, table]
-    if first:
+    if first and one_token:
         with graph.only_when(lambda: counter.value < first):
             graph.dispatch("matmul_group_subgroup", counter, params, buffers, decode_grid(graph, rows),
                            label=label, **decode_constants(graph))  # fmt: skip
@@ -655,7 +678,7 @@ def _join_half(qgrouped: list[Product], rest: list[Product]) -> tuple[list[Produ
     quantized r/k/v/g products. They need one f16 weight buffer, the group's input buffer and no
     third output buffer."""
     outputs = {pr.y.buffer for pr in qgrouped}
-    weights = None
+    weights = next((_half_buffer(pr.w) for pr in qgrouped if isinstance(pr.w, Matrix)), None)
     joined: list[Product] = []
     left: list[Product] = []
     for pr in rest:

@@ -96,22 +96,24 @@ def test_quantized_v6_decoding_with_lora_halves_inside(vulkan_device, quant, mon
 
 
 @pytest.mark.parametrize("quant", ["int8", "nf4"])
-def test_quantized_v6_decoding_on_gpus_groups_the_decay_lora(vulkan_device, quant, monkeypatch):
-    """On GPUs RWKV-6's f16 decay LoRA first half joins the quantized r/k/v/g group of one-token
-    steps (one dispatch fewer a layer); decoding token by token then still gives the prompt's logits."""
+@pytest.mark.parametrize("version", ["v6", "v7"])
+def test_quantized_decoding_on_gpus_groups_the_f16_products(vulkan_device, quant, version, monkeypatch):
+    """On GPUs the f16 products ready with the quantized r/k/v(/g) (RWKV-6's decay LoRA first half,
+    RWKV-7's LoRA first halves) join their group on one-token steps (one dispatch fewer a layer);
+    decoding token by token then still gives the prompt's logits."""
     import dataclasses
 
     if not vulkan_device.info.subgroup:
         pytest.skip("adapter without subgroups")
     monkeypatch.setattr(vulkan_device, "info", dataclasses.replace(vulkan_device.info, adapter_type="DiscreteGPU"))
-    name = next(n for n in ALL if n.startswith("v6"))
+    name = next(n for n in ALL if n.startswith(f"{version}_L2"))
     tokens = np.load(FIX / "golden" / f"{name}.npz")["tokens"].tolist()
     model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, quant=quant)
     state = model.new_state()
     stepped = np.stack([model.forward([t], state) for t in tokens])
     g = model.runner.graph(state)[0]
     ran = [it.label for it in g.items if hasattr(it, "grid") and 0 not in it.grid(it.counter.value)]
-    assert not any(label.endswith("att.decay_w1") for label in ran)
+    assert not any(label.endswith(("att.decay_w1", "att.mix_products")) for label in ran)
     assert sum(label.endswith(f"att.mix_products.{quant}") for label in ran) == len(model.layers)
     whole = model.forward(tokens, model.new_state(), full=True)
     np.testing.assert_allclose(stepped, whole, rtol=0, atol=1e-4 * np.abs(whole).max())

@@ -108,3 +108,28 @@ def test_f16_product_joins_the_quant_group(device, monkeypatch, quant, rpl, t):
     if quant == Quant.INT8:  # lanes per row as the single f16 product's kernel takes them
         monkeypatch.setattr(mm, "NARROW_LANES", False)
     assert_one_by_one_equals(device, products, outs, y0, t, got)
+
+
+@pytest.mark.parametrize("t", [1, 3, 20])
+def test_f16_group_joins_the_quant_group(device, monkeypatch, t):
+    """f16 products that form a group of their own (RWKV-7's LoRA first halves next to quantized
+    r/k/v) join the quantized group on the steps its one-token entry covers; larger steps run
+    each once (an accumulating product added twice would show) through their own kernels."""
+    if not device.info.subgroup:
+        pytest.skip("adapter without subgroups")
+    monkeypatch.setattr(device, "info", dataclasses.replace(device.info, adapter_type="DiscreteGPU"))
+    halves = [(9, 1000, 2, 1, "tanh", False), (6, 200, 1, 0, "none", True)]
+    specs = [*SPECS, *halves]
+    rng = np.random.default_rng(80 + t)
+    x, ws, outs, y0, products = group_build(device, t, rng, specs, Quant.INT8)
+    w16 = [(rng.standard_normal((r, k)) / np.sqrt(k)).astype(np.float16).astype(np.float32) for r, k, *_ in halves]
+    mats = upload_matrices(device, w16, ["h0", "h1"])  # one buffer: the two form an f16 group
+    for j, m in enumerate(mats):
+        products[len(SPECS) + j] = dataclasses.replace(products[len(SPECS) + j], w=m)
+        ws[len(SPECS) + j] = w16[j]
+    got, g = run(device, products, outs, y0, t)
+    live = [item.label for item in g.items if item.grid(t) != (0, 0, 0)]
+    assert (live == ["group.int8"]) == (t < 16)
+    assert "group" not in live
+    for a, b in zip(got, expected(x, ws, y0, t, specs, f16=False)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
