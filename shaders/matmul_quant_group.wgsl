@@ -4,8 +4,9 @@
 // its products one by one. Bindings as matmul_group.wgsl, with w = the codes of every segment as
 // 16-byte words (segment s from word w_off) and binding 7 = their scales (segment s from s_off).
 // Segments marked `half` have f16 weights instead (binding 9, rows of kv words from w_off, as
-// matmul_group.wgsl), summed as the f16 one-token kernel sums them: an f16 product that is ready
-// with the quantized ones (RWKV-6's decay LoRA first half) needs no dispatch of its own.
+// matmul_group.wgsl), summed as the f16 one-token kernel sums them: f16 products that are ready
+// with the quantized ones (RWKV-6's decay LoRA first half, RWKV-7's LoRA first halves) need no
+// dispatch of their own.
 // Grid: (ceil(rows / (WGS / LANES)), T).
 @group(0) @binding(7) var<storage, read> scales: array<f32>;
 @group(0) @binding(9) var<storage, read> wh: array<vec4<u32>>;

@@ -539,7 +539,8 @@ def matmul_group(
     the other products run through :func:`matmul` as usual. Quantized products of one kind
     whose codes and scales share buffers (``upload_qmatrices``) are grouped the same way for
     one-token steps on GPUs with subgroups (matmul_quant_group.wgsl), with the f16 products
-    that would otherwise run alone (:func:`_join_half`). On GPUs, prompt steps
+    that would otherwise run alone, and an f16 group whose one-token entry covers the same steps
+    (:func:`_join_half`; its larger steps stay its own). On GPUs, prompt steps
     where every large f16 product of the group (TALL_MIN_ROWS rows or more) would take tiles run
     them as one dispatch of 128 x 128 tiles (matmul_group_tiled.wgsl) where that costs fewer
     waves (:func:`_tile_group_pays`). The result is the same as calling :func:`matmul` for each
@@ -673,10 +674,12 @@ def _record_group(graph: Graph, counter: Counter, grouped: list[Product], kernel
 
 
 def _join_half(qgrouped: list[Product], rest: list[Product]) -> tuple[list[Product], list[Product]]:
-    """Let f16 products that would run alone join a quantized group's one-token dispatch (as
-    `half` segments of matmul_quant_group.wgsl): RWKV-6's decay LoRA first half is ready with the
-    quantized r/k/v/g products. They need one f16 weight buffer, the group's input buffer and no
-    third output buffer."""
+    """Let f16 products join a quantized group's one-token dispatch (as `half` segments of
+    matmul_quant_group.wgsl): those of ``rest`` that fit, in front of the group's. RWKV-6's decay
+    LoRA first half is ready with the quantized r/k/v/g products, RWKV-7's LoRA first halves (an
+    f16 group of their own) with its r/k/v. They need one f16 weight buffer (the one halves
+    already in the group use), the group's input buffer and no third output buffer; returns
+    the group and the products left."""
     outputs = {pr.y.buffer for pr in qgrouped}
     weights = next((_half_buffer(pr.w) for pr in qgrouped if isinstance(pr.w, Matrix)), None)
     joined: list[Product] = []
