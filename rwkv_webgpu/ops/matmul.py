@@ -686,11 +686,8 @@ def _join_half(qgrouped: list[Product], rest: list[Product]) -> tuple[list[Produ
     left: list[Product] = []
     for pr in rest:
         buffer = _half_buffer(pr.w)
-        fits = (
-            buffer is not None and (weights is None or buffer is weights)
-            and pr.x.buffer is qgrouped[0].x.buffer and pr.y.buffer is not pr.x.buffer
-            and (pr.y.buffer in outputs or len(outputs) < 2)
-        )  # fmt: skip
+        same = buffer is not None and (weights is None or buffer is weights)
+        fits = same and _shares_io(pr, qgrouped[0].x.buffer, outputs)
         if fits:
             weights = buffer
             outputs.add(pr.y.buffer)
@@ -698,6 +695,13 @@ def _join_half(qgrouped: list[Product], rest: list[Product]) -> tuple[list[Produ
         else:
             left.append(pr)
     return joined + qgrouped, left  # f16 rows first: their workgroups start first (a slower lane sum)
+
+
+def _shares_io(pr: Product, x_buffer: Any, outputs: set) -> bool:
+    """Whether ``pr`` can be a segment of a group reading ``x_buffer`` and writing ``outputs``
+    so far: the same input buffer, its output another buffer, at most two outputs in all."""
+    y = pr.y.buffer
+    return pr.x.buffer is x_buffer and y is not pr.x.buffer and (y in outputs or len(outputs) < 2)
 
 
 def _half_buffer(w: Matrix | QMatrix) -> Any:
@@ -735,13 +739,14 @@ def _segment_table(grouped: list[Product], align: int) -> tuple[np.ndarray, list
     outputs: list = []
     segs = np.zeros(len(grouped), SEGMENT)
     row = 0
+    quantized = any(isinstance(pr.w, QMatrix) for pr in grouped)  # its f16 segments are `half`
     for i, pr in enumerate(grouped):
         if pr.y.buffer not in outputs:
             outputs.append(pr.y.buffer)
         part = pr.w.parts[0]
         w_range = part.codes if isinstance(part, QMatrixPart) else part.buffer
         s_off = part.scales.offset // 4 if isinstance(part, QMatrixPart) else 0
-        half = isinstance(part, MatrixPart) and any(isinstance(g.w, QMatrix) for g in grouped)  # see _join_half
+        half = quantized and isinstance(part, MatrixPart)
         assert isinstance(w_range, BufferRange) or half  # _groupable checked (a joined f16 matrix may fill its buffer)
         w_off = w_range.offset // 16 if isinstance(w_range, BufferRange) else 0
         segs[i] = (row, pr.w.rows, pr.w.k, pr.w.kp // 8, w_off, pr.x.offset, pr.x.stride,
@@ -792,9 +797,7 @@ def _groupable(products: list[Product], quantized: bool) -> tuple[list[Product],
         fits = (
             key is not None
             and (not grouped or key == ranges(grouped[0].w))
-            and (not grouped or pr.x.buffer is grouped[0].x.buffer)
-            and (pr.y.buffer in outputs or len(outputs) < 2)
-            and pr.y.buffer is not pr.x.buffer
+            and _shares_io(pr, grouped[0].x.buffer if grouped else pr.x.buffer, outputs)
         )
         if fits:
             grouped.append(pr)
