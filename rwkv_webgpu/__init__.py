@@ -32,7 +32,7 @@ from .sampling import Sampler, SamplingConfig
 from .state import State
 from .tokenizer import load_tokenizer
 from .weights.lora import LoraSpec
-from .weights.quant import Quant
+from .weights.quant import Quant, QuantPlan
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "ModelInfo",
     "PrefixCache",
     "Quant",
+    "QuantPlan",
     "RWKVError",
     "Sampler",
     "SamplingConfig",

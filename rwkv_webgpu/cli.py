@@ -109,6 +109,7 @@ def _load(args: argparse.Namespace) -> Any:
         token_chunk_size=args.chunk_size,
         tokenizer=tokenizer,
         progress=bar,
+        quant=getattr(args, "quant", None),
     )
 
 
@@ -272,11 +273,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .weights.convert import convert
     from .weights.detect import detect
     from .weights.prefab import save_prefab
-    from .weights.quant import Quant
+    from .weights.quant import QuantPlan
 
     bar = ProgressBar("converting", force=args.progress)
-    quant = Quant.parse(args.quant)
-    changes = quant is not Quant.NONE or bool(args.lora)
+    quant = QuantPlan.parse(args.quant)
+    changes = bool(quant) or bool(args.lora)
     prefab = args.format == "prefab" or (args.format is None and (changes or not args.dst.endswith(".st")))
     if not prefab:
         convert(args.src, args.dst, progress=bar)
@@ -288,7 +289,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             info = detect(ckpt)
             layers = range(args.quant_layers) if args.quant_layers is not None else None
             save_prefab(ckpt, args.dst, quant=quant, quant_layers=layers, num_layer=info.num_layer, progress=bar)
-    print(f"wrote {args.dst} ({'prefab, ' + quant.value if prefab else 'web-rwkv .st'})")
+    print(f"wrote {args.dst} ({f'prefab, {quant}' if prefab else 'web-rwkv .st'})")
     return 0
 
 
@@ -324,6 +325,12 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+QUANT_HELP = (
+    "store the large att/FFN matrices as int8, nf4 or sf4; or a mix per block or matrix, "
+    "e.g. att=int8,ffn=nf4 (keys: att, ffn, att.key, ffn.value, ...)"
+)
+
+
 def _command(sub: Any, name: str, summary: str, examples: str, func: Any) -> Any:
     """A subcommand that loads a model: --model, --tokenizer, --chunk-size, --progress."""
     p = sub.add_parser(name, help=summary, description=summary, epilog=examples,
@@ -342,6 +349,7 @@ def _command(sub: Any, name: str, summary: str, examples: str, func: Any) -> Any
         default=None,
         help="tokens per GPU submission for prompts (default 1024 on GPUs, 128 on CPU adapters)",
     )
+    p.add_argument("--quant", default=None, metavar="KIND", help=QUANT_HELP)
     p.add_argument(
         "--progress",
         action="store_true",
@@ -489,13 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", help="convert a checkpoint: web-rwkv's .st layout, or a quantized prefab (no torch needed)",
         epilog="examples:\n  rwkv-webgpu convert model.pth model.st                 (web-rwkv layout)\n"
         "  rwkv-webgpu convert --quant int8 model.pth model-int8.prefab  (loads without re-quantizing)\n"
-        "  rwkv-webgpu convert --quant int8 --lora A.pth model.pth merged.prefab",
+        "  rwkv-webgpu convert --quant int8 --lora A.pth model.pth merged.prefab\n"
+        "  rwkv-webgpu convert --quant att=int8,ffn=nf4 model.pth model-mix.prefab  (a mix)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("src")
     c.add_argument("dst")
-    c.add_argument("--quant", choices=["none", "int8", "nf4", "sf4"], default=None,
-                   help="quantize the large att/FFN matrices (writes a prefab file)")  # fmt: skip
+    c.add_argument("--quant", default=None, metavar="KIND", help=QUANT_HELP + " (writes a prefab file)")
     c.add_argument("--quant-layers", type=int, default=None, help="quantize only the first N layers")
     c.add_argument("--lora", action="append", metavar="PATH", help="merge this LoRA (.pth/.st); repeat for several, in order")
     c.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: from the file, else its rank)")

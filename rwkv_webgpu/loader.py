@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .config import Version
 from .errors import UnknownVersionError
 from .gpu import get_device
 from .models.base import Model, Progress
-from .weights.quant import Quant
+from .weights.quant import QuantPlan
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def load_model(
     progress: Progress | None = None,
     device: Any = None,
     state_file: str | os.PathLike[str] | None = None,
-    quant: str | None = None,
+    quant: str | Mapping[str, str] | None = None,
     quant_layers: int | Iterable[int] | None = None,
     lora: Sequence[Any] = (),
 ) -> Model:
@@ -58,7 +58,9 @@ def load_model(
     ``state_file`` is a state-tuning checkpoint (``blocks.{i}.att.time_state``) whose state
     every new slot starts from; ``time_state`` tensors inside the model file are used too.
     ``quant`` ("int8", "nf4", "sf4") stores the large attention/FFN matrices quantized on the
-    GPU; ``quant_layers`` limits it to the first N layers (an int) or to a set of layer indices.
+    GPU, or a mix per block or matrix: ``{"att": "int8", "ffn": "nf4"}`` (``"att.key"`` and the
+    like name one matrix, winning over its block; the string ``"att=int8,ffn=nf4"`` is the same);
+    ``quant_layers`` limits it to the first N layers (an int) or to a set of layer indices.
     ``lora`` is a list of :class:`rwkv_webgpu.LoraSpec` merged in order at load.
     """
     from .weights.detect import detect
@@ -72,7 +74,7 @@ def load_model(
             chunk = 128 if dev.info.cpu else 1024
         model = _model_class(info.version)(info, dev, token_chunk_size=chunk)
         layers = range(quant_layers) if isinstance(quant_layers, int) else quant_layers
-        model.set_quantization(Quant.parse(quant), layers)
+        model.set_quantization(QuantPlan.parse(quant), layers)
         model.load_common(ckpt, progress)
         model.load_layers(ckpt, progress)
         if info.has_time_state:

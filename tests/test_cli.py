@@ -93,3 +93,12 @@ def test_generate_api_greedy_matches_argmax(vulkan_device):
         logits = model.forward([nxt], state)
     out = rw.generate(model, [3, 5, 7], max_tokens=4, sampling=rw.SamplingConfig(temperature=0), stop_at_eos=False)
     assert out.split() == [str(t) for t in expect]
+
+
+def test_generate_with_a_quantization_mix(vulkan_device, capsys):
+    """--quant on the commands that load a model (the bundled demo model here)."""
+    args = ["--adapter", "vulkan", "generate", "--prompt", "The", "--max-tokens", "4", "--temperature", "0"]
+    assert main([*args, "--quant", "att=int8,ffn=nf4"]) == 0
+    assert capsys.readouterr().out.startswith("The")
+    assert main([*args, "--quant", "ffn=nf5"]) == 2
+    assert "ffn: unknown quantization 'nf5'" in capsys.readouterr().err

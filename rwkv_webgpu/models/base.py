@@ -30,7 +30,7 @@ from ..hooks import Frame, HookRegistry
 from ..ops import Product, layer_norm, matmul, matmul_group, norm_mix, token_mix
 from ..ops.embed import EmbeddingTable, upload_table
 from ..state import State, StateSpec
-from ..weights.quant import Quant, quantize, quantized_here
+from ..weights.quant import Quant, QuantPlan, quant_for, quantize
 from .chain import DecodeChain
 from .step import (
     Buffers,
@@ -61,7 +61,7 @@ class Model:
         self.device = device
         self.token_chunk_size = token_chunk_size
         self.path = ""  # the checkpoint it was loaded from (set by load_model)
-        self.quant = Quant.NONE
+        self.quant = QuantPlan()
         self.quant_layers: set[int] = set()
         self.tokenizer: Any = None
         self.emb: np.ndarray = np.zeros((0, 0), np.float32)
@@ -177,9 +177,9 @@ class Model:
             ready = ckpt.quantized(name) if hasattr(ckpt, "quantized") else None
             if ready is not None:
                 packed.append((i, ready, name))
-            elif self.quantizes(name):
+            elif (kind := self.quant_kind(name)) is not Quant.NONE:
                 w = ckpt.load(name, np.float32)
-                packed.append((i, quantize(w.T if transpose else w, self.quant), name))
+                packed.append((i, quantize(w.T if transpose else w, kind), name))
             else:
                 w = ckpt.load(name, np.float16)
                 w = w.reshape(-1, w.shape[-1]) if w.ndim > 2 else w
@@ -187,17 +187,20 @@ class Model:
         for (i, _, _), m in zip(plain, upload_matrices(self.device, [w for _, w, _ in plain], [n for *_, n in plain])):
             out[i] = m
         # quantized matrices of one kind share buffers too (ops.matmul_group on quantized weights)
-        for (i, _, _), q in zip(packed, upload_qmatrices(self.device, [qm for _, qm, _ in packed], [n for *_, n in packed])):
-            out[i] = q
+        for kind in dict.fromkeys(qm.quant for _, qm, _ in packed):
+            same = [p for p in packed if p[1].quant is kind]
+            for (i, _, _), q in zip(same, upload_qmatrices(self.device, [qm for _, qm, _ in same], [n for *_, n in same])):
+                out[i] = q
         return out  # type: ignore[return-value]
 
-    def set_quantization(self, quant: Quant, layers: Iterable[int] | None) -> None:
+    def set_quantization(self, quant: QuantPlan, layers: Iterable[int] | None) -> None:
         """Quantize the large attention/FFN matrices of ``layers`` (all when None) at load."""
         self.quant = quant
         self.quant_layers = set(range(self.info.num_layer)) if layers is None else set(layers)
 
-    def quantizes(self, name: str) -> bool:
-        return quantized_here(name, self.quant, self.quant_layers)
+    def quant_kind(self, name: str) -> Quant:
+        """The kind the tensor ``name`` is quantized to at load (:data:`Quant.NONE`: kept f16)."""
+        return quant_for(name, self.quant, self.quant_layers)
 
     def load_time_state(self, ckpt: Any, source: str = "") -> None:
         """Use ``blocks.{i}.att.time_state`` tensors (state tuning) as every new slot's start.

@@ -2,7 +2,9 @@
 one safetensors file so it loads again without redoing that work, giving identical logits.
 
 Layout: every tensor under its official name, except quantized matrices, stored as
-``<name>.qcodes`` (u32) and ``<name>.qscales`` (f32) with their shape and scheme in the metadata.
+``<name>.qcodes`` (u32) and ``<name>.qscales`` (f32) with their shape and kind in the metadata
+(``quantized``: name -> [rows, k, kind]; files from before mixes were possible give one kind for
+all in ``quant`` and [rows, k] per matrix).
 Tensors are stored in f16 where that is exact, else f32 (the loader converts matrices to f16
 either way, so the GPU sees the same values as from the original checkpoint).
 """
@@ -16,30 +18,33 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError
-from .quant import Quant, QuantizedMatrix, quantize, quantized_here
+from ..errors import CheckpointError, ConfigError
+from .quant import INT8_BLOCK, Q4_BLOCK, Quant, QuantizedMatrix, QuantPlan, quant_for, quantize
 from .safetensors_io import TensorSpec, tag_of, write_safetensors
 
 FORMAT = "rwkv-webgpu-prefab"
 
 
-def save_prefab(ckpt: Any, path: str | os.PathLike[str], *, quant: Quant = Quant.NONE,
+def save_prefab(ckpt: Any, path: str | os.PathLike[str], *, quant: QuantPlan | Quant | str | None = None,
                 quant_layers: Iterable[int] | None = None, num_layer: int = 0,
                 extra_meta: dict[str, str] | None = None,
                 progress: Callable[[int, int, str], None] | None = None) -> None:  # fmt: skip
-    """Write ``ckpt`` (any Checkpoint-like view, e.g. with LoRAs merged) as a prefab file."""
+    """Write ``ckpt`` (any Checkpoint-like view, e.g. with LoRAs merged) as a prefab file,
+    quantizing what ``quant`` (a :class:`QuantPlan` or what it parses) selects in ``quant_layers``."""
     layers = set(range(num_layer)) if quant_layers is None else set(quant_layers)
+    wanted = QuantPlan.parse(quant)
     plan: list[tuple[str, str]] = []  # (official name, kind) kind: "tensor" | "quant"
-    quantized: dict[str, list[int]] = {}
+    quantized: dict[str, list[Any]] = {}
     specs: list[TensorSpec] = []
     cache: dict[str, Any] = {}
     for name in ckpt.names():
         ready = ckpt.quantized(name) if hasattr(ckpt, "quantized") else None  # a prefab's own
-        if ready is not None or quantized_here(name, quant, layers):
+        kind = ready.quant if ready is not None else quant_for(name, wanted, layers)
+        if kind is not Quant.NONE:
             rows, k = ckpt.shape(name)
-            qm = ready if ready is not None else quantize(ckpt.load(name, np.float32), quant)
+            qm = ready if ready is not None else quantize(ckpt.load(name, np.float32), kind)
             cache[name] = qm
-            quantized[name] = [rows, k]
+            quantized[name] = [rows, k, kind.value]
             specs.append(TensorSpec(f"{name}.qcodes", "u32", tuple(qm.codes.shape)))
             specs.append(TensorSpec(f"{name}.qscales", "f32", tuple(qm.scales.shape)))
             plan.append((name, "quant"))
@@ -50,11 +55,9 @@ def save_prefab(ckpt: Any, path: str | os.PathLike[str], *, quant: Quant = Quant
             cache[name] = keep
             specs.append(TensorSpec(name, tag_of(keep.dtype), tuple(keep.shape)))
             plan.append((name, "tensor"))
-    schemes = {cache[n].quant for n, kind in plan if kind == "quant"}
-    if len(schemes) > 1:
-        raise CheckpointError(f"cannot mix quantization schemes in one prefab: {sorted(q.value for q in schemes)}")
-    scheme = schemes.pop() if schemes else Quant.NONE
-    meta = {"format": FORMAT, "quant": scheme.value, "quantized": json.dumps(quantized)}
+    kinds = sorted({kind for *_, kind in quantized.values()})
+    meta = {"format": FORMAT, "quant": kinds[0] if len(kinds) == 1 else "mixed" if kinds else "none",
+            "quantized": json.dumps(quantized)}  # fmt: skip
     meta.update(extra_meta or {})
 
     def produce(spec: TensorSpec) -> np.ndarray:
@@ -75,11 +78,15 @@ class PrefabView:
         self._ckpt = ckpt
         self.path = ckpt.path
         self.layout = getattr(ckpt, "layout", None)
-        self.quant = Quant.parse(meta.get("quant", "none"))
         try:
-            self._shapes = {k: tuple(v) for k, v in json.loads(meta.get("quantized", "{}")).items()}
-        except ValueError as exc:
+            entries = json.loads(meta.get("quantized", "{}"))
+            whole = meta.get("quant", "none")  # the kind of every matrix in files without one each
+            self._shapes = {k: (int(v[0]), int(v[1])) for k, v in entries.items()}
+            self._kinds = {k: Quant.parse(v[2] if len(v) > 2 else whole) for k, v in entries.items()}
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError, ConfigError) as exc:
             raise CheckpointError(f"{self.path}: damaged prefab metadata ({exc})") from exc
+        if any(kind is Quant.NONE for kind in self._kinds.values()):
+            raise CheckpointError(f"{self.path}: damaged prefab metadata (a quantized matrix without its kind)")
         # file order, each quantized matrix where its codes are
         self._names = [n.removesuffix(".qcodes")
                        for n in ckpt.names() if not n.endswith(".qscales")]  # fmt: skip
@@ -103,7 +110,7 @@ class PrefabView:
         return self._shapes[name] if name in self._shapes else tuple(self._ckpt.shape(name))
 
     def dtype(self, name: str) -> str:
-        return self.quant.value if name in self._shapes else str(self._ckpt.dtype(name))
+        return self._kinds[name].value if name in self._shapes else str(self._ckpt.dtype(name))
 
     def quantized(self, name: str) -> QuantizedMatrix | None:
         if name not in self._shapes:
@@ -111,8 +118,9 @@ class PrefabView:
         rows, k = self._shapes[name]
         codes = self._ckpt.load(f"{name}.qcodes", np.uint32)
         scales = self._ckpt.load(f"{name}.qscales", np.float32)
-        block = 128 if self.quant is Quant.INT8 else 64
-        return QuantizedMatrix(self.quant, rows, k, -(-k // block) * block, codes, scales)
+        kind = self._kinds[name]
+        block = INT8_BLOCK if kind is Quant.INT8 else Q4_BLOCK
+        return QuantizedMatrix(kind, rows, k, -(-k // block) * block, codes, scales)
 
     def load(self, name: str, dtype: Any = np.float32) -> np.ndarray:
         q = self.quantized(name)

@@ -6,14 +6,19 @@ Layouts, for a matrix ``[R, K]`` padded to ``KP`` columns (a multiple of the blo
   ``w = min + code * scale``.
 - nf4 / sf4: codes ``u4 [R, KP]`` (eight per u32, low nibble first), ``absmax f32 [R, KP / 64]``;
   ``w = codebook[code] * absmax``.
+
+A :class:`QuantPlan` says which kind each matrix gets: one kind for all, or a mix (attention in
+int8 and the FFN in 4 bits, say), so one model can hold matrices of several kinds.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,19 +47,73 @@ class Quant(enum.Enum):
 
 # The matrices quantization applies to: each layer's large attention/FFN ones (the embedding,
 # head and small LoRA matrices stay f16).
-QUANTIZABLE = frozenset(
-    f"{block}.{name}.weight"
-    for block, names in (("att", ("receptance", "key", "value", "output", "gate")), ("ffn", ("key", "value", "receptance")))
-    for name in names
-)
+BLOCKS = {"att": ("receptance", "key", "value", "output", "gate"), "ffn": ("key", "value", "receptance")}
+QUANTIZABLE = frozenset(f"{block}.{name}.weight" for block, names in BLOCKS.items() for name in names)
+PLAN_KEYS = ("att", "ffn", *(f"{block}.{name}" for block, names in BLOCKS.items() for name in names))
 
 
-def quantized_here(name: str, quant: Quant, layers: set[int]) -> bool:
-    """Whether ``name`` is one of the large attention/FFN matrices of a layer in ``layers``."""
+@dataclass(frozen=True)
+class QuantPlan:
+    """The kind each large matrix is stored in: one for all of them (``"nf4"``), or a mix chosen
+    per block or per matrix (``{"att": "int8", "ffn": "nf4"}``; a matrix's own entry, such as
+    ``"att.key"``, wins over its block's). Matrices no entry names stay f16."""
+
+    rules: tuple[tuple[str, Quant], ...] = ()  # (key, kind); key "*" is every matrix
+
+    @classmethod
+    def parse(cls, value: Any) -> QuantPlan:
+        """From None, a kind (``"int8"``, :class:`Quant`), a mapping of :data:`PLAN_KEYS` to kinds,
+        or that mapping written ``"att=int8,ffn=nf4"`` (the command line's form)."""
+        if isinstance(value, QuantPlan):
+            return value
+        if isinstance(value, str) and "=" in value:
+            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ConfigError(f"quantization {value!r}: write a mix as KEY=KIND pairs, e.g. 'att=int8,ffn=nf4'")
+            value = {key.strip(): kind.strip() for key, _, kind in pairs}
+        if isinstance(value, Mapping):
+            rules = []
+            for key, kind in value.items():
+                if key not in PLAN_KEYS:
+                    raise ConfigError(f"quantization mix: unknown matrix {key!r}; choose from {list(PLAN_KEYS)}")
+                try:
+                    rules.append((key, Quant.parse(kind)))
+                except ConfigError as exc:
+                    raise ConfigError(f"quantization mix, {key}: {exc}") from None
+            return cls(tuple(sorted(rules)))
+        kind = Quant.parse(value)
+        return cls((("*", kind),) if kind is not Quant.NONE else ())
+
+    def kind(self, name: str) -> Quant:
+        """The kind of ``<block>.<matrix>.weight`` (a layer's name without ``blocks.N.``)."""
+        if name not in QUANTIZABLE:
+            return Quant.NONE
+        rules = dict(self.rules)
+        block, matrix, _ = name.split(".")
+        return rules.get(f"{block}.{matrix}", rules.get(block, rules.get("*", Quant.NONE)))
+
+    @property
+    def kinds(self) -> set[Quant]:
+        return {kind for _, kind in self.rules} - {Quant.NONE}
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds)
+
+    def __str__(self) -> str:
+        if not self:
+            return "none"
+        if len(self.rules) == 1 and self.rules[0][0] == "*":
+            return self.rules[0][1].value
+        return ",".join(f"{key}={kind.value}" for key, kind in self.rules)
+
+
+def quant_for(name: str, plan: QuantPlan, layers: set[int]) -> Quant:
+    """The kind ``name`` (an official tensor name) is stored in: :data:`Quant.NONE` unless it is
+    one of the large attention/FFN matrices of a layer in ``layers`` that ``plan`` quantizes."""
     parts = name.split(".", 2)
-    if quant is Quant.NONE or len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
-        return False
-    return int(parts[1]) in layers and parts[2] in QUANTIZABLE
+    if not plan or len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit() or int(parts[1]) not in layers:
+        return Quant.NONE
+    return plan.kind(parts[2])
 
 
 INT8_BLOCK = 128

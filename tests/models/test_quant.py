@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,70 @@ def test_four_bit_models_stay_close(vulkan_device, name, quant):
     assert rel_err(model, name) <= 0.2
 
 
+MIX = {"att": "int8", "ffn": "nf4"}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_int8_attention_with_four_bit_ffn_within_the_nf4_bound(vulkan_device, name):
+    # measured 0.035-0.148 across the fixtures (pure nf4: 0.06-0.44; docs/performance.md)
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, quant=MIX)
+    for layer in model.layers:
+        assert layer.key.quant.value == "int8" and layer.ffn_key.quant.value == "nf4"
+    assert rel_err(model, name) <= 0.2
+
+
+@pytest.mark.parametrize("gpu_paths", [False, True])
+@pytest.mark.parametrize("version", ["v6", "v7"])
+def test_a_matrix_entry_wins_over_its_block(vulkan_device, tmp_path, version, gpu_paths, monkeypatch):
+    import dataclasses
+
+    if gpu_paths:  # the kernels discrete GPUs run (product groups, f16 products joining them)
+        if not vulkan_device.info.subgroup:
+            pytest.skip("adapter without subgroups")
+        monkeypatch.setattr(vulkan_device, "info", dataclasses.replace(vulkan_device.info, adapter_type="DiscreteGPU"))
+    name = next(n for n in ALL if n.startswith(f"{version}_L2"))
+    plan = {"att": "nf4", "att.key": "int8", "att.value": "none", "ffn.key": "sf4"}
+    model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, quant=plan)
+    for layer in model.layers:
+        assert [layer.receptance.quant.value, layer.key.quant.value, layer.output.quant.value] == ["nf4", "int8", "nf4"]
+        assert isinstance(layer.value, Matrix) and isinstance(layer.ffn_value, Matrix)
+        assert layer.ffn_key.quant.value == "sf4"
+    # each matrix decoded as its own kind: the logits are those of a checkpoint holding the
+    # dequantized weights, token by token (one-token kernels) and as a prompt
+    from safetensors.numpy import save_file
+
+    from rwkv_webgpu.weights import open_checkpoint
+    from rwkv_webgpu.weights.quant import QuantPlan, quant_for, quantize
+
+    layers = set(range(len(model.layers)))
+    with open_checkpoint(FIX / "models" / f"{name}.pth") as ckpt:
+        tensors = {}
+        for n in ckpt.names():
+            w = ckpt.load(n, np.float32)
+            kind = quant_for(n, QuantPlan.parse(plan), layers)
+            tensors[n] = w if kind.value == "none" else np.ascontiguousarray(quantize(w, kind).dequantize())
+    save_file(tensors, str(tmp_path / "dequantized.safetensors"))
+    ref = rw.load_model(tmp_path / "dequantized.safetensors", device=vulkan_device)
+    tokens = np.load(FIX / "golden" / f"{name}.npz")["tokens"].tolist()
+    expect = ref.forward(tokens, ref.new_state(), full=True)
+    state = model.new_state()
+    stepped = np.stack([model.forward([t], state) for t in tokens])
+    whole = model.forward(tokens, model.new_state(), full=True)
+    for got in (stepped, whole):
+        np.testing.assert_allclose(got, expect, rtol=0, atol=1e-3 * np.abs(expect).max())
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"att": "int3"}, "att: unknown quantization 'int3'"),
+    ({"att.w1": "int8"}, "unknown matrix 'att.w1'"),
+    ("att=int8,ffn", "KEY=KIND"),
+    ("bogus=nf4", "unknown matrix 'bogus'"),
+])  # fmt: skip
+def test_bad_quantization_mix_is_refused(vulkan_device, bad, words):
+    with pytest.raises(rw.ConfigError, match=re.escape(words)):
+        rw.load_model(FIX / "models" / f"{ALL[0]}.pth", device=vulkan_device, quant=bad)
+
+
 def test_quant_layers_limits_quantization(vulkan_device):
     name = [n for n in ALL if n.startswith("v7_L3")][0]
     model = rw.load_model(FIX / "models" / f"{name}.pth", device=vulkan_device, quant="int8", quant_layers=1)
@@ -63,11 +128,17 @@ def test_quantized_memory(vulkan_device, tmp_path):
     path = tmp_path / "v6-small.safetensors"
     write_random_model("v6-small", path)
     sizes = {}
-    for quant in (None, "int8", "nf4"):
+    att = {"receptance", "key", "value", "output", "gate"}
+    for quant in (None, "int8", "nf4", "att=int8,ffn=nf4"):
         model = rw.load_model(path, device=vulkan_device, quant=quant, tokenizer="world")
         sizes[quant] = sum(m.nbytes for m in matrices(model, LARGE))
+        sizes[quant, "att"] = sum(m.nbytes for m in matrices(model, att))
     assert 0.5 <= sizes["int8"] / sizes[None] <= 0.56  # 1 byte per weight + min/step per 128
     assert 0.25 <= sizes["nf4"] / sizes[None] <= 0.29  # half a byte + a scale per 64
+    # the mix: int8 attention matrices, 4-bit FFN ones
+    mix = sizes["att=int8,ffn=nf4"]
+    assert mix == sizes["int8", "att"] + sizes["nf4"] - sizes["nf4", "att"]
+    assert 0.33 <= mix / sizes[None] <= 0.40
 
 
 def test_unknown_quantization_is_refused(vulkan_device):
