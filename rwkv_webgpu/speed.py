@@ -67,6 +67,9 @@ def time_peer(model: Model, prompt: Sequence[int], tokens: int, progress: Progre
         return {"engine": name, "skipped": "web-rwkv-py is not installed (pip install web-rwkv-py==0.2.3)"}
     if model.info.version not in (Version.V4, Version.V5, Version.V6):
         return {"engine": name, "skipped": f"web-rwkv-py 0.2.3 runs RWKV V4-V6 only, this is {model.info.describe()}"}
+    options = peer_quantization(model)
+    if isinstance(options, str):
+        return {"engine": name, "skipped": options}
     path = Path(model.path)
     with tempfile.TemporaryDirectory() as tmp:
         st = path
@@ -74,11 +77,43 @@ def time_peer(model: Model, prompt: Sequence[int], tokens: int, progress: Progre
             st = Path(tmp) / (path.stem + ".st")
             convert(path, st, progress=progress)
         try:
-            peer = web_rwkv_py.Model(str(st), quant=0, quant_nf4=0)
+            peer = web_rwkv_py.Model(str(st), **options)
             chunk = model.token_chunk_size
             res = time_engine(lambda ids: peer.run(ids, token_chunk_size=chunk), peer.clear_state, prompt, tokens)
         except BaseException as exc:  # a Rust panic arrives as a BaseException (pyo3)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             return {"engine": name, "skipped": f"web-rwkv-py failed: {type(exc).__name__}: {exc}"}
-    return {"engine": name, **res}
+    return {"engine": name, **res, **({"quant": options} if any(options.values()) else {})}
+
+
+def peer_quantization(model: Model) -> dict[str, int] | str:
+    """web-rwkv-py's options for the quantization ``model`` has (all its large matrices int8, or
+    all nf4, in the first N layers), or why web-rwkv-py has no match (sf4, a mix, a prefab file)."""
+    from .gpu import QMatrix
+    from .weights.prefab import FORMAT
+    from .weights.safetensors_io import SafetensorsReader
+
+    path = str(model.path)
+    if path.endswith((".safetensors", ".prefab")):
+        try:
+            reader = SafetensorsReader(path)
+            fmt = (reader.metadata or {}).get("format")
+            reader.close()
+        except Exception:
+            fmt = None
+        if fmt == FORMAT:
+            return "web-rwkv-py cannot read a prefab file; compare on the original checkpoint"
+    kinds: list[set[str]] = []
+    for layer in model.layers:
+        mats = [getattr(layer, a) for a in LARGE if hasattr(layer, a)]
+        kinds.append({m.quant.value if isinstance(m, QMatrix) else "f16" for m in mats})
+    n = sum(k != {"f16"} for k in kinds)
+    if n == 0:
+        return {"quant": 0, "quant_nf4": 0}
+    if all(k == kinds[0] for k in kinds[:n]) and kinds[0] in ({"int8"}, {"nf4"}) and all(k == {"f16"} for k in kinds[n:]):
+        return {"quant": n, "quant_nf4": 0} if kinds[0] == {"int8"} else {"quant": 0, "quant_nf4": n}
+    return f"web-rwkv-py has no quantization like this model's ({model.quant}); it quantizes all large matrices of the first N layers to int8 or nf4"
+
+
+LARGE = ("receptance", "key", "value", "output", "gate", "ffn_key", "ffn_value", "ffn_receptance")

@@ -261,6 +261,34 @@ def test_bench_compare_with_web_rwkv_py(vulkan_device, tmp_path, capsys):
     runs = {r["engine"]: r for r in json.loads(out_json.read_text())["runs"]}
     assert runs["web-rwkv-py"].get("decode_tok_s", 0) > 0, runs["web-rwkv-py"]
     assert "web-rwkv-py" in capsys.readouterr().out
+    # a quantized model is compared with web-rwkv-py quantized the same way
+    assert main(cli("bench", "--model", str(path), "--prompt-tokens", "16", "--tokens", "4", "--quant", "int8",
+                    "--compare", "web-rwkv-py", "--json", str(out_json))) == 0  # fmt: skip
+    runs = {r["engine"]: r for r in json.loads(out_json.read_text())["runs"]}
+    assert runs["web-rwkv-py"]["quant"] == {"quant": 4, "quant_nf4": 0}
+    assert runs["web-rwkv-py"].get("decode_tok_s", 0) > 0, runs["web-rwkv-py"]
+
+
+@pytest.mark.parametrize("quant, layers, expect", [
+    (None, None, {"quant": 0, "quant_nf4": 0}),
+    ("int8", None, {"quant": 3, "quant_nf4": 0}),
+    ("nf4", 2, {"quant": 0, "quant_nf4": 2}),
+    ({"att": "nf4", "ffn": "nf4"}, None, {"quant": 0, "quant_nf4": 3}),
+    ("nf4", [1], "no quantization like"),
+    ("sf4", None, "no quantization like"),
+    ("att=int8,ffn=nf4", None, "no quantization like"),
+    ({"att": "int8"}, None, "no quantization like"),
+])  # fmt: skip
+def test_bench_peer_gets_the_same_quantization(vulkan_device, tmp_path, quant, layers, expect):
+    import rwkv_webgpu as rw
+    from rwkv_webgpu.speed import peer_quantization
+
+    model = rw.load_model(FIX / "v6_L3_C48_V53.pth", device=vulkan_device, quant=quant, quant_layers=layers)
+    got = peer_quantization(model)
+    assert got == expect if isinstance(expect, dict) else expect in got
+    model.save(tmp_path / "m.prefab")
+    again = rw.load_model(tmp_path / "m.prefab", device=vulkan_device)
+    assert "cannot read a prefab" in peer_quantization(again)
 
 
 # -- the chat REPL in a terminal (tmux) ----------------------------------------------------------------
