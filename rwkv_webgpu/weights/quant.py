@@ -39,6 +39,8 @@ class Quant(enum.Enum):
             return cls.NONE
         if isinstance(value, Quant):
             return value
+        if not isinstance(value, str):
+            raise ConfigError(f"quantization must be a name such as 'int8' or a mix, got {value!r}")
         try:
             return cls(value.lower())
         except ValueError:

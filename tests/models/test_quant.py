@@ -104,6 +104,8 @@ def test_a_matrix_entry_wins_over_its_block(vulkan_device, tmp_path, version, gp
     ({"att.w1": "int8"}, "unknown matrix 'att.w1'"),
     ("att=int8,ffn", "KEY=KIND"),
     ("bogus=nf4", "unknown matrix 'bogus'"),
+    (8, "got 8"),
+    ({"ffn": 4}, "ffn: quantization must be a name"),
 ])  # fmt: skip
 def test_bad_quantization_mix_is_refused(vulkan_device, bad, words):
     with pytest.raises(rw.ConfigError, match=re.escape(words)):
