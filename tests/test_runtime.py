@@ -233,3 +233,13 @@ def test_engine_arguments_and_close(model, vulkan_device, prompts):
     assert h.result(TIMEOUT).finish_reason == "cancelled"
     with pytest.raises(rw.RWKVError, match="closed"):
         engine.submit(prompts[0])
+
+
+def test_serve_config_loads_the_model_quantized(vulkan_device):
+    """``ServeConfig.quant`` (Ray Serve / the HTTP server): the replica's model is quantized."""
+    from rwkv_webgpu.gpu import QMatrix
+    from rwkv_webgpu.serve import OpenAIServer, ServeConfig
+
+    server = OpenAIServer(ServeConfig(adapter="vulkan", quant="att=int8,ffn=nf4"))
+    layer = server.served.model.layers[0]
+    assert isinstance(layer.key, QMatrix) and layer.key.quant.value == "int8" and layer.ffn_key.quant.value == "nf4"

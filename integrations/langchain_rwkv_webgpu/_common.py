@@ -30,11 +30,14 @@ class ModelFields(BaseModel):
     """WebGPU adapter filter ("vulkan", "nvidia", ...); None picks the high-performance one."""
     max_batch: int = 4
     """Requests the shared engine runs at once (set by whoever loads the model first)."""
+    quant: str | dict[str, str] | None = None
+    """Store the large matrices quantized: "int8", "nf4", "sf4" or a mix such as
+    {"att": "int8", "ffn": "nf4"} (see docs/quantization.md); None keeps them f16."""
 
     def served(self, model: str | None = None) -> ServedModel:
         """The shared served model (``model`` overrides this object's for one call)."""
         return served_model(model or self.model_name, tokenizer=self.tokenizer, adapter=self.adapter,
-                            max_batch=self.max_batch)  # fmt: skip
+                            max_batch=self.max_batch, quant=self.quant)  # fmt: skip
 
 
 def _relay(run_manager: Any = None, config: Any = None) -> Any:

@@ -18,7 +18,10 @@ def register_models(register: Any) -> None:
 
 @hookspec
 def register_model_loaders(register: Any) -> None:
-    """Load checkpoint formats: ``register(name, loader, suffixes)``, ``loader(path, **options) -> Model``."""
+    """Load checkpoint formats: ``register(name, loader, suffixes)``, ``loader(path, **options) -> Model``.
+
+    Options are ``tokenizer`` and ``adapter``, and ``quant`` (a ``QuantPlan``) only when the
+    user asked for quantization; a loader without that keyword is reported as unable to quantize."""
 
 
 @hookspec

@@ -343,16 +343,21 @@ def _in_thread(items: Iterator[str]) -> AsyncGenerator[str, None]:
     return run()
 
 
-_served: dict[tuple[str, str | None, str | None], ServedModel] = {}
+_served: dict[tuple[str, str | None, str | None, str], ServedModel] = {}
 _served_lock = threading.Lock()
 
 
 def served_model(model: str | os.PathLike[str] | None = None, *, tokenizer: str | None = None,
-                 adapter: str | None = None, max_batch: int = 4) -> ServedModel:  # fmt: skip
+                 adapter: str | None = None, max_batch: int = 4, quant: Any = None) -> ServedModel:  # fmt: skip
     """The process-wide :class:`ServedModel` for ``model`` (a registered name, "demo" when None, or
-    a checkpoint path), loading it on first use through the plugins' model loaders."""
+    a checkpoint path), loading it on first use through the plugins' model loaders. ``quant`` is
+    :func:`rwkv_webgpu.load_model`'s (a kind or a mix); the same file quantized differently is
+    another served model."""
+    from ..weights.quant import QuantPlan
+
+    plan = QuantPlan.parse(quant)
     model_id, source = resolve(model, tokenizer)
-    key = (os.path.realpath(source.path), source.tokenizer, adapter)
+    key = (os.path.realpath(source.path), source.tokenizer, adapter, str(plan))
     with _served_lock:
         found = _served.get(key)
         if found is None:
@@ -361,9 +366,15 @@ def served_model(model: str | os.PathLike[str] | None = None, *, tokenizer: str 
             log.info("loading %s with the %s loader", source.path, loader.name)
             # a tokenizer registered by a plugin is made by its factory, anything else by the loader
             named = source.tokenizer in plugins.tokenizers() and source.tokenizer != "world"
-            loaded = loader.load(
-                source.path, tokenizer=None if named else source.tokenizer, adapter=adapter
-            )
+            options = {"quant": plan} if plan else {}  # loaders that cannot quantize still load the rest
+            try:
+                loaded = loader.load(
+                    source.path, tokenizer=None if named else source.tokenizer, adapter=adapter, **options
+                )
+            except TypeError as exc:
+                if options and "quant" in str(exc):
+                    raise RWKVError(f"the {loader.name!r} model loader cannot quantize ({source.path}): {exc}") from None
+                raise
             if named:
                 loaded.tokenizer = plugins.tokenizer(str(source.tokenizer))
             if loaded.tokenizer is None:

@@ -40,6 +40,8 @@ class ServeConfig:
     """WebGPU adapter filter ("vulkan", "nvidia", ...): the adapter this replica runs on."""
     max_batch: int = 8
     """Requests the replica's engine decodes at once (continuous batching)."""
+    quant: str | None = None
+    """Quantization at load ("int8", "nf4", "sf4" or a mix "att=int8,ffn=nf4"); None: f16."""
     served_name: str = ""
     """The model name reported to clients; "" uses ``model``."""
     max_tokens: int = 256
@@ -58,8 +60,8 @@ class OpenAIServer:
 
     def __init__(self, config: ServeConfig, served: ServedModel | None = None):
         self.config = config
-        self.served = served or served_model(config.model, tokenizer=config.tokenizer,
-                                             adapter=config.adapter, max_batch=config.max_batch)  # fmt: skip
+        self.served = served or served_model(config.model, tokenizer=config.tokenizer, adapter=config.adapter,
+                                             max_batch=config.max_batch, quant=config.quant)  # fmt: skip
 
     # -- requests -> engine requests ---------------------------------------------------------
     def _request(self, body: SamplingFields, prompt: list[int], stops: Sequence[str],

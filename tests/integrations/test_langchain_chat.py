@@ -186,3 +186,18 @@ def test_embeddings_are_unit_vectors_of_the_hidden_size() -> None:
     assert abs(sum(x * x for x in a) - 1) < 1e-5
     assert emb.embed_query("w3 w4 w5") == pytest.approx(a, abs=1e-6)
     assert a != pytest.approx(b, abs=1e-3)
+
+
+def test_quantized_model_is_its_own_engine() -> None:
+    """``quant`` loads the model quantized: another engine than the f16 one, its matrices quantized."""
+    from rwkv_webgpu.gpu import Matrix, QMatrix
+
+    plain, mixed = ChatRWKV(**chat_params()), ChatRWKV(**chat_params(), quant={"att": "int8", "ffn": "nf4"})
+    assert mixed.served() is not plain.served()
+    assert mixed.served() is ChatRWKV(**chat_params(), quant="att=int8,ffn=nf4").served()  # same mix, same engine
+    layer = mixed.served().model.layers[0]
+    assert isinstance(plain.served().model.layers[0].key, Matrix)
+    assert isinstance(layer.key, QMatrix) and layer.key.quant.value == "int8" and layer.ffn_key.quant.value == "nf4"
+    assert isinstance(mixed.invoke("Hello", max_tokens=3).content, str)
+    with pytest.raises(Exception, match="unknown quantization 'int3'"):
+        ChatRWKV(**chat_params(), quant="int3").invoke("Hello")

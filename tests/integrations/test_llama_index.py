@@ -90,3 +90,12 @@ def test_instrumentation_events() -> None:
         "LLMChatEndEvent",
     ):
         assert name in recorder.events
+
+
+def test_quantized_model() -> None:
+    from rwkv_webgpu.gpu import QMatrix
+
+    llm = make(quant="nf4")
+    assert isinstance(llm._served().model.layers[0].key, QMatrix)
+    assert llm._served() is not make()._served()
+    assert isinstance(llm.complete("Hello").text, str)

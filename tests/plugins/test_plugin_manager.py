@@ -125,3 +125,28 @@ def test_importing_loads_nothing() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "True"
+
+
+def test_quantizing_through_a_loader_that_cannot_is_a_clear_error(tmp_path: Any) -> None:
+    """served_model passes ``quant`` only when asked; a plugin loader without it says so."""
+    from rwkv_webgpu.plugins.serving import served_model
+
+    seen: list[dict[str, Any]] = []
+
+    def load(path: str, tokenizer: Any = None, adapter: Any = None) -> Any:
+        seen.append({"tokenizer": tokenizer, "adapter": adapter})
+        raise RuntimeError("loaded")  # enough: the options are what this test looks at
+
+    pm = create_manager(autoload=False)
+    pm.register(plugin_module("fmt", register_model_loaders=lambda register: register("fmt", load, (".fmt",))))
+    set_plugins(Plugins(pm))
+    try:
+        path = tmp_path / "m.fmt"
+        path.write_bytes(b"")
+        with pytest.raises(RuntimeError, match="loaded"):
+            served_model(str(path), tokenizer="world")
+        assert seen == [{"tokenizer": "world", "adapter": None}]
+        with pytest.raises(RWKVError, match="'fmt' model loader cannot quantize"):
+            served_model(str(path), tokenizer="world", quant="nf4")
+    finally:
+        set_plugins(None)

@@ -45,6 +45,9 @@ class RWKVWebGPU(CustomLLM):
         default=None, description="tokenizer.json / vocab file / 'world'."
     )
     adapter: str | None = Field(default=None, description="WebGPU adapter filter ('vulkan', ...).")
+    quant: str | dict[str, str] | None = Field(
+        default=None, description="Quantization at load: 'int8', 'nf4', 'sf4' or a mix {'att': 'int8', 'ffn': 'nf4'}."
+    )
     temperature: float = Field(default=1.0, ge=0)
     top_p: float = Field(default=0.3, gt=0, le=1)
     top_k: int = Field(default=0, ge=0)
@@ -68,7 +71,7 @@ class RWKVWebGPU(CustomLLM):
                            is_chat_model=True, model_name=self.model)  # fmt: skip
 
     def _served(self) -> ServedModel:
-        return served_model(self.model, tokenizer=self.tokenizer, adapter=self.adapter)
+        return served_model(self.model, tokenizer=self.tokenizer, adapter=self.adapter, quant=self.quant)
 
     def _request(self, ids: list[int], stops: Sequence[str], kwargs: dict[str, Any]) -> Request:
         sampling = SamplingConfig(temperature=kwargs.get("temperature", self.temperature),
