@@ -2,7 +2,8 @@
 
 Models: ``rwkv/<name>`` for every model the rwkv_webgpu plugins name ("demo": the bundled demo
 model), plus those listed in ``rwkv-webgpu.json`` in llm's user directory
-(``{"name": {"path": "model.pth", "tokenizer": null}}``; ``llm rwkv-webgpu add NAME PATH``).
+(``{"name": {"path": "model.pth", "tokenizer": null, "quant": null}}``; ``llm rwkv-webgpu add NAME
+PATH [--quant att=int8,ffn=nf4]``).
 ``llm -m rwkv/demo "Hello" -o temperature 0 -o max_tokens 50``; ``-o raw 1`` continues plain text
 instead of chatting (for models not tuned to chat, such as the demo model). A conversation (``llm -c``,
 ``llm chat``) goes on from the state of its previous prompt, restored from the prefix cache.
@@ -34,12 +35,12 @@ def config_path() -> Path:
 def configured_models() -> dict[str, dict[str, Any]]:
     """``{name: {"path": ..., "tokenizer": ...}}`` from the rwkv_webgpu plugins and the config file."""
     found: dict[str, dict[str, Any]] = {
-        name: {"path": name, "tokenizer": None} for name in get_plugins().models()
+        name: {"path": name, "tokenizer": None, "quant": None} for name in get_plugins().models()
     }
     path = config_path()
     if path.is_file():
         for name, entry in json.loads(path.read_text()).items():
-            found[name] = {"path": entry["path"], "tokenizer": entry.get("tokenizer")}
+            found[name] = {"path": entry["path"], "tokenizer": entry.get("tokenizer"), "quant": entry.get("quant")}
     return found
 
 
@@ -84,16 +85,17 @@ class RWKVModel(llm.Model):
             default=None, description="A sampler registered by an rwkv_webgpu plugin"
         )
 
-    def __init__(self, name: str, path: str, tokenizer: str | None = None):
+    def __init__(self, name: str, path: str, tokenizer: str | None = None, quant: str | None = None):
         self.model_id = PREFIX + name
         self.path = path
         self.tokenizer = tokenizer
+        self.quant = quant
 
     def __str__(self) -> str:
         return f"RWKV (WebGPU): {self.model_id}"
 
     def execute(self, prompt: Any, stream: bool, response: Any, conversation: Any) -> Iterator[str]:
-        served = served_model(self.path, tokenizer=self.tokenizer)
+        served = served_model(self.path, tokenizer=self.tokenizer, quant=self.quant)
         opts = prompt.options
         earlier = list(conversation.responses) if conversation is not None else []
         system = prompt.system or next((r.prompt.system for r in earlier if r.prompt.system), None)
@@ -139,7 +141,7 @@ class RWKVModel(llm.Model):
 @llm.hookimpl
 def register_models(register: Any) -> None:
     for name, entry in configured_models().items():
-        register(RWKVModel(name, entry["path"], entry["tokenizer"]))
+        register(RWKVModel(name, entry["path"], entry["tokenizer"], entry["quant"]))
 
 
 @llm.hookimpl
@@ -152,11 +154,19 @@ def register_commands(cli: Any) -> None:
     @click.argument("name")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False, resolve_path=True))
     @click.option("--tokenizer", help="tokenizer.json or vocab file (default: the model's own)")
-    def add(name: str, path: str, tokenizer: str | None) -> None:
+    @click.option("--quant", help="load it quantized: int8, nf4, sf4 or a mix such as att=int8,ffn=nf4")
+    def add(name: str, path: str, tokenizer: str | None, quant: str | None) -> None:
         "Make the checkpoint PATH available as rwkv/NAME"
+        from rwkv_webgpu.errors import RWKVError
+        from rwkv_webgpu.weights.quant import QuantPlan
+
+        try:
+            QuantPlan.parse(quant)
+        except RWKVError as exc:
+            raise click.BadParameter(str(exc), param_hint="--quant") from None
         where = config_path()
         models = json.loads(where.read_text()) if where.is_file() else {}
-        models[name] = {"path": path, "tokenizer": tokenizer}
+        models[name] = {"path": path, "tokenizer": tokenizer, "quant": quant}
         where.parent.mkdir(parents=True, exist_ok=True)
         where.write_text(json.dumps(models, indent=2))
         click.echo(f"added {PREFIX}{name}")

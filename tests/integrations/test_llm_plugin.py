@@ -82,3 +82,19 @@ def test_add_command(user_dir: Path) -> None:
     assert res.exit_code == 0, res.output
     listed: Any = CliRunner().invoke(cli, ["rwkv-webgpu", "models"]).output
     assert "rwkv/second" in listed and "rwkv/test" in listed
+
+
+def test_add_a_quantized_model(user_dir: Path) -> None:
+    from rwkv_webgpu.gpu import QMatrix
+    from rwkv_webgpu.plugins import serving
+
+    serving.release_models()
+    args = ["rwkv-webgpu", "add", "mixed", model_params()["model"], "--tokenizer", model_params()["tokenizer"]]
+    bad = CliRunner().invoke(cli, [*args, "--quant", "att=int9"])
+    assert bad.exit_code != 0 and "unknown quantization 'int9'" in bad.output
+    res = CliRunner().invoke(cli, [*args, "--quant", "att=int8,ffn=nf4"])
+    assert res.exit_code == 0, res.output
+    out = CliRunner().invoke(cli, ["-m", "rwkv/mixed", "Hello", "-o", "temperature", "0", "-o", "max_tokens", "3", "-o", "raw", "1"])
+    assert out.exit_code == 0, out.output
+    (served,) = [m for key, m in serving._served.items() if key[-1] == "att=int8,ffn=nf4"]  # the prompt loaded it
+    assert isinstance(served.model.layers[0].key, QMatrix) and served.model.layers[0].ffn_key.quant.value == "nf4"
