@@ -190,3 +190,20 @@ def test_quantized_decoding_on_gpus_groups_the_f16_products(vulkan_device, quant
     assert sum(label.endswith(f"att.mix_products.{quant}") for label in ran) == len(model.layers)
     whole = model.forward(tokens, model.new_state(), full=True)
     np.testing.assert_allclose(stepped, whole, rtol=0, atol=1e-4 * np.abs(whole).max())
+
+
+def test_quantize_example_runs(vulkan_device):
+    """examples/quantize.py: each kind loads, the mix's prefab reloads with identical logits."""
+    import os
+    import subprocess
+    import sys
+
+    root = FIX.parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, str(root / "examples" / "quantize.py"), "--adapter", "vulkan",
+                          "--max-tokens", "4"], check=False, capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr + res.stdout
+    if "no model at" not in res.stdout:
+        for kind in ("int8", "nf4", "att=int8,ffn=nf4"):
+            assert f"\n{kind} " in res.stdout
+        assert "identical logits: True" in res.stdout
