@@ -228,7 +228,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs.append(time_peer(model, prompt, args.tokens, ProgressBar("converting for web-rwkv-py", force=args.progress)))
     info = model.device.info
     print(f"adapter: {info.describe()}")
-    print(f"model:   {model.info.describe()}  ({model.path})")
+    print(f"model:   {model.info.describe()}  ({model.path}{f', {model.quant}' if model.quant else ''})")
     print(
         f"prompt {len(prompt)} tokens (chunks of {model.token_chunk_size}), then {args.tokens} tokens decoded greedily"
     )
@@ -241,7 +241,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
     if args.json:
         doc = {"adapter": info.name, "backend": info.backend, "model": model.info.describe(), "path": str(model.path),
-               "prompt_tokens": len(prompt), "decode_tokens": args.tokens, "chunk_size": model.token_chunk_size, "runs": runs}  # fmt: skip
+               "quant": str(model.quant), "prompt_tokens": len(prompt), "decode_tokens": args.tokens,
+               "chunk_size": model.token_chunk_size, "runs": runs}  # fmt: skip
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return 0
 

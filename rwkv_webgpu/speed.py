@@ -87,6 +87,10 @@ def time_peer(model: Model, prompt: Sequence[int], tokens: int, progress: Progre
     return {"engine": name, **res, **({"quant": options} if any(options.values()) else {})}
 
 
+# a layer's matrices that quantization applies to (weights/quant.py QUANTIZABLE), as attributes
+LARGE = ("receptance", "key", "value", "output", "gate", "ffn_key", "ffn_value", "ffn_receptance")
+
+
 def peer_quantization(model: Model) -> dict[str, int] | str:
     """web-rwkv-py's options for the quantization ``model`` has (all its large matrices int8, or
     all nf4, in the first N layers), or why web-rwkv-py has no match (sf4, a mix, a prefab file)."""
@@ -115,5 +119,3 @@ def peer_quantization(model: Model) -> dict[str, int] | str:
         return {"quant": n, "quant_nf4": 0} if kinds[0] == {"int8"} else {"quant": 0, "quant_nf4": n}
     return f"web-rwkv-py has no quantization like this model's ({model.quant}); it quantizes all large matrices of the first N layers to int8 or nf4"
 
-
-LARGE = ("receptance", "key", "value", "output", "gate", "ffn_key", "ffn_value", "ffn_receptance")

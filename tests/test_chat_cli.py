@@ -264,7 +264,9 @@ def test_bench_compare_with_web_rwkv_py(vulkan_device, tmp_path, capsys):
     # a quantized model is compared with web-rwkv-py quantized the same way
     assert main(cli("bench", "--model", str(path), "--prompt-tokens", "16", "--tokens", "4", "--quant", "int8",
                     "--compare", "web-rwkv-py", "--json", str(out_json))) == 0  # fmt: skip
-    runs = {r["engine"]: r for r in json.loads(out_json.read_text())["runs"]}
+    doc = json.loads(out_json.read_text())
+    runs = {r["engine"]: r for r in doc["runs"]}
+    assert doc["quant"] == "int8" and ", int8)" in capsys.readouterr().out
     assert runs["web-rwkv-py"]["quant"] == {"quant": 4, "quant_nf4": 0}
     assert runs["web-rwkv-py"].get("decode_tok_s", 0) > 0, runs["web-rwkv-py"]
 
