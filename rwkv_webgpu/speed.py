@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .models.base import Model, Progress
+from .weights.quant import BLOCKS
 
 Run = Callable[[list[int]], Any]  # ids -> logits of the last one
 
@@ -87,27 +88,21 @@ def time_peer(model: Model, prompt: Sequence[int], tokens: int, progress: Progre
     return {"engine": name, **res, **({"quant": options} if any(options.values()) else {})}
 
 
-# a layer's matrices that quantization applies to (weights/quant.py QUANTIZABLE), as attributes
-LARGE = ("receptance", "key", "value", "output", "gate", "ffn_key", "ffn_value", "ffn_receptance")
+# a layer's matrices that quantization applies to, as the model classes name them
+LARGE = tuple(name if block == "att" else f"{block}_{name}" for block, names in BLOCKS.items() for name in names)
 
 
 def peer_quantization(model: Model) -> dict[str, int] | str:
     """web-rwkv-py's options for the quantization ``model`` has (all its large matrices int8, or
     all nf4, in the first N layers), or why web-rwkv-py has no match (sf4, a mix, a prefab file)."""
     from .gpu import QMatrix
-    from .weights.prefab import FORMAT
-    from .weights.safetensors_io import SafetensorsReader
+    from .weights import open_checkpoint
+    from .weights.prefab import prefab_metadata
 
-    path = str(model.path)
-    if path.endswith((".safetensors", ".prefab")):
-        try:
-            reader = SafetensorsReader(path)
-            fmt = (reader.metadata or {}).get("format")
-            reader.close()
-        except Exception:
-            fmt = None
-        if fmt == FORMAT:
-            return "web-rwkv-py cannot read a prefab file; compare on the original checkpoint"
+    if not str(model.path).endswith((".pth", ".st")):  # a prefab is a safetensors file
+        with open_checkpoint(model.path) as ckpt:
+            if prefab_metadata(ckpt) is not None:
+                return "web-rwkv-py cannot read a prefab file; compare on the original checkpoint"
     kinds: list[set[str]] = []
     for layer in model.layers:
         mats = [getattr(layer, a) for a in LARGE if hasattr(layer, a)]

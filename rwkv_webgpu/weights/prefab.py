@@ -33,7 +33,6 @@ def save_prefab(ckpt: Any, path: str | os.PathLike[str], *, quant: QuantPlan | Q
     quantizing what ``quant`` (a :class:`QuantPlan` or what it parses) selects in ``quant_layers``."""
     layers = set(range(num_layer)) if quant_layers is None else set(quant_layers)
     wanted = QuantPlan.parse(quant)
-    plan: list[tuple[str, str]] = []  # (official name, kind) kind: "tensor" | "quant"
     quantized: dict[str, list[Any]] = {}
     specs: list[TensorSpec] = []
     cache: dict[str, Any] = {}
@@ -47,14 +46,12 @@ def save_prefab(ckpt: Any, path: str | os.PathLike[str], *, quant: QuantPlan | Q
             quantized[name] = [rows, k, kind.value]
             specs.append(TensorSpec(f"{name}.qcodes", "u32", tuple(qm.codes.shape)))
             specs.append(TensorSpec(f"{name}.qscales", "f32", tuple(qm.scales.shape)))
-            plan.append((name, "quant"))
         else:
             arr = ckpt.load(name, np.float32)
             half = arr.astype(np.float16)
             keep = half if np.array_equal(half.astype(np.float32), arr) else arr
             cache[name] = keep
             specs.append(TensorSpec(name, tag_of(keep.dtype), tuple(keep.shape)))
-            plan.append((name, "tensor"))
     kinds = sorted({kind for *_, kind in quantized.values()})
     meta = {"format": FORMAT, "quant": kinds[0] if len(kinds) == 1 else "mixed" if kinds else "none",
             "quantized": json.dumps(quantized)}  # fmt: skip

@@ -94,12 +94,8 @@ class QuantPlan:
         block, matrix, _ = name.split(".")
         return rules.get(f"{block}.{matrix}", rules.get(block, rules.get("*", Quant.NONE)))
 
-    @property
-    def kinds(self) -> set[Quant]:
-        return {kind for _, kind in self.rules} - {Quant.NONE}
-
     def __bool__(self) -> bool:
-        return bool(self.kinds)
+        return any(kind is not Quant.NONE for _, kind in self.rules)
 
     def __str__(self) -> str:
         if not self:
